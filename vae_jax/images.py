@@ -1,0 +1,60 @@
+"""Image grids and files: PNG and animated GIF through Pillow.
+
+Grids tile images of shape (H, W) with a `pad`-pixel dark border, so a grid of
+R x C images of H x W pixels is (R * (H + pad) + pad) x (C * (W + pad) + pad).
+"""
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+PAD = 2
+
+
+def grid_size(rows: int, cols: int, image_shape, pad: int = PAD) -> tuple[int, int]:
+  """(height, width) in pixels of a `rows` x `cols` grid of `image_shape` images."""
+  h, w = image_shape[:2]
+  return rows * (h + pad) + pad, cols * (w + pad) + pad
+
+
+def tile(images: np.ndarray, cols: int, pad: int = PAD) -> np.ndarray:
+  """Tiles images (N, H, W) in [0, 1] into one uint8 grid (rows, cols), row-major.
+
+  Missing cells at the end of the last row stay dark.
+  """
+  images = np.asarray(images, np.float32)
+  n, h, w = images.shape
+  rows = -(-n // cols)
+  height, width = grid_size(rows, cols, (h, w), pad)
+  grid = np.zeros((height, width), np.float32)
+  for i, image in enumerate(images):
+    r, c = divmod(i, cols)
+    y, x = pad + r * (h + pad), pad + c * (w + pad)
+    grid[y:y + h, x:x + w] = image
+  return to_uint8(grid)
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+  """[0, 1] floats -> uint8, clipped."""
+  return np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def save_png(path, grid: np.ndarray) -> pathlib.Path:
+  """Writes a uint8 (H, W) or (H, W, 3|4) array as a PNG, creating folders."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(grid).save(path)
+  return path
+
+
+def save_gif(path, frames: list[np.ndarray], seconds_per_frame: float = 0.15,
+             bounce: bool = True) -> pathlib.Path:
+  """Writes uint8 frames (H, W) as a looping GIF; `bounce` plays back and forth."""
+  if bounce and len(frames) > 2:
+    frames = list(frames) + list(frames[-2:0:-1])
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  pictures = [Image.fromarray(f) for f in frames]
+  pictures[0].save(path, save_all=True, append_images=pictures[1:],
+                   duration=int(seconds_per_frame * 1000), loop=0)
+  return path
