@@ -1,0 +1,38 @@
+"""Shared fixtures: keys, the tiny config, and workdirs trained once per session."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from vae_jax import trainer
+from vae_jax.configs import tiny
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def key():
+  return jax.random.key(0)
+
+
+@pytest.fixture
+def tiny_config():
+  return tiny.get_config()
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory):
+  """A workdir trained for 2 epochs of mnist_sample with the tiny config."""
+  workdir = tmp_path_factory.mktemp("tiny_run")
+  trainer.train_and_evaluate(tiny.get_config(), workdir, verbose=False)
+  return workdir
+
+
+def run_module(module: str, *args: str, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+  """Runs `python -m module args...` from the repository root; returns the result."""
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout, **popen)

@@ -1,0 +1,208 @@
+"""`python -m vae_jax.train` end to end: outputs, resume, signals, bad input."""
+import gzip
+import json
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, run_module
+from vae_jax import checkpoints
+from vae_jax import data
+from vae_jax import images
+from vae_jax import reporting
+from vae_jax import trainer
+from vae_jax.configs import tiny
+
+TINY = "--config=vae_jax/configs/tiny.py"
+METRIC_KEYS = {"epoch", "train_loss", "test_loss", "test_recon", "test_kl", "epoch_seconds",
+               "examples_per_second"}
+
+
+def _tensorboard_tags(folder) -> set[str]:
+  """Tags of the scalars and images in the TensorBoard event files under `folder`."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  tags = set()
+  for path in folder.rglob("events.out.tfevents.*"):
+    raw = path.read_bytes()
+    offset = 0
+    while offset < len(raw):  # TFRecord: length, crc, payload, crc.
+      (length,) = struct.unpack("<Q", raw[offset:offset + 8])
+      event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
+      tags.update(value.tag for value in event.summary.value)
+      offset += 16 + length
+  return tags
+
+
+def test_cli_trains_and_writes_every_output(tmp_path):
+  workdir = tmp_path / "run"
+  result = run_module("vae_jax.train", f"--workdir={workdir}", TINY)
+  assert result.returncode == 0, result.stderr
+  assert "epoch   1/2  test loss" in result.stdout and "epoch   2/2" in result.stdout
+  assert f"images: {workdir / 'images'}" in result.stdout
+  assert "compiled in" in result.stdout
+
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["dataset"] == "mnist_sample" and config["image_shape"] == [28, 28]
+  records = reporting.read_metrics(workdir)
+  assert [r["epoch"] for r in records] == [1, 2]
+  for r in records:
+    assert METRIC_KEYS <= r.keys()
+    assert np.isclose(r["test_loss"], r["test_recon"] + r["test_kl"], rtol=1e-5)
+  assert records[1]["test_loss"] < records[0]["test_loss"]
+  assert checkpoints.Checkpointer(workdir).all_steps() == [125, 250]
+  for epoch in (1, 2):
+    recon = Image.open(workdir / "images" / f"reconstruction_{epoch}.png")
+    sample = Image.open(workdir / "images" / f"sample_{epoch}.png")
+    assert recon.size[::-1] == images.grid_size(2, 8, (28, 28))  # 8 over their reconstructions.
+    assert sample.size[::-1] == images.grid_size(8, 8, (28, 28))  # 64 samples.
+  assert {"train_loss", "test_loss", "test_recon", "test_kl", "epoch_seconds",
+          "examples_per_second", "reconstruction", "sample"} <= _tensorboard_tags(workdir)
+
+
+def test_rerunning_a_finished_run_changes_nothing(trained_workdir):
+  before = {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")}
+  result = run_module("vae_jax.train", f"--workdir={trained_workdir}", TINY)
+  assert result.returncode == 0, result.stderr
+  assert "already trained for 2 epochs" in result.stdout and "nothing to do" in result.stdout
+  assert {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")} == before
+
+
+def _params(workdir):
+  ckpt = checkpoints.Checkpointer(workdir)
+  config = checkpoints.read_config(workdir)
+  from vae_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  model = model_lib.from_config(config, config.image_shape)
+  state = trainer.create_train_state(model, config, jax.random.key(0))
+  return ckpt.restore(jax.eval_shape(lambda: state))[0].params
+
+
+def _start_and_signal(workdir, signum, *args):
+  """Starts training, sends `signum` once epoch 1 is reported; returns (rc, stdout)."""
+  process = subprocess.Popen(
+      [sys.executable, "-m", "vae_jax.train", f"--workdir={workdir}", TINY, *args],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  lines = []
+  for line in process.stdout:
+    lines.append(line)
+    if line.startswith("epoch   1/"):
+      process.send_signal(signum)
+      break
+  out, err = process.communicate(timeout=300)
+  return process.returncode, "".join(lines) + out, err
+
+
+def test_sigint_saves_a_checkpoint_and_the_rerun_resumes_exactly(tmp_path):
+  epochs = "--config.num_epochs=10"
+  rc, out, err = _start_and_signal(tmp_path / "cut", signal.SIGINT, epochs)
+  assert rc == 128 + signal.SIGINT, err
+  assert "checkpoint saved at step" in out and "Rerun the same command to resume" in out
+  saved = checkpoints.Checkpointer(tmp_path / "cut").latest_step()
+  assert 125 <= saved < 10 * 125
+  resumed = run_module("vae_jax.train", f"--workdir={tmp_path / 'cut'}", TINY, epochs)
+  assert resumed.returncode == 0, resumed.stderr
+  config = tiny.get_config()
+  config.num_epochs = 10
+  trainer.train_and_evaluate(config, tmp_path / "whole", verbose=False)
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / "whole"),
+               _params(tmp_path / "cut"))
+  assert [r["epoch"] for r in reporting.read_metrics(tmp_path / "cut")] == list(range(1, 11))
+
+
+def test_sigterm_saves_a_checkpoint(tmp_path):
+  rc, out, _ = _start_and_signal(tmp_path, signal.SIGTERM, "--config.num_epochs=10")
+  assert rc == 128 + signal.SIGTERM
+  assert checkpoints.Checkpointer(tmp_path).latest_step() >= 125
+  assert "interrupted after" in out
+
+
+def _idx_folder(tmp_path, breakage):
+  folder = tmp_path / "idx"
+  shutil.copytree(data.SAMPLE_DIR, folder)
+  breakage(folder)
+  return str(folder)
+
+
+def _bad_magic(folder):
+  path = folder / "t10k-images-idx3-ubyte.gz"
+  path.write_bytes(gzip.compress(b"\x1f\x8b\x08\x00" + gzip.decompress(path.read_bytes())[4:]))
+
+
+def _truncate(folder):
+  path = folder / "train-images-idx3-ubyte.gz"
+  path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:100_000]))
+
+
+BAD_INPUTS = {
+    "unknown dataset": (["--config.dataset=cifar10"], "unknown dataset 'cifar10'"),
+    "missing data_dir": (["--config.dataset=mnist", "--config.data_dir=/no/such/dir"],
+                         "is not a folder"),
+    "incomplete data_dir": (
+        ["--config.dataset=mnist", "--config.data_dir={incomplete}"], "lacks train-labels"),
+    "not IDX": (["--config.dataset=mnist", "--config.data_dir={bad_magic}"], "not an IDX file"),
+    "truncated IDX": (["--config.dataset=mnist", "--config.data_dir={truncated}"], "truncated"),
+    "latents <= 0": (["--config.latents=0"], "latents must be > 0"),
+    "batch_size <= 0": (["--config.batch_size=0"], "batch_size must be > 0"),
+    "batch_size too large": (["--config.batch_size=9000"], "larger than the training set"),
+    "learning_rate <= 0": (["--config.learning_rate=-0.1"], "learning_rate must be > 0"),
+    "num_epochs < 0": (["--config.num_epochs=-1"], "num_epochs must be >= 0"),
+    "unknown field": (["--config.latent=3"], "unknown config field: 'latent'"),
+    "bad value": (["--config.latents=abc"], "config.latents"),
+    "missing config file": (["--config=/no/such/config.py"], "cannot load --config"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line(tmp_path, case):
+  args, message = BAD_INPUTS[case]
+  folders = {
+      "incomplete": lambda: _idx_folder(
+          tmp_path, lambda f: (f / "train-labels-idx1-ubyte.gz").unlink()),
+      "bad_magic": lambda: _idx_folder(tmp_path, _bad_magic),
+      "truncated": lambda: _idx_folder(tmp_path, _truncate),
+  }
+  args = [a.format(**{k: f() for k, f in folders.items() if "{" + k + "}" in a}) for a in args]
+  workdir = tmp_path / "work"
+  result = run_module("vae_jax.train", f"--workdir={workdir}", TINY, *args)
+  assert result.returncode == 2, (result.stdout, result.stderr)
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+  assert not workdir.exists() or not any(workdir.iterdir())
+
+
+def test_missing_workdir_flag_exits_2():
+  result = run_module("vae_jax.train", TINY)
+  assert result.returncode == 2 and "--workdir must have a value" in result.stderr
+
+
+def test_a_workdir_of_another_model_shape_is_refused_and_kept(trained_workdir):
+  before = {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")}
+  result = run_module("vae_jax.train", f"--workdir={trained_workdir}", TINY,
+                      "--config.hidden=32", "--config.num_epochs=3")
+  assert result.returncode == 2
+  assert "holds a checkpoint of a different model (hidden 64 vs 32)" in result.stderr
+  assert {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")} == before
+
+
+def test_offline_tfds_exits_2_naming_the_offline_options(tmp_path):
+  """The real CLI, with tfds' download retries cut to zero so the failure is quick."""
+  code = ("import sys, runpy; from tensorflow_datasets.core.download import downloader; "
+          "downloader.MAX_RETRIES = 0; sys.argv[0] = 'vae_jax.train'; "
+          "runpy.run_module('vae_jax.train', run_name='__main__')")
+  result = subprocess.run(
+      [sys.executable, "-c", code, f"--workdir={tmp_path / 'w'}", "--config.dataset=mnist",
+       f"--config.tfds_data_dir={tmp_path / 'tfds'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: tensorflow-datasets could not load mnist")
+  assert "dataset=mnist_sample" in last and "data_dir" in last
+  assert "Traceback" not in result.stderr

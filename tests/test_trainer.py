@@ -1,0 +1,153 @@
+"""The training library: a step learns, resume is exact, divergence is caught."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vae_jax import checkpoints
+from vae_jax import data
+from vae_jax import model as model_lib
+from vae_jax import objectives
+from vae_jax import reporting
+from vae_jax import trainer
+from vae_jax.errors import UsageError
+
+
+def _params(workdir, config):
+  """The parameters of the latest checkpoint in `workdir`."""
+  ckpt = checkpoints.Checkpointer(workdir)
+  model = model_lib.from_config(config, (28, 28))
+  state = trainer.create_train_state(model, config, jax.random.key(0))
+  restored, _ = ckpt.restore(jax.eval_shape(lambda: state))
+  return restored.params
+
+
+def test_one_update_lowers_the_loss_on_a_fixed_batch(tiny_config, key):
+  images = data.load(tiny_config).train.images[:64].reshape(64, -1)
+  model = model_lib.from_config(tiny_config, (28, 28))
+  state = trainer.create_train_state(model, tiny_config, key)
+  x = data.to_unit_interval(jnp.asarray(images))
+  step_key = jax.random.key(1)
+
+  def loss(params):  # The same z draw before and after the step.
+    z_key, _ = jax.random.split(step_key)
+    return jnp.mean(objectives.negative_elbo(model, params, x, z_key)["loss"])
+
+  new_state, reported = jax.jit(trainer.train_step, static_argnums=(0, 4))(
+      model, state, jnp.asarray(images), step_key, False)
+  np.testing.assert_allclose(reported, loss(state.params), rtol=1e-6)
+  assert loss(new_state.params) < loss(state.params)
+  assert int(new_state.step) == 1
+
+
+def test_model_shapes_and_parameter_count_follow_the_config():
+  config = trainer.ml_collections.ConfigDict({
+      "hidden": 400, "latents": 20, "likelihood": "bernoulli", "decoder": "mlp",
+      "obs_scale": 1.0, "learn_obs_scale": False})
+  model = model_lib.from_config(config, (28, 28))
+  params = model_lib.init_params(model, jax.random.key(0))
+  assert sum(p.size for p in jax.tree.leaves(params)) == 652_824  # The tutorial's count.
+  small = model_lib.from_config(config, (7, 5))
+  out, mean, logvar = small.apply({"params": model_lib.init_params(small, jax.random.key(0))},
+                                  jnp.zeros((3, 35)), jax.random.key(1))
+  assert out.shape == (3, 35) and mean.shape == logvar.shape == (3, 20)
+
+
+def test_resume_after_k_epochs_equals_the_uninterrupted_run(tiny_config, tmp_path):
+  tiny_config.num_epochs = 3
+  trainer.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
+  tiny_config.num_epochs = 1
+  trainer.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
+  tiny_config.num_epochs = 3
+  result = trainer.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
+  assert result.epochs_done == 3
+  straight, resumed = _params(tmp_path / "straight", tiny_config), _params(tmp_path / "resumed", tiny_config)
+  jax.tree.map(np.testing.assert_array_equal, straight, resumed)  # Bit-identical on CPU.
+  a, b = reporting.read_metrics(tmp_path / "straight"), reporting.read_metrics(tmp_path / "resumed")
+  assert [r["epoch"] for r in b] == [1, 2, 3]
+  assert [r["test_loss"] for r in a] == [r["test_loss"] for r in b]
+  assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+
+
+class _StopAfter:
+  """A stop flag that sets itself after `n` checks: a deterministic Ctrl-C."""
+
+  def __init__(self, n):
+    self.n, self.signum = n, None
+
+  def is_set(self):
+    self.n -= 1
+    if self.n < 0:
+      self.signum = 2
+    return self.signum is not None
+
+
+def test_stop_inside_an_epoch_saves_and_resumes_exactly(tiny_config, tmp_path, monkeypatch):
+  import contextlib  # pylint: disable=g-import-not-at-top
+  trainer.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
+  steps_per_epoch = 8004 // tiny_config.batch_size
+  chunk = trainer._chunk_size(steps_per_epoch, tiny_config.chunks_per_epoch)
+  # The flag is checked before each chunk and after each epoch: let epoch 1
+  # and two chunks of epoch 2 run.
+  checks = steps_per_epoch // chunk + 1 + 2
+  with monkeypatch.context() as patch:
+    patch.setattr(trainer, "_stop_requested", lambda: contextlib.nullcontext(_StopAfter(checks)))
+    result = trainer.train_and_evaluate(tiny_config, tmp_path / "stopped", verbose=False)
+  assert result.interrupted_by == 2 and result.epochs_done == 1
+  ckpt = checkpoints.Checkpointer(tmp_path / "stopped")
+  assert ckpt.latest_step() == steps_per_epoch + 2 * chunk  # Inside epoch 2.
+  assert len(reporting.read_metrics(tmp_path / "stopped")) == 1
+  trainer.train_and_evaluate(tiny_config, tmp_path / "stopped", verbose=False)
+  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / "straight", tiny_config),
+               _params(tmp_path / "stopped", tiny_config))
+  a, b = (reporting.read_metrics(tmp_path / d) for d in ("straight", "stopped"))
+  assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+
+
+def test_a_finished_run_is_left_alone(tiny_config, trained_workdir):
+  before = {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")}
+  result = trainer.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
+  assert result.already_done and result.epochs_done == 2
+  assert {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")} == before
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+  tiny_config.num_epochs = 1
+  trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  good = _params(tmp_path, tiny_config)
+  tiny_config.num_epochs = 3
+  tiny_config.learning_rate = 1e9
+  with pytest.raises(trainer.TrainingDiverged, match="non-finite loss in epoch 2"):
+    trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  assert checkpoints.Checkpointer(tmp_path).all_steps() == [125]
+  jax.tree.map(np.testing.assert_array_equal, good, _params(tmp_path, tiny_config))
+
+
+def test_a_checkpoint_of_another_shape_is_refused(tiny_config, trained_workdir):
+  tiny_config.latents = 8
+  tiny_config.num_epochs = 3
+  with pytest.raises(UsageError, match="different model .*latents 4 vs 8"):
+    trainer.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("latents", 0, "latents must be > 0"),
+    ("batch_size", -1, "batch_size must be > 0"),
+    ("learning_rate", 0.0, "learning_rate must be > 0"),
+    ("num_epochs", -1, "num_epochs must be >= 0"),
+    ("binarize", "static", "unknown binarize 'static'; choose one of none, dynamic"),
+    ("batch_size", 10_000, "larger than the training set"),
+])
+def test_invalid_values_raise_usage_errors(tiny_config, tmp_path, field, value, message):
+  tiny_config[field] = value
+  with pytest.raises(UsageError, match=message):
+    trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  assert not any(tmp_path.iterdir())  # Nothing written.
+
+
+def test_chunk_size_divides_the_epoch():
+  assert trainer._chunk_size(468, 10) == 52  # 9 chunks
+  assert trainer._chunk_size(125, 4) == 25
+  assert trainer._chunk_size(62, 10) == 31 or trainer._chunk_size(62, 10) == 2
+  for steps in range(1, 200):
+    assert steps % trainer._chunk_size(steps, 10) == 0
