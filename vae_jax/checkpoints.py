@@ -3,13 +3,16 @@
 A workdir holds `config.json` (what rebuilds the model) and `checkpoints/STEP/`
 with the train state and a small JSON record of progress within the run.
 """
+import dataclasses
 import json
 import pathlib
 
 import jax
 import ml_collections
+import optax
 import orbax.checkpoint as ocp
 
+from vae_jax import model as model_lib
 from vae_jax.errors import UsageError
 
 CONFIG_FILE = "config.json"
@@ -54,11 +57,11 @@ def _norm(value):
 class Checkpointer:
   """Saves and restores (train state, progress) under `workdir/checkpoints`."""
 
-  def __init__(self, workdir, keep: int = 3):
+  def __init__(self, workdir, keep: int = 3, create: bool = True):
     self._manager = ocp.CheckpointManager(
         pathlib.Path(workdir).absolute() / "checkpoints",
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=False),
+            max_to_keep=keep, create=create, enable_async_checkpointing=False),
     )
 
   @property
@@ -101,3 +104,49 @@ class Checkpointer:
 def abstract_like(tree, sharding) -> object:
   """ShapeDtypeStructs of `tree`, all placed with `sharding`."""
   return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+  """A trained VAE: what `load` returns and the latent-space API takes.
+
+  Attributes:
+    module: the flax module (`vae_jax.model.VAE`), hashable, so it can be a
+      static argument of jitted functions.
+    params: its parameters.
+    config: the resolved config the workdir was trained with.
+    step: the training step of the checkpoint.
+  """
+
+  module: model_lib.VAE
+  params: dict
+  config: ml_collections.ConfigDict
+  step: int
+
+  @property
+  def image_shape(self) -> tuple[int, ...]:
+    return tuple(self.module.image_shape)
+
+
+def load(workdir, step: int | None = None) -> TrainedModel:
+  """Loads the model trained in `workdir`: its config and the parameters at `step`.
+
+  Args:
+    workdir: a folder written by `python -m vae_jax.train`.
+    step: the checkpoint step; default the latest.
+
+  Raises:
+    UsageError: no config or no checkpoint in `workdir`, or no checkpoint at `step`.
+  """
+  config = read_config(workdir)
+  checkpointer = Checkpointer(workdir, create=False) if config is not None else None
+  if config is None or checkpointer.latest_step() is None:
+    raise UsageError(f"no trained model in {workdir}: it needs config.json and a checkpoint "
+                     "(train one with python -m vae_jax.train --workdir=...)")
+  module = model_lib.from_config(config, config.image_shape)
+  params = model_lib.init_params(module, jax.random.key(0))
+  # The optimizer state is restored too (it is part of the checkpoint) and dropped.
+  abstract = {"params": params, "opt_state": optax.adam(1.0).init(params), "step": 0}
+  abstract = jax.eval_shape(lambda: abstract)
+  restored, _ = checkpointer.restore(abstract, step)
+  return TrainedModel(module, restored["params"], config, int(restored["step"]))

@@ -233,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *, verbose: b
     checkpoints.write_config(workdir, config)
   reporter = reporting.Reporter(workdir, main)
   reporter.forget_after(progress["epoch"])
-  device_data = _place_data(dataset, config, mesh, root)
+  device_data = _place_data(dataset, config, mesh)
   chunk = _chunk_size(steps_per_epoch, config.chunks_per_epoch)
   start = time.perf_counter()
   epoch_fns = _compile_epoch(model, state, device_data, config, chunk, mesh)
@@ -294,16 +294,25 @@ def _init_or_restore(model, config, mesh, ckpt, root):
                      f"({str(e).splitlines()[0][:160]}); use a new --workdir") from None
 
 
-def _place_data(dataset, config, mesh, root) -> _DeviceData:
+def evaluation_inputs(images: np.ndarray, config) -> np.ndarray:
+  """The uint8 (N, D) inputs every evaluation of `images` (N, H, W) uses.
+
+  With `binarize=dynamic` they are binarised once, with a key fixed by the
+  seed, so that epochs, runs and `python -m vae_jax.evaluate` all compare.
+  """
+  flat = images.reshape(len(images), -1)
+  if config.binarize != "dynamic":
+    return flat
+  key = jax.random.fold_in(jax.random.key(config.seed), TEST_BINARIZE_STREAM)
+  return np.asarray(data.binarize(key, data.to_unit_interval(flat)) * 255).astype(np.uint8)
+
+
+def _place_data(dataset, config, mesh) -> _DeviceData:
   """Copies train and test images to the devices, uint8, examples sharded."""
   n = jax.device_count()
   flat_train = dataset.train.images.reshape(len(dataset.train.images), -1)
   train = parallel.put(parallel.pad_to_multiple(flat_train, n), parallel.sharded(mesh, 0, 2))
-  test = dataset.test.images.reshape(len(dataset.test.images), -1)
-  if config.binarize == "dynamic":
-    # The test set is binarised once, with a fixed key, so epochs compare.
-    key = jax.random.fold_in(root, TEST_BINARIZE_STREAM)
-    test = np.asarray(data.binarize(key, data.to_unit_interval(test)) * 255).astype(np.uint8)
+  test = evaluation_inputs(dataset.test.images, config)
   e = config.eval_batch_size
   padded = parallel.pad_to_multiple(test, e)
   mask = np.arange(len(padded)) < len(test)
