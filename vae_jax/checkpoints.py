@@ -13,6 +13,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from vae_jax import model as model_lib
+from vae_jax import parallel
 from vae_jax.errors import UsageError
 
 CONFIG_FILE = "config.json"
@@ -146,7 +147,7 @@ def load(workdir, step: int | None = None) -> TrainedModel:
   module = model_lib.from_config(config, config.image_shape)
   params = model_lib.init_params(module, jax.random.key(0))
   # The optimizer state is restored too (it is part of the checkpoint) and dropped.
-  abstract = {"params": params, "opt_state": optax.adam(1.0).init(params), "step": 0}
-  abstract = jax.eval_shape(lambda: abstract)
-  restored, _ = checkpointer.restore(abstract, step)
+  tree = {"params": params, "opt_state": optax.adam(1.0).init(params), "step": jax.numpy.int32(0)}
+  # Restored replicated over this process's devices, whatever the saving run used.
+  restored, _ = checkpointer.restore(abstract_like(tree, parallel.replicated(parallel.make_mesh())), step)
   return TrainedModel(module, restored["params"], config, int(restored["step"]))

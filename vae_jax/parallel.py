@@ -5,6 +5,7 @@ optimizer state replicated, images sharded along their example axis. One
 device is the same code path with a mesh of size one.
 """
 import math
+import os
 
 import jax
 import numpy as np
@@ -47,3 +48,36 @@ def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
 def is_main_process() -> bool:
   """Only process 0 writes metrics, images and configs."""
   return jax.process_index() == 0
+
+
+# Variables by which launchers announce a job of several processes; with any of
+# them `jax.distributed.initialize()` finds its arguments by itself.
+_CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+
+
+def in_cluster() -> bool:
+  """Whether this process was launched as one of several (SLURM, Open MPI, TPU pod)."""
+  if any(int(os.environ.get(v, "1") or 1) > 1 for v in _CLUSTER_SIZE_VARIABLES):
+    return True
+  return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")  # A multi-host TPU slice.
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+  """Calls `jax.distributed.initialize` when this is a multi-process run.
+
+  Explicit arguments win; otherwise a SLURM, Open MPI or multi-host TPU
+  environment is detected. Must run before anything touches a device.
+
+  Returns:
+    Whether the distributed runtime was initialised.
+  """
+  explicit = coordinator_address is not None or (num_processes or 1) > 1
+  if not explicit and not in_cluster():
+    return False
+  # CPU processes need a collectives implementation to talk to each other; it
+  # does not affect GPU or TPU backends.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  return True

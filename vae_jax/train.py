@@ -9,17 +9,25 @@ import sys
 from absl import flags
 
 from vae_jax import cli
+from vae_jax import parallel
 from vae_jax import trainer
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Folder for config.json, checkpoints, metrics.jsonl, images.", required=True)
 _CONFIG = cli.define_config_flag()
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port of process 0 for a multi-process run; SLURM, Open MPI and multi-host "
+    "TPU slices are detected without it.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
 
 
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   config = cli.config_value(_CONFIG)
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   with cli.errors_to_exit():
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
   if result.interrupted_by is not None:
