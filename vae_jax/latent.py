@@ -1,0 +1,379 @@
+"""The latent-space API: encode, decode, reconstruct, sample, interpolate, traverse.
+
+Every function takes a `TrainedModel` (from `vae_jax.load(workdir)`) first and
+works on images of its `image_shape` (H, W). Images are accepted as (H, W),
+(H, W, 1) or flat (H * W,), each with or without a leading batch axis, as
+uint8 in 0-255 or floats in [0, 1]; results keep the batch axis only when the
+input had one. Decoded images are E[x|z]: pixel probabilities for a Bernoulli
+decoder, means for a Gaussian one, shaped (..., H, W).
+
+    model = vae_jax.load("/tmp/vae")
+    rows = vae_jax.interpolate(model, zeros, sixes, num_steps=9)  # (P, 9, H, W)
+
+The public functions check their inputs on the host and are not meant to be
+traced; the jitted cores below take the flax module as a static argument and
+the parameters as a pytree, so one compilation serves every call of a shape.
+"""
+import functools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vae_jax import model as model_lib
+from vae_jax.checkpoints import TrainedModel
+
+METHODS = ("linear", "slerp")
+# Below this sine of the angle between two codes (nearly parallel or
+# antiparallel) the great circle is ill-defined: slerp falls back to linear.
+# For small angles the two paths differ by O(angle^2) anyway.
+_MIN_SINE = 1e-4
+_MIN_NORM = 1e-12
+ArrayLike = jax.Array | np.ndarray | Sequence
+
+
+# ----------------------------------------------------------------------------
+# Input checks.
+
+
+def as_flat_images(x: ArrayLike, image_shape: Sequence[int]) -> tuple[jax.Array, bool]:
+  """Maps every accepted image form to flat float32 in [0, 1].
+
+  Args:
+    x: (H, W), (H, W, 1) or (D,) with D = H * W, optionally with a leading
+      batch axis (N, ...); uint8 in 0-255 or floats in [0, 1].
+    image_shape: (H, W) of the model's images.
+
+  Returns:
+    (images (N, D) float32, whether `x` had a batch axis); N = 1 without one.
+
+  Raises:
+    ValueError: another shape, dtype or value range, saying what was expected.
+  """
+  x = x if isinstance(x, (jax.Array, np.ndarray)) else np.asarray(x)
+  image_shape = tuple(image_shape)
+  forms = (image_shape, (*image_shape, 1), (math.prod(image_shape),))
+  if x.shape in forms:
+    batched = False
+  elif x.ndim >= 2 and x.shape[1:] in forms:
+    batched = True
+  else:
+    listed = ", ".join(map(str, forms[:-1])) + f" or {forms[-1]}"
+    raise ValueError(f"expected images of shape {listed}, with an optional batch axis; "
+                     f"got {tuple(x.shape)}")
+  if x.size == 0:
+    raise ValueError(f"expected at least one image; got shape {tuple(x.shape)}")
+  return _to_unit_interval(x).reshape(-1, math.prod(image_shape)), batched
+
+
+def _to_unit_interval(x) -> jax.Array:
+  """uint8 0-255 or floats in [0, 1] -> float32 in [0, 1]; anything else raises."""
+  if x.dtype == np.uint8:
+    return jnp.asarray(x, jnp.float32) / 255.0
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"expected uint8 images (0-255) or float images in [0, 1]; got {x.dtype}")
+  lo, hi = float(x.min()), float(x.max())
+  if not (lo >= 0.0 and hi <= 1.0):  # Also catches NaN.
+    raise ValueError(f"float images must lie in [0, 1]; got values in [{lo:g}, {hi:g}] "
+                     "(pass uint8 for 0-255 pixels)")
+  return jnp.asarray(x, jnp.float32)
+
+
+def as_codes(z: ArrayLike, latents: int, max_ndim: int | None = 2) -> jax.Array:
+  """Latent codes (..., latents) as float32; raises ValueError on another shape."""
+  z = jnp.asarray(z, jnp.float32)
+  if z.ndim < 1 or z.shape[-1] != latents or (max_ndim is not None and z.ndim > max_ndim):
+    batch = "an optional batch axis" if max_ndim == 2 else "any leading axes"
+    raise ValueError(f"expected latent codes of shape ({latents},) with {batch}; "
+                     f"got {tuple(z.shape)}")
+  return z
+
+
+def _check_interpolation(num_steps: int, method: str) -> None:
+  if not isinstance(num_steps, (int, np.integer)) or num_steps < 2:
+    raise ValueError(f"num_steps must be an integer >= 2 (both endpoints included); "
+                     f"got {num_steps!r}")
+  if method not in METHODS:
+    raise ValueError(f"unknown interpolation method {method!r}; choose one of "
+                     f"{', '.join(METHODS)}")
+
+
+def _images(model: TrainedModel, flat: jax.Array, batched: bool) -> jax.Array:
+  """Flat (N, ..., D) outputs -> (N, ..., H, W), without N when not `batched`."""
+  out = flat.reshape(*flat.shape[:-1], *model.image_shape)
+  return out if batched else out[0]
+
+
+# ----------------------------------------------------------------------------
+# Jitted cores: module static, params a pytree, images flat (N, D) in [0, 1].
+
+
+def _decode_mean(module: model_lib.VAE, z: jax.Array) -> jax.Array:
+  return module.mean_image(module.decode(z))
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _encode(module, params, x):
+  return module.apply({"params": params}, x, method="encode")
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _decode(module, params, z):
+  return module.apply({"params": params}, z, method=_decode_mean)
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _reconstruct(module, params, x, key):
+  """E[x|z] for z the posterior mean (`key` None) or one draw from q(z|x)."""
+  def run(m):
+    mean, logvar = m.encode(x)
+    z = mean if key is None else model_lib.reparameterize(key, mean, logvar)
+    return _decode_mean(m, z)
+  return module.apply({"params": params}, method=run)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "n"))
+def _sample(module, params, key, n):
+  z = jax.random.normal(key, (n, module.latents), jnp.float32)
+  return module.apply({"params": params}, z, method=_decode_mean)
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _traverse(module, params, x, dim, values):
+  """x (N, D), values (V,) -> (N, V, D): the posterior mean with z[dim] = each value."""
+  def run(m):
+    mean, _ = m.encode(x)
+    codes = jnp.repeat(mean[:, None, :], values.shape[0], axis=1)
+    codes = codes.at[:, :, dim].set(jnp.broadcast_to(values, codes.shape[:2]))
+    return _decode_mean(m, codes)
+  return module.apply({"params": params}, method=run)
+
+
+# ----------------------------------------------------------------------------
+# Interpolation: written for one pair, batched over pairs with jax.vmap.
+
+
+def interpolation_path(z_a: jax.Array, z_b: jax.Array, num_steps: int,
+                       method: str = "linear") -> jax.Array:
+  """Codes from `z_a` to `z_b` at t = i / (num_steps - 1), both endpoints included.
+
+  Args:
+    z_a, z_b: one pair of codes, (L,) each.
+    num_steps: points on the path, >= 2.
+    method: "linear" ((1 - t) z_a + t z_b) or "slerp": the direction moves
+      along the great circle and the norm linearly, so both endpoint norms are
+      kept; nearly parallel or antiparallel pairs fall back to linear.
+
+  Returns:
+    (num_steps, L) codes.
+  """
+  t = jnp.linspace(0.0, 1.0, num_steps, dtype=jnp.float32)[:, None]
+  linear = (1.0 - t) * z_a + t * z_b
+  if method == "linear":
+    return linear
+  norm_a, norm_b = jnp.linalg.norm(z_a), jnp.linalg.norm(z_b)
+  u_a = z_a / jnp.maximum(norm_a, _MIN_NORM)
+  u_b = z_b / jnp.maximum(norm_b, _MIN_NORM)
+  # Kahan's angle formula: accurate near 0 and pi, where arccos(dot) is not.
+  omega = 2.0 * jnp.arctan2(jnp.linalg.norm(u_a - u_b), jnp.linalg.norm(u_a + u_b))
+  sine = jnp.sin(omega)
+  degenerate = (sine < _MIN_SINE) | (jnp.minimum(norm_a, norm_b) < _MIN_NORM)
+  safe_sine = jnp.where(degenerate, 1.0, sine)  # Keeps NaNs out of the unused branch.
+  direction = (jnp.sin((1.0 - t) * omega) * u_a + jnp.sin(t * omega) * u_b) / safe_sine
+  spherical = ((1.0 - t) * norm_a + t * norm_b) * direction
+  return jnp.where(degenerate, linear, spherical)
+
+
+def _decode_path(module, params, z_a, z_b, num_steps, method):
+  """One pair of codes (L,), (L,) -> the decoded path (num_steps, D)."""
+  path = interpolation_path(z_a, z_b, num_steps, method)
+  return module.apply({"params": params}, path, method=_decode_mean)
+
+
+def _image_pair(module, params, x_a, x_b, num_steps, method):
+  """One pair of flat images (D,), (D,) -> (num_steps, D) between their posterior means."""
+  (mean_a, _), (mean_b, _) = (module.apply({"params": params}, x, method="encode")
+                              for x in (x_a, x_b))
+  return _decode_path(module, params, mean_a, mean_b, num_steps, method)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "num_steps", "method"))
+def _interpolate_images(module, params, x_a, x_b, *, num_steps, method):
+  """(P, D), (P, D) -> (P, num_steps, D): `_image_pair` vmapped over the pairs."""
+  pair = functools.partial(_image_pair, module, params, num_steps=num_steps, method=method)
+  return jax.vmap(pair)(x_a, x_b)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "num_steps", "method"))
+def _interpolate_codes(module, params, z_a, z_b, *, num_steps, method):
+  """(P, L), (P, L) -> (P, num_steps, D): `_decode_path` vmapped over the pairs."""
+  pair = functools.partial(_decode_path, module, params, num_steps=num_steps, method=method)
+  return jax.vmap(pair)(z_a, z_b)
+
+
+# ----------------------------------------------------------------------------
+# The public API.
+
+
+def encode(model: TrainedModel, x: ArrayLike) -> tuple[jax.Array, jax.Array]:
+  """The posterior q(z|x) = N(mean, diag(exp(logvar))).
+
+  Args:
+    model: a trained model.
+    x: images (N, H, W), (N, H, W, 1) or (N, D), or one image without N.
+
+  Returns:
+    (mean, logvar), each (N, L), or (L,) for one image without a batch axis.
+  """
+  flat, batched = as_flat_images(x, model.image_shape)
+  mean, logvar = _encode(model.module, model.params, flat)
+  return (mean, logvar) if batched else (mean[0], logvar[0])
+
+
+def decode(model: TrainedModel, z: ArrayLike) -> jax.Array:
+  """Images E[x|z] of latent codes.
+
+  Args:
+    model: a trained model.
+    z: codes (..., L).
+
+  Returns:
+    (..., H, W) pixel probabilities (Bernoulli) or means (Gaussian).
+  """
+  z = as_codes(z, model.module.latents, max_ndim=None)
+  flat = _decode(model.module, model.params, z)
+  return flat.reshape(*z.shape[:-1], *model.image_shape)
+
+
+def reconstruct(model: TrainedModel, x: ArrayLike, key: jax.Array | None = None) -> jax.Array:
+  """Decodes the posterior mean of `x`, or one draw from q(z|x) when `key` is given.
+
+  Args:
+    model: a trained model.
+    x: images, as `encode` takes them.
+    key: a PRNG key for a stochastic reconstruction; None for the posterior mean.
+
+  Returns:
+    (N, H, W) images E[x|z], or (H, W) for one image without a batch axis.
+  """
+  flat, batched = as_flat_images(x, model.image_shape)
+  return _images(model, _reconstruct(model.module, model.params, flat, key), batched)
+
+
+def sample(model: TrainedModel, key: jax.Array, n: int) -> jax.Array:
+  """Decodes `n` codes drawn from the prior N(0, I).
+
+  Args:
+    model: a trained model.
+    key: a PRNG key; the same key gives the same images.
+    n: number of images, >= 1.
+
+  Returns:
+    (n, H, W) images E[x|z].
+  """
+  if not isinstance(n, (int, np.integer)) or n < 1:
+    raise ValueError(f"n must be an integer >= 1; got {n!r}")
+  return _images(model, _sample(model.module, model.params, key, int(n)), True)
+
+
+def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: int = 9,
+                method: str = "linear") -> jax.Array:
+  """Decodes paths between the posterior means of P pairs of images, in one jitted call.
+
+  Args:
+    model: a trained model.
+    x_a, x_b: the start and end images, P each, in any form `encode` takes.
+    num_steps: images per path, both endpoints included (t = i / (num_steps - 1)).
+    method: "linear" or "slerp" (see `interpolation_path`).
+
+  Returns:
+    (P, num_steps, H, W); (num_steps, H, W) when neither input had a batch axis.
+    Step 0 is the posterior-mean reconstruction of `x_a`, the last that of `x_b`.
+  """
+  _check_interpolation(num_steps, method)
+  (flat_a, batched_a), (flat_b, batched_b) = (as_flat_images(x, model.image_shape)
+                                              for x in (x_a, x_b))
+  if len(flat_a) != len(flat_b):
+    raise ValueError(f"expected as many start as end images; got {len(flat_a)} and {len(flat_b)}")
+  paths = _interpolate_images(model.module, model.params, flat_a, flat_b,
+                              num_steps=int(num_steps), method=method)
+  return _images(model, paths, batched_a or batched_b)
+
+
+def interpolate_latents(model: TrainedModel, z_a: ArrayLike, z_b: ArrayLike,
+                        num_steps: int = 9, method: str = "linear") -> jax.Array:
+  """`interpolate` from codes: decodes the paths between P pairs of codes.
+
+  Args:
+    model: a trained model.
+    z_a, z_b: codes (P, L) each, or (L,) for one pair.
+    num_steps, method: as for `interpolate`.
+
+  Returns:
+    (P, num_steps, H, W), or (num_steps, H, W) for one pair without a batch axis.
+  """
+  _check_interpolation(num_steps, method)
+  latents = model.module.latents
+  z_a, z_b = as_codes(z_a, latents), as_codes(z_b, latents)
+  batched = z_a.ndim == 2 or z_b.ndim == 2
+  z_a, z_b = z_a.reshape(-1, latents), z_b.reshape(-1, latents)
+  if len(z_a) != len(z_b):
+    raise ValueError(f"expected as many start as end codes; got {len(z_a)} and {len(z_b)}")
+  paths = _interpolate_codes(model.module, model.params, z_a, z_b,
+                             num_steps=int(num_steps), method=method)
+  return _images(model, paths, batched)
+
+
+def traverse(model: TrainedModel, x: ArrayLike, dim: int, values: ArrayLike) -> jax.Array:
+  """Decodes the posterior mean of `x` while latent dimension `dim` sweeps `values`.
+
+  Args:
+    model: a trained model.
+    x: images, as `encode` takes them.
+    dim: the latent dimension to change, 0 <= dim < L.
+    values: (V,) values given to z[dim]; the other dimensions keep x's mean.
+
+  Returns:
+    (N, V, H, W), or (V, H, W) for one image without a batch axis.
+  """
+  latents = model.module.latents
+  if not isinstance(dim, (int, np.integer)) or not 0 <= dim < latents:
+    raise ValueError(f"dim must be an integer in [0, {latents}); got {dim!r}")
+  values = jnp.asarray(values, jnp.float32)
+  if values.ndim != 1 or values.shape[0] == 0:
+    raise ValueError(f"expected values of shape (V,) with V >= 1; got {tuple(values.shape)}")
+  flat, batched = as_flat_images(x, model.image_shape)
+  return _images(model, _traverse(model.module, model.params, flat, int(dim), values), batched)
+
+
+def manifold(model: TrainedModel, n: int = 20, quantiles: tuple[float, float] = (0.05, 0.95)
+             ) -> jax.Array:
+  """The decoded grid of a 2-D latent space at Gaussian quantiles of the prior.
+
+  Evenly spaced quantiles (not evenly spaced codes) give each cell the same
+  prior mass, as in Kingma & Welling's figure.
+
+  Args:
+    model: a trained model with L = 2.
+    n: cells per side.
+    quantiles: the lowest and highest prior quantile on each axis.
+
+  Returns:
+    (n, n, H, W): row r has z_2 decreasing from the top, column c has z_1 increasing.
+  """
+  if model.module.latents != 2:
+    raise ValueError(f"a manifold grid needs a 2-D latent space; this model has "
+                     f"{model.module.latents} latents")
+  if not isinstance(n, (int, np.integer)) or n < 1:
+    raise ValueError(f"n must be an integer >= 1; got {n!r}")
+  return decode(model, _quantile_grid(n, *map(float, quantiles)))
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _quantile_grid(n, low, high):
+  """(n, n, 2) codes at prior quantiles, z_2 decreasing down the rows."""
+  axis = jax.scipy.stats.norm.ppf(jnp.linspace(low, high, n))
+  z1, z2 = jnp.meshgrid(axis, axis[::-1])
+  return jnp.stack([z1, z2], axis=-1)
