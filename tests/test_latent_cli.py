@@ -1,0 +1,122 @@
+"""`python -m vae_jax.sample|interpolate|latent_map` on a workdir trained here."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_module
+from vae_jax import data
+from vae_jax import images
+from vae_jax import trainer
+from vae_jax.configs import tiny
+
+SHAPE = (28, 28)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """A persistent XLA cache shared by this module's subprocesses.
+
+  Each command restores its checkpoint through `checkpoints.load`, which
+  compiles dozens of small computations; after the first command they come
+  from the cache, which saves seconds per command on a small CPU.
+  """
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
+    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    patch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+    yield
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """One epoch of mnist_sample with the tiny config and a 2-D latent space."""
+  config = tiny.get_config()
+  config.latents, config.num_epochs, config.chunks_per_epoch = 2, 1, 1
+  path = tmp_path_factory.mktemp("tiny_2d")
+  trainer.train_and_evaluate(config, path, verbose=False)
+  return path
+
+
+@pytest.fixture(scope="module")
+def test_split():
+  return data.load(tiny.get_config()).test
+
+
+def _png(path) -> np.ndarray:
+  return np.asarray(Image.open(path))
+
+
+def _cell(grid: np.ndarray, row: int, col: int) -> np.ndarray:
+  """The image at (row, col) of a grid written by `images.tile`."""
+  h, w = SHAPE
+  y, x = images.PAD + row * (h + images.PAD), images.PAD + col * (w + images.PAD)
+  return grid[y:y + h, x:x + w]
+
+
+def _ok(module: str, *args: str) -> str:
+  result = run_module(module, *args)
+  assert result.returncode == 0, result.stderr
+  return result.stdout
+
+
+def test_sample_writes_a_square_grid_into_the_workdir(workdir):
+  stdout = _ok("vae_jax.sample", f"--workdir={workdir}", "--num=10", "--seed=3")
+  path = workdir / "images" / "samples.png"
+  assert f"wrote {path}: 10 samples" in stdout
+  grid = _png(path)
+  assert grid.shape == images.grid_size(3, 4, SHAPE)  # ceil(sqrt(10)) = 4 columns, 3 rows.
+  assert _cell(grid, 2, 1).std() > 10 and not _cell(grid, 2, 2).any()  # 10 of 12 cells used.
+
+
+def test_interpolate_draws_rows_between_labelled_test_images(workdir, test_split, tmp_path):
+  stdout = _ok("vae_jax.interpolate", f"--workdir={workdir}", "--steps=5", "--pairs=2",
+               "--gif", f"--out={tmp_path}")
+  assert "2 pairs x 5 linear steps" in stdout
+  grid = _png(tmp_path / "interpolation_0_to_6.png")
+  assert grid.shape == images.grid_size(2, 7, SHAPE)
+  zeros, sixes = (test_split.images[test_split.labels == d] for d in (0, 6))
+  for row in range(2):
+    # The originals, exactly; the path between them changes from end to end.
+    assert (zeros == _cell(grid, row, 0)).all(axis=(1, 2)).any()
+    assert (sixes == _cell(grid, row, 6)).all(axis=(1, 2)).any()
+    ends = _cell(grid, row, 1).astype(int), _cell(grid, row, 5).astype(int)
+    assert np.abs(ends[0] - ends[1]).max() > 10
+  gif = Image.open(tmp_path / "interpolation_0_to_6.gif")
+  assert gif.n_frames == 5 + 3  # There and back again.
+  assert gif.size[::-1] == images.grid_size(1, 2, SHAPE)
+
+
+def test_interpolate_by_index_with_slerp(workdir, test_split, tmp_path):
+  _ok("vae_jax.interpolate", f"--workdir={workdir}", "--from_index=3", "--to_index=7",
+      "--method=slerp", "--steps=3", f"--out={tmp_path}")
+  grid = _png(tmp_path / "interpolation_test3_to_test7_slerp.png")
+  assert grid.shape == images.grid_size(1, 5, SHAPE)
+  np.testing.assert_array_equal(_cell(grid, 0, 0), test_split.images[3])
+  np.testing.assert_array_equal(_cell(grid, 0, 4), test_split.images[7])
+
+
+def test_latent_map_writes_the_scatter_and_the_manifold(workdir, tmp_path):
+  stdout = _ok("vae_jax.latent_map", f"--workdir={workdir}", "--size=6", f"--out={tmp_path}")
+  assert "1,996 test images" in stdout and "6 x 6 decoded codes" in stdout
+  scatter = _png(tmp_path / "latent_map.png")
+  assert scatter.shape[:2] == (600, 600) and len(np.unique(scatter.reshape(-1, 4), axis=0)) > 10
+  manifold = _png(tmp_path / "manifold.png")
+  assert manifold.shape == images.grid_size(6, 6, SHAPE)
+  # Opposite corners of the prior decode to different digits.
+  assert np.abs(_cell(manifold, 0, 0).astype(int) - _cell(manifold, 5, 5)).max() > 10
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("vae_jax.sample", ["--num=4"], "no trained model in"),
+    ("vae_jax.sample", ["--num=0"], "num must be >= 1"),
+    ("vae_jax.interpolate", ["--from_digit=11"], "no test image with label 11"),
+    ("vae_jax.interpolate", ["--steps=1"], "steps must be >= 2"),
+    ("vae_jax.interpolate", ["--from_index=1"], "--from_index and --to_index go together"),
+    ("vae_jax.latent_map", ["--size=0"], "size must be >= 1"),
+])
+def test_bad_arguments_exit_2_with_one_line(workdir, tmp_path, module, args, message):
+  target = tmp_path if message.startswith("no trained model") else workdir
+  result = run_module(module, f"--workdir={target}", *args)
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
+  assert message in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,47 @@
+"""Maps the latent space: `python -m vae_jax.latent_map --workdir=DIR`.
+
+Writes into `DIR/images/` (or `--out`):
+  * `latent_map.png`: the posterior means of the test set, coloured by label,
+    projected on their two principal axes when there are more than two latents;
+  * `manifold.png`, for a 2-D latent space only: the decoded grid of
+    `--size` x `--size` codes at evenly spaced prior quantiles.
+"""
+import numpy as np
+from absl import flags
+
+from vae_jax import checkpoints
+from vae_jax import cli
+from vae_jax import figures
+from vae_jax import images
+from vae_jax import latent
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A folder trained by vae_jax.train.", required=True)
+_SIZE = flags.DEFINE_integer("size", 20, "Manifold grid: images per side (2-D latents only).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+_OUT = flags.DEFINE_string("out", None, "Output folder; default WORKDIR/images.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _SIZE.value < 1:
+    cli.fail(f"size must be >= 1, got {_SIZE.value}")
+  with cli.errors_to_exit():
+    model = checkpoints.load(_WORKDIR.value, _STEP.value)
+    inputs, labels = figures.test_set(model)
+  means = np.asarray(latent.encode(model, inputs)[0])  # 10,000 MNIST digits: one call.
+  out = figures.output_dir(_WORKDIR.value, _OUT.value)
+  path = figures.save_latent_scatter(out / "latent_map.png", means, labels,
+                                     title=f"{model.config.dataset} test set: ")
+  print(f"wrote {path}: {len(means):,} test images")
+  if model.module.latents != 2:
+    print(f"no manifold grid: it needs 2 latents, this model has {model.module.latents}")
+    return
+  grid = np.asarray(latent.manifold(model, _SIZE.value))
+  path = images.save_png(out / "manifold.png", images.tile(
+      grid.reshape(-1, *model.image_shape), cols=_SIZE.value))
+  print(f"wrote {path}: {_SIZE.value} x {_SIZE.value} decoded codes")
+
+
+if __name__ == "__main__":
+  cli.run(main)

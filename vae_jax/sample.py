@@ -1,0 +1,39 @@
+"""Draws digits from the prior: `python -m vae_jax.sample --workdir=DIR [--num=64 --seed=0]`.
+
+Decodes `--num` codes z ~ N(0, I) with the workdir's latest checkpoint (or
+`--step`) and writes them as one grid, `samples.png`, into `DIR/images/` or
+`--out`. Exit status 2 on bad input (no checkpoint, --num < 1).
+"""
+import jax
+import numpy as np
+from absl import flags
+
+from vae_jax import checkpoints
+from vae_jax import cli
+from vae_jax import figures
+from vae_jax import images
+from vae_jax import latent
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A folder trained by vae_jax.train.", required=True)
+_NUM = flags.DEFINE_integer("num", 64, "Number of samples; the grid is ceil(sqrt(num)) wide.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the prior draws.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+_OUT = flags.DEFINE_string("out", None, "Output folder; default WORKDIR/images.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _NUM.value < 1:
+    cli.fail(f"num must be >= 1, got {_NUM.value}")
+  with cli.errors_to_exit():
+    model = checkpoints.load(_WORKDIR.value, _STEP.value)
+  pictures = np.asarray(latent.sample(model, jax.random.key(_SEED.value), _NUM.value))
+  path = figures.output_dir(_WORKDIR.value, _OUT.value) / "samples.png"
+  images.save_png(path, figures.square_grid(pictures))
+  print(f"wrote {path}: {_NUM.value} samples from N(0, I), seed {_SEED.value}, "
+        f"checkpoint step {model.step}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
