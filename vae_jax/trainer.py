@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from vae_jax import checkpoints
 from vae_jax import data
+from vae_jax import evaluation
 from vae_jax import images
 from vae_jax import model as model_lib
 from vae_jax import objectives
@@ -37,6 +38,7 @@ TrainState = train_state.TrainState
 
 # Independent key streams from the seed: fold_in(root, stream).
 INIT_STREAM, TRAIN_STREAM, EVAL_STREAM, FIGURE_STREAM, TEST_BINARIZE_STREAM = range(5)
+IWAE_STREAM = 5  # The same key every epoch, so epochs' IWAE bounds compare.
 NUM_RECONSTRUCTIONS = 8
 NUM_SAMPLES = 64
 
@@ -260,7 +262,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *, verbose: b
                 "examples_per_second": steps_per_epoch * config.batch_size / seconds}
       if compile_seconds is not None:  # The first epoch of this process.
         record["compile_seconds"], compile_seconds = compile_seconds, None
-      record.update(_evaluate_and_draw(model, state, device_data, root, epoch, reporter))
+      record.update(_evaluate_and_draw(model, state, device_data, root, epoch, reporter,
+                                       config))
       reporter.write_metrics(record)
       if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs:
         ckpt.save(int(state.step), state, progress)
@@ -386,16 +389,35 @@ def _train_epoch(fns: _EpochFns, state, progress, device_data, epoch_key, chunk,
   return state, done, loss_sum / steps_per_epoch, seconds
 
 
-def _evaluate_and_draw(model, state, device_data, root, epoch, reporter) -> dict:
-  """Evaluates the full test set and writes this epoch's figures; returns metrics."""
+def _evaluate_and_draw(model, state, device_data, root, epoch, reporter, config) -> dict:
+  """Evaluates the full test set and writes this epoch's figures; returns metrics.
+
+  Every `config.eval_iwae_every` epochs and after the last one, the metrics
+  include the IWAE bound with `eval_iwae_k` samples (see `_iwae_metrics`).
+  """
   start = time.perf_counter()
   eval_key = jax.random.fold_in(jax.random.fold_in(root, EVAL_STREAM), epoch)
   metrics = jax.device_get(evaluate(model, state.params, device_data.eval_chunks,
                                     device_data.eval_mask, eval_key))
   seconds = time.perf_counter() - start
   _write_figures(model, state, device_data, root, epoch + 1, reporter)
-  return {"test_loss": float(metrics["loss"]), "test_recon": float(metrics["recon"]),
-          "test_kl": float(metrics["kl"]), "eval_seconds": seconds}
+  result = {"test_loss": float(metrics["loss"]), "test_recon": float(metrics["recon"]),
+            "test_kl": float(metrics["kl"]), "eval_seconds": seconds}
+  every = config.eval_iwae_every
+  if every and ((epoch + 1) % every == 0 or epoch + 1 == config.num_epochs):
+    result.update(_iwae_metrics(model, state, device_data, root, config))
+  return result
+
+
+def _iwae_metrics(model, state, device_data, root, config) -> dict:
+  """-log p_k(x) on the test set, k = eval_iwae_k: `test_iwae_nll` (mean) and its stderr."""
+  start = time.perf_counter()
+  nll, stderr = jax.device_get(evaluation.iwae_nll_on_chunks(
+      model, state.params, device_data.eval_chunks, device_data.eval_mask,
+      jax.random.fold_in(root, IWAE_STREAM), k=config.eval_iwae_k,
+      rows=config.iwae_sample_chunk * config.iwae_example_chunk))
+  return {"test_iwae_nll": float(nll), "test_iwae_nll_stderr": float(stderr),
+          "iwae_k": config.eval_iwae_k, "iwae_seconds": time.perf_counter() - start}
 
 
 def _write_figures(model, state, device_data, root, epoch, reporter) -> None:
