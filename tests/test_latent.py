@@ -52,7 +52,8 @@ def test_public_names_and_load(model, trained_workdir):
 
 
 def test_import_stays_free_of_tensorflow():
-  code = "import sys, vae_jax; print(sorted(m for m in ('tensorflow', 'matplotlib') if m in sys.modules))"
+  code = ("import sys, vae_jax; "
+          "print(sorted(m for m in ('tensorflow', 'matplotlib') if m in sys.modules))")
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert result.stdout.strip() == "[]"
 

@@ -102,7 +102,7 @@ def project_2d(codes: np.ndarray) -> tuple[np.ndarray, float | None]:
 
 def save_latent_scatter(path, codes: np.ndarray, labels: np.ndarray,
                         title: str = "") -> pathlib.Path:
-  """Scatters the codes (N, L) coloured by label into a square PNG.
+  """Scatters the codes (N, L) coloured by label into a square PNG, `title` on top.
 
   Codes of more than two dimensions are projected on their two principal
   axes (the title says so and how much variance that keeps).
@@ -124,7 +124,8 @@ def save_latent_scatter(path, codes: np.ndarray, labels: np.ndarray,
     mine = labels == label
     ax.scatter(points[mine, 0], points[mine, 1], s=4, alpha=0.7, color=f"C{i % 10}",
                label=str(label), rasterized=True)
-  ax.set(xlabel=axes_names[0], ylabel=axes_names[1], title=f"{title}{heading}")
+  ax.set(xlabel=axes_names[0], ylabel=axes_names[1],
+         title=f"{title}\n{heading}" if title else heading)
   ax.legend(markerscale=3, fontsize="small", loc="best", title="label")
   figure.tight_layout()  # Rearranges inside the figure; the canvas size stays fixed.
   path = pathlib.Path(path)

@@ -32,7 +32,7 @@ def main(argv):
   means = np.asarray(latent.encode(model, inputs)[0])  # 10,000 MNIST digits: one call.
   out = figures.output_dir(_WORKDIR.value, _OUT.value)
   path = figures.save_latent_scatter(out / "latent_map.png", means, labels,
-                                     title=f"{model.config.dataset} test set: ")
+                                     title=f"{model.config.dataset} test set, step {model.step}")
   print(f"wrote {path}: {len(means):,} test images")
   if model.module.latents != 2:
     print(f"no manifold grid: it needs 2 latents, this model has {model.module.latents}")
