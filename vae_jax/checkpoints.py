@@ -145,9 +145,14 @@ def load(workdir, step: int | None = None) -> TrainedModel:
     raise UsageError(f"no trained model in {workdir}: it needs config.json and a checkpoint "
                      "(train one with python -m vae_jax.train --workdir=...)")
   module = model_lib.from_config(config, config.image_shape)
-  params = model_lib.init_params(module, jax.random.key(0))
-  # The optimizer state is restored too (it is part of the checkpoint) and dropped.
-  tree = {"params": params, "opt_state": optax.adam(1.0).init(params), "step": jax.numpy.int32(0)}
-  # Restored replicated over this process's devices, whatever the saving run used.
-  restored, _ = checkpointer.restore(abstract_like(tree, parallel.replicated(parallel.make_mesh())), step)
+
+  def template():
+    # The optimizer state is restored too (it is part of the checkpoint) and dropped.
+    params = model_lib.init_params(module, jax.random.key(0))
+    return {"params": params, "opt_state": optax.adam(1.0).init(params), "step": jax.numpy.int32(0)}
+
+  # Shapes only (running the initialisers would compile dozens of small ops), placed
+  # replicated over this process's devices whatever the saving run used.
+  abstract = abstract_like(jax.eval_shape(template), parallel.replicated(parallel.make_mesh()))
+  restored, _ = checkpointer.restore(abstract, step)
   return TrainedModel(module, restored["params"], config, int(restored["step"]))
