@@ -30,7 +30,7 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015, section 5.2.
 
 
 def evaluate(trained: checkpoints.TrainedModel, images_u8: np.ndarray, *, k: int,
-             key: jax.Array, sample_chunk: int = 500, example_chunk: int = 100,
+             key: jax.Array, sample_chunk: int = 100, example_chunk: int = 100,
              progress: bool = True) -> dict:
   """Evaluates a trained VAE on uint8 images (N, D) with k importance samples each.
 
@@ -38,6 +38,8 @@ def evaluate(trained: checkpoints.TrainedModel, images_u8: np.ndarray, *, k: int
   one compiled function (the last chunk is zero-padded, its padding dropped);
   memory is O(example_chunk * sample_chunk * D), independent of k and N.
   Example n draws from `fold_in(key, n)`, so chunk sizes do not change results.
+  On a 2-core EPYC, 10,000 decoder rows per step (100 x 100) ran 1.5 times
+  faster than 50,000, likely because their logits (31 MB) about fit in L3.
 
   Args:
     trained: the model, e.g. from `checkpoints.load`.

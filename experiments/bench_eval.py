@@ -1,0 +1,174 @@
+"""Benchmark of the IWAE evaluation: time and FLOP rate at k = 5,000, peak memory vs k.
+
+    python experiments/bench_eval.py                                  # the full run
+    python experiments/bench_eval.py --num_images=200 --memory_images=20   # a smoke test
+
+(a) Times `evaluation.evaluate` with k importance samples on `--num_images`
+    images (mnist_sample's test digits, repeated) for the default 784-400-20
+    Bernoulli VAE, with random parameters unless `--workdir` names a trained
+    one (the cost does not depend on the values), and reports the achieved
+    GFLOP/s next to the rate of one bare XLA matmul of the decoder's largest
+    shape, measured in the same process: the cores' FLOP rate for this work.
+(b) Runs the same evaluation for each k in `--memory_ks` on `--memory_images`
+    images in fresh subprocesses and prints each one's peak resident memory
+    (`ru_maxrss`), so the figures compare.
+"""
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from absl import flags
+
+from vae_jax import checkpoints
+from vae_jax import data
+from vae_jax import evaluation
+from vae_jax import model as model_lib
+from vae_jax.configs import default
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A trained model; default random parameters.")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 10_000, "Images for the timing run.")
+_K = flags.DEFINE_integer("k", 5000, "Importance samples per image for the timing run.")
+_SAMPLE_CHUNK = flags.DEFINE_integer(
+    "sample_chunk", 100, "Samples drawn at once per image; 100 x 100 images = 10,000 decoder "
+    "rows per step, the fastest size on a 2-core CPU (50,000 rows: 1.5 times slower).")
+_EXAMPLE_CHUNK = flags.DEFINE_integer("example_chunk", 100, "Images evaluated at once.")
+_MEMORY_KS = flags.DEFINE_list("memory_ks", ["1", "100", "1000", "5000"], "k values for (b).")
+_MEMORY_IMAGES = flags.DEFINE_integer("memory_images", 100, "Images per memory run.")
+_SKIP_TIME = flags.DEFINE_bool("skip_time", False, "Skip (a).")
+_SKIP_MEMORY = flags.DEFINE_bool("skip_memory", False, "Skip (b).")
+_CHILD_K = flags.DEFINE_integer("child_k", None, "Internal: one memory run with this k.")
+# The contrast without sample chunks stops here: 200,000 rows of 784 float32
+# logits are 0.6 GB per buffer, and the machine is shared.
+MAX_UNCHUNKED_ROWS = 200_000
+
+
+def load_model() -> checkpoints.TrainedModel:
+  """The trained model of --workdir, or the default config's VAE with random parameters."""
+  if _WORKDIR.value:
+    return checkpoints.load(_WORKDIR.value)
+  config = default.get_config()
+  module = model_lib.from_config(config, (28, 28))
+  return checkpoints.TrainedModel(module, model_lib.init_params(module, jax.random.key(0)),
+                                  config, 0)
+
+
+def test_images(n: int) -> np.ndarray:
+  """n real digits, uint8 (n, 784): mnist_sample's test split repeated."""
+  images = data.load_idx_dir(data.SAMPLE_DIR).test.images.reshape(-1, 784)
+  return np.resize(images, (n, 784))
+
+
+def flop_count(module, n: int, k: int) -> int:
+  """Multiply-adds x 2 of the matmuls run: per sample the decoder (L->H->D), per
+  image the encoder (D->H->2L) twice (once for the samples, once for the
+  posterior means). Elementwise work (ReLU, the Bernoulli log-likelihood,
+  the sampling) is not counted."""
+  d, h, l = module.features, module.hidden, module.latents
+  return n * (k * 2 * (l * h + h * d) + 2 * 2 * (d * h + h * 2 * l))
+
+
+def matmul_rate(rows: int, hidden: int, features: int) -> float:
+  """GFLOP/s of one jitted float32 (rows, hidden) @ (hidden, features) matmul, best of 3."""
+  a = jnp.ones((rows, hidden), jnp.float32)
+  w = jnp.ones((hidden, features), jnp.float32)
+  f = jax.jit(lambda a, w: a @ w)
+  f(a, w).block_until_ready()
+  best = math.inf
+  for _ in range(3):
+    start = time.perf_counter()
+    f(a, w).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * rows * hidden * features / best / 1e9
+
+
+def run_evaluation(trained, images, k: int) -> dict:
+  return evaluation.evaluate(trained, images, k=k, key=jax.random.key(0),
+                             sample_chunk=_SAMPLE_CHUNK.value,
+                             example_chunk=_EXAMPLE_CHUNK.value, progress=True)
+
+
+def time_full_run() -> None:
+  """(a): k samples on num_images images; prints seconds and GFLOP/s."""
+  trained = load_model()
+  module, n, k = trained.module, _NUM_IMAGES.value, _K.value
+  images = test_images(n)
+  load_before = os.getloadavg()[0]
+  warm = run_evaluation(trained, images[:_EXAMPLE_CHUNK.value], k)  # Compiles.
+  result = run_evaluation(trained, images, k)
+  flops = flop_count(module, n, k)
+  rows = min(_EXAMPLE_CHUNK.value, n) * min(_SAMPLE_CHUNK.value, k)
+  reference = matmul_rate(rows, module.hidden, module.features)
+  rate = flops / result["seconds"] / 1e9
+  print(f"\n(a) k = {k:,} on {n:,} images, {model_lib.describe(module, trained.params)}, "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s), "
+        f"{os.cpu_count()} CPU cores, load average {load_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after")
+  print(f"    first chunk (compile + {_EXAMPLE_CHUNK.value} images): {warm['seconds']:.1f} s")
+  print(f"    evaluation: {result['seconds']:.1f} s, {flops / 1e12:.2f} TFLOP of matmuls "
+        f"-> {rate:.1f} GFLOP/s")
+  print(f"    bare XLA matmul ({rows} x {module.hidden}) @ ({module.hidden} x "
+        f"{module.features}) now: {reference:.1f} GFLOP/s -> the evaluation runs at "
+        f"{100 * rate / reference:.0f}% of it")
+  print(f"    NLL {result['nll']:.2f} ± {result['nll_stderr']:.2f}, "
+        f"ELBO {result['elbo']:.2f}, active units {result['active_units']}")
+
+
+def child_run(k: int) -> None:
+  """One memory run in this fresh process: prints a JSON line with its peak RSS."""
+  trained = load_model()
+  result = run_evaluation(trained, test_images(_MEMORY_IMAGES.value), k)
+  peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux.
+  print(json.dumps({"k": k, "seconds": result["seconds"], "peak_rss_mib": peak_kib / 1024,
+                    "nll": result["nll"]}))
+
+
+def memory_table() -> None:
+  """(b): one fresh subprocess per k; prints k, seconds and peak RSS, chunked and not."""
+  images, example_chunk = _MEMORY_IMAGES.value, _EXAMPLE_CHUNK.value
+  print(f"\n(b) peak memory vs k on {images} images, example chunk {example_chunk}, sample "
+        f"chunk {_SAMPLE_CHUNK.value} (a fresh process each); for contrast, one sample chunk "
+        f"of all k (up to {MAX_UNCHUNKED_ROWS:,} decoder rows)")
+  print(f"    {'k':>6}  {'rows/step':>9}  {'seconds':>8}  {'peak RSS MiB':>12}  "
+        f"{'unchunked: seconds':>18}  {'peak RSS MiB':>12}")
+  for k in map(int, _MEMORY_KS.value):
+    rows = min(example_chunk, images) * min(_SAMPLE_CHUNK.value, k)
+    chunked = _child(k, _SAMPLE_CHUNK.value)
+    line = f"    {k:>6}  {rows:>9,}  {chunked['seconds']:>8.2f}  {chunked['peak_rss_mib']:>12.0f}"
+    if min(example_chunk, images) * k <= MAX_UNCHUNKED_ROWS:
+      whole = _child(k, k)
+      line += f"  {whole['seconds']:>18.2f}  {whole['peak_rss_mib']:>12.0f}"
+    print(line, flush=True)
+
+
+def _child(k: int, sample_chunk: int) -> dict:
+  """Runs `child_run(k)` in a fresh process with `sample_chunk`; returns its JSON record."""
+  passed = [f"--{name}={flags.FLAGS[name].value}" for name in
+            ("num_images", "example_chunk", "memory_images")]
+  passed += [f"--workdir={_WORKDIR.value}"] if _WORKDIR.value else []
+  out = subprocess.run([sys.executable, __file__, f"--child_k={k}",
+                        f"--sample_chunk={sample_chunk}", *passed],
+                       capture_output=True, text=True, check=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv):
+  del argv
+  if _CHILD_K.value is not None:
+    child_run(_CHILD_K.value)
+    return
+  if not _SKIP_TIME.value:
+    time_full_run()
+  if not _SKIP_MEMORY.value:
+    memory_table()
+
+
+if __name__ == "__main__":
+  app.run(main)
