@@ -6,9 +6,10 @@
 (a) Times `evaluation.evaluate` with k importance samples on `--num_images`
     images for the default 784-400-20 Bernoulli VAE with random parameters
     and mnist_sample's test digits (repeated), or for the model and test set
-    of `--workdir` (the cost does not depend on the values), and reports the achieved
-    GFLOP/s next to the rate of one bare XLA matmul of the decoder's largest
-    shape, measured in the same process: the cores' FLOP rate for this work.
+    of `--workdir` (the cost does not depend on the values), and reports the
+    achieved GFLOP/s next to the sustained rate of a bare XLA matmul of the
+    decoder's largest shape, measured in the same process before and after:
+    the cores' FLOP rate for this work on a machine shared with others.
 (b) Runs the same evaluation for each k in `--memory_ks` on `--memory_images`
     images in fresh subprocesses and prints each one's peak resident memory
     (`ru_maxrss`), so the figures compare.
