@@ -468,8 +468,10 @@ def _stop_requested():
 
 
 def _summary_line(record: dict, num_epochs: int) -> str:
+  iwae = (f"  IWAE NLL (k={record['iwae_k']}) {record['test_iwae_nll']:8.2f}"
+          if "test_iwae_nll" in record else "")
   return (f"epoch {record['epoch']:>3}/{num_epochs}  test loss {record['test_loss']:8.2f}  "
-          f"recon {record['test_recon']:8.2f}  KL {record['test_kl']:6.2f}  "
+          f"recon {record['test_recon']:8.2f}  KL {record['test_kl']:6.2f}{iwae}  "
           f"train loss {record['train_loss']:8.2f}  {record['epoch_seconds']:6.2f} s  "
           f"({record['examples_per_second']:,.0f} examples/s)")
 

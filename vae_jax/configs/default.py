@@ -38,8 +38,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 1000  # Test examples per evaluation step.
   config.eval_iwae_every = 0  # Epochs between IWAE bounds on the test set; 0: never.
   config.eval_iwae_k = 1000
-  config.iwae_sample_chunk = 500  # Importance samples drawn at once per example.
-  config.iwae_example_chunk = 100  # Examples evaluated at once.
+  # Importance samples drawn at once per example, and examples at once: 100 x 100
+  # decoder rows per step ran 1.5x faster than 500 x 100 on a 2-core CPU.
+  # Chunk sizes change speed and memory, never results.
+  config.iwae_sample_chunk = 100
+  config.iwae_example_chunk = 100
   config.checkpoint_every_epochs = 1
   config.keep_checkpoints = 3
   # The epoch runs on the device as about this many lax.scan calls; progress
