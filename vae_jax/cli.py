@@ -60,9 +60,28 @@ def errors_to_exit():
     fail(str(e), status=1)
 
 
+def define_trained_model_flags(out_help: str = "Output folder; default WORKDIR/images."):
+  """`--workdir` (required), `--step` and `--out`: the flags of the tools that read a trained model.
+
+  Returns:
+    The three flag holders.
+  """
+  workdir = flags.DEFINE_string("workdir", None, "A folder written by vae_jax.train.",
+                                required=True)
+  step = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.", lower_bound=0)
+  out = flags.DEFINE_string("out", None, out_help)
+  return workdir, step, out
+
+
 def run(main) -> None:
-  """absl's app.run, with flag errors as one line and exit status 2."""
-  app.run(main, flags_parser=_parse_flags)
+  """absl's app.run, with flag errors and stray arguments as one line and exit status 2."""
+
+  def checked_main(argv):
+    if len(argv) > 1:
+      fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    return main(argv)
+
+  app.run(checked_main, flags_parser=_parse_flags)
 
 
 def _parse_flags(argv):

@@ -19,14 +19,11 @@ from vae_jax import data
 from vae_jax import evaluation
 from vae_jax import trainer
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A folder written by vae_jax.train.",
-                               required=True)
+_WORKDIR, _STEP, _OUT = cli.define_trained_model_flags(
+    "Where to write eval.json; default WORKDIR/eval.json.")
 _K = flags.DEFINE_integer("k", 5000, "Importance samples per example.", lower_bound=1)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Which split to evaluate.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.",
-                             lower_bound=0)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the importance samples.")
-_OUT = flags.DEFINE_string("out", None, "Where to write eval.json; default WORKDIR/eval.json.")
 _NUM_EXAMPLES = flags.DEFINE_integer(
     "num_examples", None, "Evaluate only the first N examples of the split (quick checks).",
     lower_bound=1)
@@ -39,8 +36,7 @@ _EXAMPLE_CHUNK = flags.DEFINE_integer(
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses stray arguments.
   with cli.errors_to_exit():
     trained = checkpoints.load(_WORKDIR.value, _STEP.value)
     result = run(trained, _SPLIT.value)

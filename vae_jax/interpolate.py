@@ -19,7 +19,7 @@ from vae_jax import images
 from vae_jax import latent
 from vae_jax.errors import UsageError
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A folder trained by vae_jax.train.", required=True)
+_WORKDIR, _STEP, _OUT = cli.define_trained_model_flags()
 _FROM_DIGIT = flags.DEFINE_integer("from_digit", 0, "Label of the start images.")
 _TO_DIGIT = flags.DEFINE_integer("to_digit", 6, "Label of the end images.")
 _PAIRS = flags.DEFINE_integer("pairs", 4, "Pairs of test images picked by label, one row each.")
@@ -30,13 +30,10 @@ _STEPS = flags.DEFINE_integer("steps", 9, "Images per path, both ends included."
 _METHOD = flags.DEFINE_enum("method", "linear", latent.METHODS, "Path between the codes.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the choice of test images by label.")
 _GIF = flags.DEFINE_bool("gif", False, "Also write an animated GIF of the paths.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
-_OUT = flags.DEFINE_string("out", None, "Output folder; default WORKDIR/images.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses stray arguments.
   _check_flags()
   with cli.errors_to_exit():
     model = checkpoints.load(_WORKDIR.value, _STEP.value)

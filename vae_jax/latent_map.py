@@ -15,15 +15,12 @@ from vae_jax import figures
 from vae_jax import images
 from vae_jax import latent
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A folder trained by vae_jax.train.", required=True)
+_WORKDIR, _STEP, _OUT = cli.define_trained_model_flags()
 _SIZE = flags.DEFINE_integer("size", 20, "Manifold grid: images per side (2-D latents only).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
-_OUT = flags.DEFINE_string("out", None, "Output folder; default WORKDIR/images.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses stray arguments.
   if _SIZE.value < 1:
     cli.fail(f"size must be >= 1, got {_SIZE.value}")
   with cli.errors_to_exit():

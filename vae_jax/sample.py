@@ -14,16 +14,13 @@ from vae_jax import figures
 from vae_jax import images
 from vae_jax import latent
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A folder trained by vae_jax.train.", required=True)
+_WORKDIR, _STEP, _OUT = cli.define_trained_model_flags()
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples; the grid is ceil(sqrt(num)) wide.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the prior draws.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
-_OUT = flags.DEFINE_string("out", None, "Output folder; default WORKDIR/images.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses stray arguments.
   if _NUM.value < 1:
     cli.fail(f"num must be >= 1, got {_NUM.value}")
   with cli.errors_to_exit():

@@ -24,8 +24,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses stray arguments.
   config = cli.config_value(_CONFIG)
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   with cli.errors_to_exit():
