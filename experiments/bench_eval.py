@@ -15,7 +15,6 @@
     (`ru_maxrss`), so the figures compare.
 """
 import json
-import math
 import os
 import resource
 import subprocess
