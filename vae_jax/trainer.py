@@ -283,11 +283,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *, verbose: b
 
 def _init_or_restore(model, config, mesh, ckpt, root):
   """The latest checkpoint's (state, progress), or a fresh state at epoch 0."""
-  state = create_train_state(model, config, jax.random.fold_in(root, INIT_STREAM))
-  state = jax.device_put(state, parallel.replicated(mesh))
+  create = functools.partial(create_train_state, model, config, jax.random.fold_in(root, INIT_STREAM))
   if ckpt.latest_step() is None:
-    return state, {"epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0}
-  abstract = checkpoints.abstract_like(state, parallel.replicated(mesh))
+    return jax.device_put(create(), parallel.replicated(mesh)), {
+        "epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0}
+  # Shapes only: running the initialisers op by op costs seconds of small compilations.
+  abstract = checkpoints.abstract_like(jax.eval_shape(create), parallel.replicated(mesh))
   try:
     return ckpt.restore(abstract)
   except UsageError:
@@ -421,11 +422,12 @@ def _iwae_metrics(model, state, device_data, root, config) -> dict:
 
 
 def _write_figures(model, state, device_data, root, epoch, reporter) -> None:
+  originals = data.to_unit_interval(device_data.figure_inputs)
   recon, samples = jax.device_get(figure_images(
-      model, state.params, data.to_unit_interval(device_data.figure_inputs),
-      jax.random.fold_in(root, FIGURE_STREAM), num_samples=NUM_SAMPLES))
+      model, state.params, originals, jax.random.fold_in(root, FIGURE_STREAM),
+      num_samples=NUM_SAMPLES))
   shape = model.image_shape
-  originals = np.asarray(data.to_unit_interval(device_data.figure_inputs))
+  originals = np.asarray(originals)
   pairs = np.concatenate([originals, recon]).reshape((-1, *shape))
   reporter.write_image("reconstruction", epoch, images.tile(pairs, cols=NUM_RECONSTRUCTIONS))
   reporter.write_image("sample", epoch, images.tile(samples.reshape((-1, *shape)), cols=8))
