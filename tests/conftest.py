@@ -7,6 +7,7 @@ import sys
 import jax
 import pytest
 
+from vae_jax import checkpoints
 from vae_jax import trainer
 from vae_jax.configs import tiny
 
@@ -36,3 +37,8 @@ def run_module(module: str, *args: str, timeout: float = 300, **popen) -> subpro
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def latest_params(workdir):
+  """The parameters of the latest checkpoint in `workdir`."""
+  return checkpoints.load(workdir).params

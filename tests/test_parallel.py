@@ -14,8 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
-from vae_jax import checkpoints
+from conftest import REPO, latest_params
 from vae_jax import reporting
 from vae_jax import trainer
 from vae_jax.configs import tiny
@@ -37,10 +36,6 @@ def _train(workdir, devices: int, *args: str, process_id=None, port=None, wait=T
   out, err = process.communicate(timeout=600)
   assert process.returncode == 0, err[-3000:]
   return out
-
-
-def _params(workdir):
-  return checkpoints.load(workdir).params
 
 
 def _assert_close(a, b):
@@ -65,7 +60,7 @@ def four_device_run(tmp_path_factory):
 
 
 def test_four_devices_give_the_parameters_of_one(one_device_run, four_device_run):
-  _assert_close(_params(one_device_run), _params(four_device_run))
+  _assert_close(latest_params(one_device_run), latest_params(four_device_run))
   one, four = (reporting.read_metrics(w)[0] for w in (one_device_run, four_device_run))
   assert abs(one["test_loss"] - four["test_loss"]) < 1e-2
 
@@ -82,7 +77,7 @@ def test_two_processes_give_the_parameters_of_one(one_device_run, tmp_path):
   assert "on 4 cpu device(s)" in outputs[0][0]
   assert "epoch" in outputs[0][0] and "epoch" not in outputs[1][0]  # Only process 0 reports.
   assert len(reporting.read_metrics(workdir)) == 1
-  _assert_close(_params(one_device_run), _params(workdir))
+  _assert_close(latest_params(one_device_run), latest_params(workdir))
 
 
 def test_a_four_device_checkpoint_continues_on_one_device(four_device_run, tmp_path):
@@ -91,7 +86,7 @@ def test_a_four_device_checkpoint_continues_on_one_device(four_device_run, tmp_p
   trainer.train_and_evaluate(config, tmp_path / "straight", verbose=False)
   result = trainer.train_and_evaluate(config, four_device_run, verbose=False)
   assert result.epochs_done == 2 and jax.device_count() == 1
-  _assert_close(_params(tmp_path / "straight"), _params(four_device_run))
+  _assert_close(latest_params(tmp_path / "straight"), latest_params(four_device_run))
 
 
 def test_batch_size_must_divide_over_the_devices(tmp_path):

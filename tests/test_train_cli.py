@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_module
+from conftest import REPO, latest_params, run_module
 from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import images
@@ -73,16 +73,6 @@ def test_rerunning_a_finished_run_changes_nothing(trained_workdir):
   assert {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")} == before
 
 
-def _params(workdir):
-  ckpt = checkpoints.Checkpointer(workdir)
-  config = checkpoints.read_config(workdir)
-  from vae_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  model = model_lib.from_config(config, config.image_shape)
-  state = trainer.create_train_state(model, config, jax.random.key(0))
-  return ckpt.restore(jax.eval_shape(lambda: state))[0].params
-
-
 def _start_and_signal(workdir, signum, *args):
   """Starts training, sends `signum` once epoch 1 is reported; returns (rc, stdout)."""
   process = subprocess.Popen(
@@ -111,8 +101,8 @@ def test_sigint_saves_a_checkpoint_and_the_rerun_resumes_exactly(tmp_path):
   config.num_epochs = 10
   trainer.train_and_evaluate(config, tmp_path / "whole", verbose=False)
   import jax  # pylint: disable=g-import-not-at-top
-  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / "whole"),
-               _params(tmp_path / "cut"))
+  jax.tree.map(np.testing.assert_array_equal, latest_params(tmp_path / "whole"),
+               latest_params(tmp_path / "cut"))
   assert [r["epoch"] for r in reporting.read_metrics(tmp_path / "cut")] == list(range(1, 11))
 
 

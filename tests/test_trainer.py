@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import latest_params
 from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import model as model_lib
@@ -11,15 +12,6 @@ from vae_jax import objectives
 from vae_jax import reporting
 from vae_jax import trainer
 from vae_jax.errors import UsageError
-
-
-def _params(workdir, config):
-  """The parameters of the latest checkpoint in `workdir`."""
-  ckpt = checkpoints.Checkpointer(workdir)
-  model = model_lib.from_config(config, (28, 28))
-  state = trainer.create_train_state(model, config, jax.random.key(0))
-  restored, _ = ckpt.restore(jax.eval_shape(lambda: state))
-  return restored.params
 
 
 def test_one_update_lowers_the_loss_on_a_fixed_batch(tiny_config, key):
@@ -61,7 +53,7 @@ def test_resume_after_k_epochs_equals_the_uninterrupted_run(tiny_config, tmp_pat
   tiny_config.num_epochs = 3
   result = trainer.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
   assert result.epochs_done == 3
-  straight, resumed = _params(tmp_path / "straight", tiny_config), _params(tmp_path / "resumed", tiny_config)
+  straight, resumed = latest_params(tmp_path / "straight"), latest_params(tmp_path / "resumed")
   jax.tree.map(np.testing.assert_array_equal, straight, resumed)  # Bit-identical on CPU.
   a, b = reporting.read_metrics(tmp_path / "straight"), reporting.read_metrics(tmp_path / "resumed")
   assert [r["epoch"] for r in b] == [1, 2, 3]
@@ -98,8 +90,8 @@ def test_stop_inside_an_epoch_saves_and_resumes_exactly(tiny_config, tmp_path, m
   assert ckpt.latest_step() == steps_per_epoch + 2 * chunk  # Inside epoch 2.
   assert len(reporting.read_metrics(tmp_path / "stopped")) == 1
   trainer.train_and_evaluate(tiny_config, tmp_path / "stopped", verbose=False)
-  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / "straight", tiny_config),
-               _params(tmp_path / "stopped", tiny_config))
+  jax.tree.map(np.testing.assert_array_equal, latest_params(tmp_path / "straight"),
+               latest_params(tmp_path / "stopped"))
   a, b = (reporting.read_metrics(tmp_path / d) for d in ("straight", "stopped"))
   assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
 
@@ -114,13 +106,13 @@ def test_a_finished_run_is_left_alone(tiny_config, trained_workdir):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
   tiny_config.num_epochs = 1
   trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
-  good = _params(tmp_path, tiny_config)
+  good = latest_params(tmp_path)
   tiny_config.num_epochs = 3
   tiny_config.learning_rate = 1e9
   with pytest.raises(trainer.TrainingDiverged, match="non-finite loss in epoch 2"):
     trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   assert checkpoints.Checkpointer(tmp_path).all_steps() == [125]
-  jax.tree.map(np.testing.assert_array_equal, good, _params(tmp_path, tiny_config))
+  jax.tree.map(np.testing.assert_array_equal, good, latest_params(tmp_path))
 
 
 def test_a_checkpoint_of_another_shape_is_refused(tiny_config, trained_workdir):
