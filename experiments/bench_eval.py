@@ -15,6 +15,7 @@
     (`ru_maxrss`), so the figures compare.
 """
 import json
+import math
 import os
 import resource
 import subprocess
@@ -31,7 +32,6 @@ from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import evaluation
 from vae_jax import model as model_lib
-from vae_jax import trainer
 from vae_jax.configs import default
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained model; default random parameters.")
@@ -56,28 +56,28 @@ def load_model() -> checkpoints.TrainedModel:
   if _WORKDIR.value:
     return checkpoints.load(_WORKDIR.value)
   config = default.get_config()
-  module = model_lib.from_config(config, (28, 28))
+  module = model_lib.from_config(config, (28, 28, 1))
   return checkpoints.TrainedModel(module, model_lib.init_params(module, jax.random.key(0)),
                                   config, 0)
 
 
 def evaluation_images(trained: checkpoints.TrainedModel, n: int) -> np.ndarray:
-  """n test images, uint8 (n, D): those of --workdir's dataset as `vae_jax.evaluate`
+  """n test images, uint8 (n, H, W, C): those of --workdir's dataset as `vae_jax.evaluate`
   sees them, else mnist_sample's digits; repeated when the split has fewer."""
   if _WORKDIR.value:
     dataset = data.load(trained.config)
-    images = trainer.evaluation_inputs(dataset.test.images, trained.config)
+    images = evaluation.evaluation_inputs(dataset.test.images, trained.config)
   else:
-    images = data.load_idx_dir(data.SAMPLE_DIR).test.images.reshape(-1, 784)
-  return np.resize(images, (n, images.shape[1]))
+    images = data.load_idx_dir(data.SAMPLE_DIR).test.images
+  return np.resize(images, (n, *images.shape[1:]))
 
 
-def flop_count(module, n: int, k: int) -> int:
+def flop_count(trained, n: int, k: int) -> int:
   """Multiply-adds x 2 of the matmuls run: per sample the decoder (L->H->D), per
   image the encoder (D->H->2L) twice (once for the samples, once for the
   posterior means). Elementwise work (ReLU, the Bernoulli log-likelihood,
   the sampling) is not counted."""
-  d, h, l = module.features, module.hidden, module.latents
+  d, h, l = math.prod(trained.image_shape), trained.config.hidden, trained.module.latents
   return n * (k * 2 * (l * h + h * d) + 2 * 2 * (d * h + h * 2 * l))
 
 
@@ -106,22 +106,23 @@ def time_full_run() -> None:
   """(a): k samples on num_images images; prints seconds and GFLOP/s."""
   trained = load_model()
   module, n, k = trained.module, _NUM_IMAGES.value, _K.value
+  hidden, features = trained.config.hidden, math.prod(trained.image_shape)
   images = evaluation_images(trained, n)
   rows = min(_EXAMPLE_CHUNK.value, n) * min(_SAMPLE_CHUNK.value, k)
-  reference = [matmul_rate(rows, module.hidden, module.features)]
+  reference = [matmul_rate(rows, hidden, features)]
   load = [os.getloadavg()[0]]
   warm = run_evaluation(trained, images[:_EXAMPLE_CHUNK.value], k)  # Compiles.
   result = run_evaluation(trained, images, k)
   load.append(os.getloadavg()[0])
-  reference.append(matmul_rate(rows, module.hidden, module.features))
-  rate = flop_count(module, n, k) / result["seconds"] / 1e9
+  reference.append(matmul_rate(rows, hidden, features))
+  rate = flop_count(trained, n, k) / result["seconds"] / 1e9
   print(f"\n(a) k = {k:,} on {n:,} images, {model_lib.describe(module, trained.params)}, "
         f"{jax.device_count()} {jax.devices()[0].platform} device(s), "
         f"{os.cpu_count()} CPU cores, load average {load[0]:.2f} before, {load[1]:.2f} after")
   print(f"    first chunk (compile + {_EXAMPLE_CHUNK.value} images): {warm['seconds']:.1f} s")
-  print(f"    evaluation: {result['seconds']:.1f} s, {flop_count(module, n, k) / 1e12:.2f} "
+  print(f"    evaluation: {result['seconds']:.1f} s, {flop_count(trained, n, k) / 1e12:.2f} "
         f"TFLOP of matmuls -> {rate:.1f} GFLOP/s")
-  print(f"    bare XLA matmul ({rows} x {module.hidden}) @ ({module.hidden} x {module.features}), "
+  print(f"    bare XLA matmul ({rows} x {hidden}) @ ({hidden} x {features}), "
         f"median call in 3 s: {reference[0]:.1f} GFLOP/s before, {reference[1]:.1f} after -> "
         f"the evaluation runs at {100 * rate / max(reference):.0f}% of the better")
   print(f"    NLL {result['nll']:.2f} ± {result['nll_stderr']:.2f}, "

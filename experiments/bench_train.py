@@ -1,17 +1,21 @@
-"""Training speed of the seed model: one 60,000-example epoch on the device.
+"""Training speed: epochs of 60,000 examples on the device, for 1 and N stacked models.
 
-    python experiments/bench_train.py                 # Fashion-MNIST if installed, else random bytes
-    python experiments/bench_train.py --epochs=7 --baselines=false
+    python experiments/bench_train.py                       # the seed MLP, 1 and 4 models, baselines
+    python experiments/bench_train.py --model=conv --num_models=1 --baselines=false
+    python experiments/bench_train.py --compute_dtype=bfloat16 --num_models=1,4
+    python experiments/bench_train.py --num_models=1,4,16,64 --baselines=false   # on a GPU
 
-Prints, from one process so the ratios are fair on a noisy machine:
-  * compile time of the epoch (shuffle + lax.scan chunks), apart from running;
-  * seconds per epoch (median of --epochs), examples/s and achieved GFLOP/s,
-    counting 3.28 MFLOP per example (forward 651,200 multiply-adds, backward
-    twice that less the unneeded input gradient of the first layer);
-  * baselines measured in the same run: the same step as a Python loop of
-    jitted steps (one dispatch per batch), and the matrix products alone
-    (the 5 large GEMMs of a step, in the same lax.scan), which bound what the
-    step can reach with XLA's GEMMs on this machine, and a 4096^3 GEMM.
+Runs the trainer's own epoch (`vae_jax.epoch.Runner`: shuffle on the device,
+`lax.scan` over chunks) and prints, from one process so the ratios are fair
+on a noisy machine:
+  * compile time, apart from running;
+  * seconds per epoch (median of --epochs after a warm-up epoch), examples/s
+    (times models), and GFLOP/s: FLOPs per step from XLA's cost analysis of
+    the compiled step (for the MLP also the hand count, 3.28 MFLOP per example);
+  * for N models, the time against one model's (vmap's overhead beyond the arithmetic);
+  * baselines: the same step as a Python loop of jitted steps (one dispatch per
+    batch), the step's 5 large GEMMs alone in the same `lax.scan` (what the MLP
+    step can reach with XLA's GEMMs here), and one 4096^3 GEMM.
 """
 import functools
 import statistics
@@ -24,21 +28,28 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import data
+from vae_jax import epoch
 from vae_jax import model as model_lib
 from vae_jax import parallel
-from vae_jax import trainer
+from vae_jax import stacked
+from vae_jax import sweep
+from vae_jax import train_step
 from vae_jax.configs import default
 
 _EPOCHS = flags.DEFINE_integer("epochs", 5, "Timed epochs (after one warm-up epoch).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
                                 "IDX folder; random bytes if missing.")
+_NUM_MODELS = flags.DEFINE_list("num_models", ["1", "4"], "Stacked model counts to time.")
+_MODEL = flags.DEFINE_enum("model", "mlp", model_lib.MODELS, "The network.")
+_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", model_lib.COMPUTE_DTYPES,
+                                   "Dtype of matrix products and activations.")
 _BASELINES = flags.DEFINE_bool("baselines", True, "Also time the baselines.")
 
 EXAMPLES = 60_000
 
 
-def flops_per_example(d: int, h: int, latents: int) -> int:
-  """Forward + backward FLOPs of the MLP VAE (2 per multiply-add)."""
+def mlp_flops_per_example(d: int, h: int, latents: int) -> int:
+  """Forward + backward FLOPs of the MLP VAE's matrix products (2 per multiply-add)."""
   forward = d * h + h * 2 * latents + latents * h + h * d
   backward = 2 * forward - d * h  # Weight grads everywhere, input grads but the first layer's.
   return 2 * (forward + backward)
@@ -46,9 +57,9 @@ def flops_per_example(d: int, h: int, latents: int) -> int:
 
 def _images() -> np.ndarray:
   try:
-    return data.load_idx_dir(_DATA_DIR.value).train.images.reshape(EXAMPLES, -1)
+    return data.load_idx_dir(_DATA_DIR.value).train.images[:EXAMPLES]
   except Exception:  # pylint: disable=broad-except
-    return np.random.default_rng(0).integers(0, 256, (EXAMPLES, 784), np.uint8)
+    return np.random.default_rng(0).integers(0, 256, (EXAMPLES, 28, 28, 1), np.uint8)
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
@@ -61,61 +72,86 @@ def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
   return statistics.median(times), times
 
 
-def time_scan_epoch(config, images, repeats):
-  """The trainer's epoch: shuffle on the device, lax.scan over chunks."""
+def _config(num_models: int):
+  config = default.get_config()
+  config.model, config.compute_dtype, config.num_models = (
+      _MODEL.value, _COMPUTE_DTYPE.value, num_models)
+  return config
+
+
+def _setup(config, images):
+  """The model, step config, initial stacked state and settings of `config`."""
   mesh = parallel.make_mesh()
-  model = model_lib.from_config(config, (28, 28))
-  state = jax.device_put(trainer.create_train_state(model, config, jax.random.key(0)),
+  model = model_lib.from_config(config, images.shape[1:])
+  settings = train_step.Settings.of(sweep.model_settings(config))
+  step_config = train_step.StepConfig.from_config(config, settings, total_steps=10_000)
+  keys = jnp.stack([jax.random.key(i) for i in range(config.num_models)])
+  state = jax.device_put(train_step.create(model, step_config, keys, settings),
                          parallel.replicated(mesh))
-  device_data = trainer._DeviceData(  # pylint: disable=protected-access
-      parallel.put(images, parallel.sharded(mesh, 0, 2)), len(images), None, None, None)
-  steps = len(images) // config.batch_size
-  chunk = trainer._chunk_size(steps, config.chunks_per_epoch)  # pylint: disable=protected-access
-  start = time.perf_counter()
-  fns = trainer._compile_epoch(model, state, device_data, config, chunk, mesh)  # pylint: disable=protected-access
-  compile_seconds = time.perf_counter() - start
-  holder = {"state": state, "epoch": 0}
-
-  def epoch():
-    key = jax.random.fold_in(jax.random.key(1), holder["epoch"])
-    holder["epoch"] += 1
-    shuffle_key, steps_key = jax.random.split(key)
-    batches = fns.shuffle(device_data.train, shuffle_key)
-    for start_step in range(0, steps, chunk):
-      holder["state"], losses = fns.chunk(holder["state"], batches, steps_key, jnp.int32(start_step))
-      losses.block_until_ready()  # As in the trainer: one sync per chunk.
-
-  median, times = _median_seconds(epoch, repeats)
-  return compile_seconds, median, times, steps * config.batch_size
+  return mesh, model, step_config, state, settings
 
 
-def time_python_loop(config, images, repeats):
-  """Baseline: one jitted step per batch, dispatched from a Python loop."""
-  model = model_lib.from_config(config, (28, 28))
-  state = trainer.create_train_state(model, config, jax.random.key(0))
-  step_fn = jax.jit(functools.partial(trainer.train_step, model, binarize=False),
-                    donate_argnums=0)
-  device_images = jnp.asarray(images)
-  b = config.batch_size
+def step_flops(model, step_config, state, settings, batch) -> float:
+  """FLOPs of one training step of every model, from XLA's cost analysis."""
+  step = jax.jit(stacked.over_models(
+      functools.partial(train_step.step_one, model, step_config), state.num_models,
+      (0, None, 0, 0)))
+  keys = jnp.stack([jax.random.key(i) for i in range(state.num_models)])
+  analysis = step.lower(state, batch, keys, settings).compile().cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  return float(analysis.get("flops", float("nan")))
+
+
+def time_epoch(num_models: int, images, repeats: int):
+  """The trainer's epoch for `num_models` stacked models: (compile s, median s, all, FLOP/step)."""
+  config = _config(num_models)
+  mesh, model, step_config, state, settings = _setup(config, images)
+  runner = epoch.Runner(model, step_config, epoch.place_training_set(images, mesh), len(images),
+                        batch_size=config.batch_size, chunks_per_epoch=config.chunks_per_epoch,
+                        mesh=mesh)
+  keys = jax.vmap(jax.random.split)(jnp.stack([jax.random.key(i) for i in range(num_models)]))
+  shuffle_keys, step_keys = keys[:1, 0], keys[:, 1]
+  compile_seconds = runner.compile(state, shuffle_keys, step_keys, settings)
+  flops = step_flops(model, step_config, state, settings, jnp.asarray(images[:config.batch_size]))
   holder = {"state": state}
 
-  def epoch():
+  def one_epoch():
+    batches = runner.batches(shuffle_keys)
+    for start in range(0, runner.steps_per_epoch, runner.chunk):
+      holder["state"], metrics = runner.run_chunk(holder["state"], batches, step_keys, settings,
+                                                  start)
+      jax.block_until_ready(metrics)  # As in the trainer: one sync per chunk.
+
+  median, times = _median_seconds(one_epoch, repeats)
+  return compile_seconds, median, times, flops, runner
+
+
+def time_python_loop(images, repeats):
+  """Baseline: one jitted step per batch of one model, dispatched from a Python loop."""
+  config = _config(1)
+  _, model, step_config, state, settings = _setup(config, images)
+  one = jax.jit(functools.partial(train_step.step_one, model, step_config), donate_argnums=0)
+  holder = {"state": stacked.index(state, 0)}
+  settings = stacked.index(settings, 0)
+  device_images = jnp.asarray(images)
+  b = config.batch_size
+
+  def one_epoch():
     perm = np.random.permutation(len(images))
     for i in range(len(images) // b):
       batch = device_images[perm[i * b:(i + 1) * b]]
-      holder["state"], loss = step_fn(holder["state"], batch, jax.random.key(i))
-    loss.block_until_ready()
+      holder["state"], metrics = one(holder["state"], batch, jax.random.key(i), settings)
+    jax.block_until_ready(metrics)
 
-  return _median_seconds(epoch, repeats)[0]
+  return _median_seconds(one_epoch, repeats)[0]
 
 
-def time_gemms(config, steps, repeats):
-  """The 5 large GEMMs of a step (2 forward, 3 backward) in a lax.scan: XLA's ceiling."""
-  b, d, h = config.batch_size, 784, config.hidden
+def time_gemms(steps, repeats, batch=128, d=784, h=400):
+  """The 5 large GEMMs of an MLP step (2 forward, 3 backward) in a lax.scan: XLA's ceiling."""
   k = jax.random.key(0)
-  xs = jax.random.normal(k, (steps, b, d))
+  xs = jax.random.normal(k, (steps, batch, d))
   w = jax.random.normal(k, (d, h)) * 0.01
-  g = jax.random.normal(k, (b, d))
+  g = jax.random.normal(k, (batch, d))
 
   @jax.jit
   def run(xs, w, g):
@@ -129,7 +165,7 @@ def time_gemms(config, steps, repeats):
     return jax.lax.scan(body, 0.0, xs)[0]
 
   median = _median_seconds(lambda: run(xs, w, g).block_until_ready(), repeats)[0]
-  return median, steps * 5 * 2 * b * d * h / median / 1e9
+  return median, steps * 5 * 2 * batch * d * h / median / 1e9
 
 
 def time_big_gemm(repeats):
@@ -141,23 +177,36 @@ def time_big_gemm(repeats):
 
 def main(argv):
   del argv
-  config = default.get_config()
   images = _images()
-  flop = flops_per_example(784, config.hidden, config.latents)
   print(f"jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].device_kind} device(s); "
-        f"model 784-{config.hidden}-{config.latents}, batch {config.batch_size}, "
-        f"{flop / 1e6:.2f} MFLOP per example")
-  compile_s, median, times, examples = time_scan_epoch(config, images, _EPOCHS.value)
-  gflops = flop * examples / median / 1e9
-  print(f"on-device epoch: compile {compile_s:.2f} s; {median:.3f} s per epoch (median of "
-        f"{len(times)}: {', '.join(f'{t:.2f}' for t in times)}); {examples / median:,.0f} "
-        f"examples/s; {gflops:.0f} GFLOP/s ({flop * examples / 1e9:.0f} GFLOP per epoch)")
+        f"model {_MODEL.value}, {_COMPUTE_DTYPE.value}, batch {default.get_config().batch_size}, "
+        f"{len(images):,} examples of {images.shape[1:]}")
+  single = None
+  for n in (int(v) for v in _NUM_MODELS.value):
+    compile_s, median, times, flops, runner = time_epoch(n, images, _EPOCHS.value)
+    examples = runner.examples_per_epoch
+    gflops = flops * runner.steps_per_epoch / median / 1e9
+    line = (f"{n:>3} model(s): compile {compile_s:.2f} s; {median:.3f} s per epoch (median of "
+            f"{len(times)}: {', '.join(f'{t:.2f}' for t in times)}); "
+            f"{n * examples / median:,.0f} examples x models/s; {gflops:.0f} GFLOP/s "
+            f"({flops / (n * runner.batch_size) / 1e6:.2f} MFLOP per example, XLA's count)")
+    if single is None:
+      single = median
+    else:
+      line += f"; {median / single:.2f}x one model's time for {n}x the work"
+    print(line, flush=True)
+  if _MODEL.value == "mlp":
+    hand = mlp_flops_per_example(784, 400, 20)
+    print(f"hand count for the MLP: {hand / 1e6:.2f} MFLOP per example "
+          f"({hand * examples / 1e9:.0f} GFLOP per epoch of {examples:,})")
   if _BASELINES.value:
-    loop = time_python_loop(config, images, max(2, _EPOCHS.value // 2))
-    print(f"python loop of jitted steps: {loop:.3f} s per epoch ({loop / median:.2f}x the scan)")
-    gemm_s, gemm_gflops = time_gemms(config, examples // config.batch_size, 3)
-    print(f"the step's 5 large GEMMs alone: {gemm_s:.3f} s per epoch, {gemm_gflops:.0f} GFLOP/s "
-          f"(the full step reaches {gemm_s / median:.0%} of this speed)")
+    loop = time_python_loop(images, max(2, _EPOCHS.value // 2))
+    print(f"python loop of jitted steps (1 model): {loop:.3f} s per epoch "
+          f"({loop / single:.2f}x the scan)")
+    if _MODEL.value == "mlp":
+      gemm_s, gemm_gflops = time_gemms(examples // 128, 3)
+      print(f"the step's 5 large GEMMs alone: {gemm_s:.3f} s per epoch, {gemm_gflops:.0f} GFLOP/s "
+            f"(the full step of 1 model reaches {gemm_s / single:.0%} of this speed)")
     print(f"one 4096^3 GEMM: {time_big_gemm(3):.0f} GFLOP/s")
 
 

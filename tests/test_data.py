@@ -21,8 +21,8 @@ def _config(**overrides):
 
 def test_mnist_sample_is_real_mnist_with_a_fixed_split():
   ds = data.load(_config(dataset="mnist_sample"))
-  assert ds.train.images.shape == (8004, 28, 28) and ds.test.images.shape == (1996, 28, 28)
-  assert ds.train.images.dtype == np.uint8 and ds.image_shape == (28, 28)
+  assert ds.train.images.shape == (8004, 28, 28, 1) and ds.test.images.shape == (1996, 28, 28, 1)
+  assert ds.train.images.dtype == np.uint8 and ds.image_shape == (28, 28, 1)
   assert np.bincount(ds.train.labels).tolist() == [801, 902, 793, 826, 784, 691, 812, 856, 756, 783]
   assert np.bincount(ds.test.labels).tolist() == [200, 225, 198, 206, 196, 172, 202, 214, 188, 195]
   # Real digits: dark background, bright strokes, about a fifth of the pixels inked.
@@ -39,7 +39,7 @@ def test_mnist_sample_is_real_mnist_with_a_fixed_split():
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_reads_debian_fashion_mnist():
   ds = data.load(_config(dataset="fashion_mnist", data_dir=str(FASHION_DIR)))
-  assert ds.train.images.shape == (60000, 28, 28) and ds.test.images.shape == (10000, 28, 28)
+  assert ds.train.images.shape == (60000, 28, 28, 1) and ds.test.images.shape == (10000, 28, 28, 1)
   assert np.bincount(ds.train.labels).tolist() == [6000] * 10
   assert np.bincount(ds.test.labels).tolist() == [1000] * 10
 
@@ -98,8 +98,8 @@ def test_tfds_path_with_mock_data(name):
   with tfds.testing.mock_data(num_examples=24):
     ds = data.load(_config(dataset=name))
   assert ds.name == name
-  assert ds.train.images.shape == (24, 28, 28) and ds.train.images.dtype == np.uint8
-  assert ds.test.images.shape == (24, 28, 28) and ds.test.labels.shape == (24,)
+  assert ds.train.images.shape == (24, 28, 28, 1) and ds.train.images.dtype == np.uint8
+  assert ds.test.images.shape == (24, 28, 28, 1) and ds.test.labels.shape == (24,)
   assert ds.train.labels.max() < 10
 
 

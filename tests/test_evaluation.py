@@ -11,6 +11,7 @@ import pytest
 from conftest import run_module
 from vae_jax import checkpoints
 from vae_jax import evaluation
+from vae_jax import likelihoods
 from vae_jax import model as model_lib
 from vae_jax import objectives
 from vae_jax import reporting
@@ -58,8 +59,9 @@ class LinearGaussian:
     self.q_var = np.full(L, 1.5 * np.linalg.eigvalsh(self.posterior_cov).max())
     self.x = (rng.normal(size=(num_x, L)) @ self.w.T + self.b
               + OBS_SCALE * rng.normal(size=(num_x, D)))
-    self.model = model_lib.VAE(image_shape=(D,), hidden=2 * D, latents=L, likelihood="gaussian",
-                               linear_decoder=True, obs_scale=OBS_SCALE)
+    shape = (1, 1, D)  # x as a 1 x 1 image of D channels.
+    self.model = model_lib.VAE(model_lib.MLPEncoder(2 * D, L), model_lib.MLPDecoder(0, shape),
+                               shape, L, likelihoods.Gaussian(OBS_SCALE))
 
   def params(self) -> dict:
     """float64 parameters (call under jax.enable_x64). The encoder's ReLU layer
@@ -99,7 +101,7 @@ def test_iwae_converges_to_the_exact_log_likelihood(linear_gaussian):
   lg = linear_gaussian
   exact = lg.log_px()
   with jax.enable_x64():
-    params, x = lg.params(), jnp.asarray(lg.x)
+    params, x = lg.params(), jnp.asarray(lg.x).reshape(-1, 1, 1, D)
     iwae = np.asarray(objectives.iwae_bound(lg.model, params, x, jax.random.key(0), 20_000, 2_000))
     elbo = np.asarray(objectives.elbo(lg.model, params, x, jax.random.key(1), 20_000))
   # Tolerance: with bounded weights, log p_k(x) has bias -V/(2k) and standard
@@ -118,7 +120,8 @@ def test_bound_rises_with_k_on_average(linear_gaussian):
   lg = linear_gaussian
   replicas = 400  # Each x 400 times, each copy with its own key: 400 seeds.
   with jax.enable_x64():
-    params, x = lg.params(), jnp.repeat(jnp.asarray(lg.x), replicas, axis=0)
+    params = lg.params()
+    x = jnp.repeat(jnp.asarray(lg.x), replicas, axis=0).reshape(-1, 1, 1, D)
     bounds = {k: np.asarray(objectives.iwae_bound(lg.model, params, x, jax.random.key(2), k))
               for k in (1, 8, 64)}
   exact = np.repeat(lg.log_px(), replicas)
@@ -140,14 +143,16 @@ DEAD = [1, 3]
 def dead_latent_results():
   """A VAE with latents 1 and 3 dead, evaluated twice with different chunk sizes."""
   key = jax.random.key(0)
-  model = model_lib.VAE(image_shape=(8, 8), hidden=32, latents=5)
+  config = tiny.get_config()
+  config.hidden, config.latents = 32, 5
+  model = model_lib.from_config(config, (8, 8, 1))
   params = model_lib.init_params(model, key)
   stats = params["encoder"]["stats"]
   kernel = 3.0 * stats["kernel"]  # Means that vary well above the 0.01 threshold...
   kernel = kernel.at[:, DEAD].set(0.0)  # ...except these, which ignore x.
   params = {**params, "encoder": {**params["encoder"], "stats": {**stats, "kernel": kernel}}}
   trained = checkpoints.TrainedModel(model, params, None, 0)
-  images = np.asarray(jax.random.randint(key, (50, 64), 0, 256), np.uint8)
+  images = np.asarray(jax.random.randint(key, (50, 8, 8, 1), 0, 256), np.uint8)
   run = lambda example_chunk, sample_chunk: evaluation.evaluate(
       trained, images, k=7, key=key, sample_chunk=sample_chunk, example_chunk=example_chunk,
       progress=False)

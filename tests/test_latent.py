@@ -34,7 +34,9 @@ def digits():
 
 def _random_model(latents: int) -> checkpoints.TrainedModel:
   """An untrained model: enough where only shapes and algebra matter."""
-  module = model_lib.VAE((28, 28), hidden=16, latents=latents)
+  config = tiny.get_config()
+  config.hidden, config.latents = 16, latents
+  module = model_lib.from_config(config, (28, 28, 1))
   # numpy draws of the right shapes: compiling flax's initialisers takes seconds.
   shapes = jax.eval_shape(lambda: model_lib.init_params(module, jax.random.key(1)))
   rng = np.random.default_rng(1)
@@ -46,7 +48,7 @@ def test_public_names_and_load(model, trained_workdir):
   assert vae_jax.load is checkpoints.load
   assert issubclass(vae_jax.UsageError, ValueError)
   assert isinstance(model, vae_jax.TrainedModel) and model.step == 250
-  assert model.image_shape == (28, 28) and model.module.latents == 4
+  assert model.image_shape == (28, 28, 1) and model.module.latents == 4
   with pytest.raises(vae_jax.UsageError, match="no checkpoint at step 7"):
     vae_jax.load(trained_workdir, step=7)
 
@@ -157,7 +159,7 @@ def test_traverse_sweeps_one_dimension(model, digits):
 
 
 def test_every_accepted_input_form_gives_the_same_result(model, digits):
-  u8 = digits[0]
+  u8 = digits[0][..., 0]  # (3, 28, 28): grey planes.
   expected = np.asarray(vae_jax.encode(model, u8)[0])
   as_float = u8.astype(np.float64) / 255
   batched = [u8[..., None], u8.reshape(3, -1), as_float, as_float[..., None].astype(np.float32),
@@ -172,7 +174,7 @@ def test_every_accepted_input_form_gives_the_same_result(model, digits):
 
 
 @pytest.mark.parametrize("x, message", [
-    (np.zeros((27, 28), np.uint8), r"expected images of shape \(28, 28\), \(28, 28, 1\) or "
+    (np.zeros((27, 28), np.uint8), r"expected images of shape \(28, 28, 1\), \(28, 28\) or "
      r"\(784,\), with an optional batch axis; got \(27, 28\)"),
     (np.zeros((2, 28, 28, 3), np.uint8), r"got \(2, 28, 28, 3\)"),
     (np.zeros((783,), np.uint8), r"got \(783,\)"),

@@ -39,7 +39,9 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def test_split():
-  return data.load(tiny.get_config()).test
+  """mnist_sample's test split, its grey images as (N, 28, 28) pictures."""
+  split = data.load(tiny.get_config()).test
+  return data.Split(split.images[..., 0], split.labels)
 
 
 def _png(path) -> np.ndarray:

@@ -48,7 +48,7 @@ def test_cli_trains_and_writes_every_output(tmp_path):
   assert "compiled in" in result.stdout
 
   config = json.loads((workdir / "config.json").read_text())
-  assert config["dataset"] == "mnist_sample" and config["image_shape"] == [28, 28]
+  assert config["dataset"] == "mnist_sample" and config["image_shape"] == [28, 28, 1]
   records = reporting.read_metrics(workdir)
   assert [r["epoch"] for r in records] == [1, 2]
   for r in records:
@@ -110,7 +110,7 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
   rc, out, _ = _start_and_signal(tmp_path, signal.SIGTERM, "--config.num_epochs=10")
   assert rc == 128 + signal.SIGTERM
   assert checkpoints.Checkpointer(tmp_path).latest_step() >= 125
-  assert "interrupted after" in out
+  assert "interrupted during training" in out
 
 
 def _idx_folder(tmp_path, breakage):

@@ -7,17 +7,30 @@ import pytest
 from conftest import latest_params
 from vae_jax import checkpoints
 from vae_jax import data
+from vae_jax import epoch
 from vae_jax import model as model_lib
 from vae_jax import objectives
 from vae_jax import reporting
+from vae_jax import stacked
+from vae_jax import train_step
 from vae_jax import trainer
+from vae_jax.configs import default
+from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
 
 
+def _one_model_state(model, config, key):
+  settings = train_step.Settings(*(jnp.asarray([v], d) for v, d in (
+      (config.learning_rate, jnp.float32), (config.beta, jnp.float32),
+      (config.kl_warmup_steps, jnp.int32), (config.free_bits, jnp.float32))))
+  step_config = train_step.StepConfig.from_config(config, settings, total_steps=100)
+  return train_step.create(model, step_config, key[None], settings), step_config, settings
+
+
 def test_one_update_lowers_the_loss_on_a_fixed_batch(tiny_config, key):
-  images = data.load(tiny_config).train.images[:64].reshape(64, -1)
-  model = model_lib.from_config(tiny_config, (28, 28))
-  state = trainer.create_train_state(model, tiny_config, key)
+  images = data.load(tiny_config).train.images[:64]
+  model = model_lib.from_config(tiny_config, (28, 28, 1))
+  state, step_config, settings = _one_model_state(model, tiny_config, key)
   x = data.to_unit_interval(jnp.asarray(images))
   step_key = jax.random.key(1)
 
@@ -25,24 +38,23 @@ def test_one_update_lowers_the_loss_on_a_fixed_batch(tiny_config, key):
     z_key, _ = jax.random.split(step_key)
     return jnp.mean(objectives.negative_elbo(model, params, x, z_key)["loss"])
 
-  new_state, reported = jax.jit(trainer.train_step, static_argnums=(0, 4))(
-      model, state, jnp.asarray(images), step_key, False)
-  np.testing.assert_allclose(reported, loss(state.params), rtol=1e-6)
-  assert loss(new_state.params) < loss(state.params)
-  assert int(new_state.step) == 1
+  one = stacked.index(state, 0)
+  new, metrics = jax.jit(train_step.step_one, static_argnums=(0, 1))(
+      model, step_config, one, jnp.asarray(images), step_key, stacked.index(settings, 0))
+  np.testing.assert_allclose(metrics["loss"], loss(one.params), rtol=1e-6)
+  assert loss(new.params) < loss(one.params)
+  assert int(new.step) == 1 and bool(new.alive)
 
 
 def test_model_shapes_and_parameter_count_follow_the_config():
-  config = trainer.ml_collections.ConfigDict({
-      "hidden": 400, "latents": 20, "likelihood": "bernoulli", "decoder": "mlp",
-      "obs_scale": 1.0, "learn_obs_scale": False})
-  model = model_lib.from_config(config, (28, 28))
+  config = default.get_config()
+  model = model_lib.from_config(config, (28, 28, 1))
   params = model_lib.init_params(model, jax.random.key(0))
-  assert sum(p.size for p in jax.tree.leaves(params)) == 652_824  # The tutorial's count.
-  small = model_lib.from_config(config, (7, 5))
+  assert model_lib.parameter_count(params) == 652_824  # The tutorial's count.
+  small = model_lib.from_config(config, (7, 5, 1))
   out, mean, logvar = small.apply({"params": model_lib.init_params(small, jax.random.key(0))},
-                                  jnp.zeros((3, 35)), jax.random.key(1))
-  assert out.shape == (3, 35) and mean.shape == logvar.shape == (3, 20)
+                                  jnp.zeros((3, 7, 5, 1)), jax.random.key(1))
+  assert out.shape == (3, 7, 5, 1) and mean.shape == logvar.shape == (3, 20)
 
 
 def test_resume_after_k_epochs_equals_the_uninterrupted_run(tiny_config, tmp_path):
@@ -61,29 +73,28 @@ def test_resume_after_k_epochs_equals_the_uninterrupted_run(tiny_config, tmp_pat
   assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
 
 
-class _StopAfter:
-  """A stop flag that sets itself after `n` checks: a deterministic Ctrl-C."""
+def _stop_after_chunks(patch, chunks: int) -> None:
+  """Makes the run's stop flag set itself after `chunks` training chunks: a deterministic Ctrl-C."""
+  flag = trainer._StopFlag()
+  run_chunk = epoch.Runner.run_chunk
 
-  def __init__(self, n):
-    self.n, self.signum = n, None
+  def counted(self, *args):
+    nonlocal chunks
+    chunks -= 1
+    if chunks == 0:
+      flag.signum = 2
+    return run_chunk(self, *args)
 
-  def is_set(self):
-    self.n -= 1
-    if self.n < 0:
-      self.signum = 2
-    return self.signum is not None
+  patch.setattr(trainer, "_StopFlag", lambda: flag)
+  patch.setattr(epoch.Runner, "run_chunk", counted)
 
 
 def test_stop_inside_an_epoch_saves_and_resumes_exactly(tiny_config, tmp_path, monkeypatch):
-  import contextlib  # pylint: disable=g-import-not-at-top
   trainer.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
   steps_per_epoch = 8004 // tiny_config.batch_size
-  chunk = trainer._chunk_size(steps_per_epoch, tiny_config.chunks_per_epoch)
-  # The flag is checked before each chunk and after each epoch: let epoch 1
-  # and two chunks of epoch 2 run.
-  checks = steps_per_epoch // chunk + 1 + 2
-  with monkeypatch.context() as patch:
-    patch.setattr(trainer, "_stop_requested", lambda: contextlib.nullcontext(_StopAfter(checks)))
+  chunk = epoch.chunk_size(steps_per_epoch, tiny_config.chunks_per_epoch)
+  with monkeypatch.context() as patch:  # Epoch 1 and two chunks of epoch 2.
+    _stop_after_chunks(patch, steps_per_epoch // chunk + 2)
     result = trainer.train_and_evaluate(tiny_config, tmp_path / "stopped", verbose=False)
   assert result.interrupted_by == 2 and result.epochs_done == 1
   ckpt = checkpoints.Checkpointer(tmp_path / "stopped")
@@ -109,7 +120,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, t
   good = latest_params(tmp_path)
   tiny_config.num_epochs = 3
   tiny_config.learning_rate = 1e9
-  with pytest.raises(trainer.TrainingDiverged, match="non-finite loss in epoch 2"):
+  with pytest.raises(TrainingDiverged, match="non-finite loss in epoch 2"):
     trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   assert checkpoints.Checkpointer(tmp_path).all_steps() == [125]
   jax.tree.map(np.testing.assert_array_equal, good, latest_params(tmp_path))
@@ -138,8 +149,7 @@ def test_invalid_values_raise_usage_errors(tiny_config, tmp_path, field, value, 
 
 
 def test_chunk_size_divides_the_epoch():
-  assert trainer._chunk_size(468, 10) == 52  # 9 chunks
-  assert trainer._chunk_size(125, 4) == 25
-  assert trainer._chunk_size(62, 10) == 31 or trainer._chunk_size(62, 10) == 2
+  assert epoch.chunk_size(468, 10) == 52  # 9 chunks
+  assert epoch.chunk_size(125, 4) == 25
   for steps in range(1, 200):
-    assert steps % trainer._chunk_size(steps, 10) == 0
+    assert steps % epoch.chunk_size(steps, 10) == 0

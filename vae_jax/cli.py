@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
 
 DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "default.py")
@@ -51,12 +52,11 @@ def config_value(flag) -> object:
 @contextlib.contextmanager
 def errors_to_exit():
   """Turns UsageError into exit status 2 and a diverged run into exit status 1."""
-  from vae_jax import trainer  # pylint: disable=g-import-not-at-top
   try:
     yield
   except UsageError as e:
     fail(str(e))
-  except trainer.TrainingDiverged as e:
+  except TrainingDiverged as e:
     fail(str(e), status=1)
 
 

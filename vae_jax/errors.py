@@ -1,4 +1,4 @@
-"""The one exception type the command-line tools turn into a one-line message."""
+"""The exceptions the command-line tools turn into a one-line message and an exit status."""
 
 
 class UsageError(ValueError):
@@ -7,3 +7,19 @@ class UsageError(ValueError):
   The message is one line saying what is wrong and what to do. The CLIs print
   it and exit with status 2; library users can catch it as a ValueError.
   """
+
+
+class TrainingDiverged(RuntimeError):
+  """Every model's loss became NaN or infinite; the last good checkpoint is kept (exit 1)."""
+
+
+class Interrupted(Exception):
+  """SIGINT or SIGTERM arrived during a phase that stops between chunks (e.g. evaluation).
+
+  Attributes:
+    phase: what was running.
+  """
+
+  def __init__(self, phase: str):
+    super().__init__(f"interrupted during {phase}")
+    self.phase = phase

@@ -17,7 +17,6 @@ from vae_jax import checkpoints
 from vae_jax import cli
 from vae_jax import data
 from vae_jax import evaluation
-from vae_jax import trainer
 
 _WORKDIR, _STEP, _OUT = cli.define_trained_model_flags(
     "Where to write eval.json; default WORKDIR/eval.json.")
@@ -51,7 +50,7 @@ def run(trained: checkpoints.TrainedModel, split: str) -> dict:
   """Evaluates `trained` on `split` of its dataset with the flags' settings."""
   config = trained.config
   dataset = data.load(config)
-  inputs = trainer.evaluation_inputs(getattr(dataset, split).images, config)
+  inputs = evaluation.evaluation_inputs(getattr(dataset, split).images, config)
   if _NUM_EXAMPLES.value is not None:
     inputs = inputs[:_NUM_EXAMPLES.value]
   result = evaluation.evaluate(

@@ -1,18 +1,23 @@
-"""Evaluation as in the literature: the IWAE log-likelihood, the ELBO and active units.
+"""Evaluation: one masked, chunked engine and the statistics it computes.
 
-`evaluate(trained, images_u8, k=5000, ...)` returns what `python -m
-vae_jax.evaluate` writes to `eval.json`:
+The examples go to the devices once, as zero-padded chunks `(C, E, H, W, C)`
+sharded along E (`Chunks`). `run` calls one jitted statistic per chunk and
+gathers per-example results for the real examples; the host checks a stop
+flag between chunks, so a long evaluation stops within one chunk of Ctrl-C.
+Two statistics are computed per example, for every stacked model at once:
 
-  * the ELBO (mean and standard error over examples), its recon and KL terms;
-  * the negative log-likelihood -log p(x) estimated by the IWAE bound with k
-    importance samples (Burda, Grosse & Salakhutdinov 2015; papers use k =
-    5,000), mean and standard error, and the same in bits per dimension;
-  * active units: latent i is active when Cov_x(E_q[z_i | x]) > 0.01 (Burda et
-    al.), and the KL per latent dimension.
+  * `elbo_statistics`: the single-sample negative ELBO, recon and KL (the
+    per-epoch test loss; z for chunk c drawn from `fold_in(key, c)`);
+  * `importance_statistics`: the IWAE bound with k samples, the k-sample
+    ELBO's terms, the KL per latent and the posterior mean (example n draws
+    from `fold_in(key, n)`, so chunk sizes never change the result).
 
-Both bounds come from the same k draws per example (`objectives.importance_terms`),
-so the ELBO's Monte Carlo error is that of a k-sample mean: negligible.
+`evaluate` turns the second into what `python -m vae_jax.evaluate` writes to
+eval.json: the ELBO, the negative log-likelihood -log p(x) estimated by the
+IWAE bound (Burda, Grosse & Salakhutdinov 2015; papers use k = 5,000), bits
+per dimension and active units (latent i is active when Cov_x E_q[z_i|x] > 0.01).
 """
+import dataclasses
 import functools
 import math
 import time
@@ -22,85 +27,197 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import objectives
+from vae_jax import parallel
+from vae_jax import stacked
+from vae_jax.errors import Interrupted
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015, section 5.2.
+TEST_BINARIZE_STREAM = 4  # The key stream (under the seed) that binarises evaluation inputs.
 
 
-def evaluate(trained: checkpoints.TrainedModel, images_u8: np.ndarray, *, k: int,
-             key: jax.Array, sample_chunk: int = 100, example_chunk: int = 100,
-             progress: bool = True) -> dict:
-  """Evaluates a trained VAE on uint8 images (N, D) with k importance samples each.
+def evaluation_inputs(images: np.ndarray, config) -> np.ndarray:
+  """The uint8 images (N, H, W, C) every evaluation of `images` uses.
 
-  Examples are processed `example_chunk` at a time, each chunk one call of
-  one compiled function (the last chunk is zero-padded, its padding dropped);
-  memory is O(example_chunk * sample_chunk * D), independent of k and N.
-  Example n draws from `fold_in(key, n)`, so chunk sizes do not change results.
-  On a 2-core EPYC, 10,000 decoder rows per step (100 x 100) ran 1.5 times
-  faster than 50,000, likely because their logits (31 MB) about fit in L3.
+  With `binarize=dynamic` they are binarised once, with a key fixed by the
+  seed, so that epochs, runs and `python -m vae_jax.evaluate` all compare.
+  """
+  if config.binarize != "dynamic":
+    return images
+  key = jax.random.fold_in(jax.random.key(config.seed), TEST_BINARIZE_STREAM)
+  return np.asarray(data.binarize(key, data.to_unit_interval(images)) * 255).astype(np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunks:
+  """Examples on the devices in equal chunks.
+
+  Attributes:
+    images: uint8 (C, E, H, W, C), zero-padded, sharded along E.
+    num_examples: the real examples (the first ones in order).
+  """
+
+  images: jax.Array
+  num_examples: int
+
+  @classmethod
+  def place(cls, images: np.ndarray, size: int, mesh) -> "Chunks":
+    """Cuts uint8 images (N, H, W, C) into chunks of `size` (a multiple of the device count)."""
+    if len(images) == 0:
+      raise ValueError("no examples to evaluate")
+    padded = parallel.pad_to_multiple(images, size)
+    chunks = padded.reshape(-1, size, *images.shape[1:])
+    return cls(parallel.put(chunks, parallel.sharded(mesh, 1, chunks.ndim)), len(images))
+
+  @property
+  def size(self) -> int:
+    return self.images.shape[1]
+
+  def __len__(self) -> int:
+    return self.images.shape[0]
+
+
+def run(statistic, chunks: Chunks, *, stop=None, description: str | None = None
+        ) -> dict[str, np.ndarray]:
+  """Per-example statistics of every real example, chunk by chunk.
 
   Args:
-    trained: the model, e.g. from `checkpoints.load`.
-    images_u8: the inputs, uint8 (N, D), e.g. from `trainer.evaluation_inputs`.
+    statistic: `(images (C, E, ...), chunk index) -> dict of (N, E, ...)`
+      arrays for N stacked models, jitted.
+    chunks: the examples.
+    stop: an object with `is_set()`, checked before each chunk.
+    description: show a progress bar with this label (on a terminal).
+
+  Returns:
+    dict of numpy arrays (N, num_examples, ...).
+
+  Raises:
+    Interrupted: `stop` was set.
+  """
+  parts = []
+  with tqdm(total=chunks.num_examples, desc=description, unit="img", leave=False,
+            disable=None if description else True) as bar:
+    for c in range(len(chunks)):
+      if stop is not None and stop.is_set():
+        raise Interrupted("evaluation")
+      parts.append(parallel.to_host(statistic(chunks.images, jnp.int32(c))))
+      bar.update(min(chunks.size, chunks.num_examples - c * chunks.size))
+  return {name: np.concatenate([p[name] for p in parts], axis=1)[:, :chunks.num_examples]
+          for name in parts[0]}
+
+
+# ----------------------------------------------------------------------------
+# The statistics, for N stacked models (params with a leading axis, one key each).
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def elbo_statistics(model, params, keys, images, c) -> dict[str, jax.Array]:
+  """Single-sample negative ELBO terms of chunk `c`: `loss`, `recon`, `kl`, each (N, E).
+
+  Model i draws z for chunk c from `fold_in(keys[i], c)`.
+  """
+  x = data.to_unit_interval(jax.lax.dynamic_index_in_dim(images, c, keepdims=False))
+
+  def one(params, key):
+    terms = objectives.negative_elbo(model, params, x, jax.random.fold_in(key, c))
+    return {name: terms[name] for name in ("loss", "recon", "kl")}
+
+  return stacked.over_models(one, len(keys), (0, 0))(params, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "k", "sample_chunk"))
+def importance_statistics(model, params, keys, images, c, *, k: int,
+                          sample_chunk: int) -> dict[str, jax.Array]:
+  """Per-example statistics of chunk `c` with k importance samples, each (N, E, ...).
+
+  Example e of the chunk is example n = c * E + e of the data set and draws
+  from `fold_in(keys[i], n)` for model i.
+
+  Returns:
+    `iwae`, `recon`, `kl` (see `objectives.importance_terms`), `kl_per_dimension`
+    and `posterior_mean` (N, E, latents).
+  """
+  batch = jax.lax.dynamic_index_in_dim(images, c, keepdims=False)
+  x = data.to_unit_interval(batch)
+  size = batch.shape[0]
+
+  def one(params, key):
+    example_keys = objectives.example_keys(key, c * size + jnp.arange(size))
+    terms = objectives.importance_terms(model, params, x, example_keys, k, sample_chunk)
+    mean, logvar = model.apply({"params": params}, x, method=model.encode)
+    return {**terms, "kl_per_dimension": objectives.kl_per_dimension(mean, logvar),
+            "posterior_mean": mean}
+
+  return stacked.over_models(one, len(keys), (0, 0))(params, keys)
+
+
+# ----------------------------------------------------------------------------
+# What the trainer logs and the evaluate command reports.
+
+
+def test_elbo(model, params, keys, chunks: Chunks, *, stop=None) -> list[dict]:
+  """The mean single-sample negative ELBO (`loss`), `recon` and `kl` per model."""
+  stats = run(functools.partial(elbo_statistics, model, params, keys), chunks, stop=stop)
+  return [{name: float(np.mean(v[i], dtype=np.float64)) for name, v in stats.items()}
+          for i in range(len(keys))]
+
+
+def iwae_nll(model, params, keys, chunks: Chunks, *, k: int, sample_chunk: int,
+             stop=None, description: str | None = None) -> list[tuple[float, float]]:
+  """(mean, standard error) of -log p_k(x) over the examples, per model."""
+  stats = run(functools.partial(importance_statistics, model, params, keys, k=k,
+                                sample_chunk=sample_chunk), chunks, stop=stop,
+              description=description)
+  return [(float(-np.mean(b, dtype=np.float64)), standard_error(-b)) for b in stats["iwae"]]
+
+
+def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
+             sample_chunk: int = 100, example_chunk: int = 100, progress: bool = True,
+             stop=None) -> dict:
+  """Evaluates one trained VAE on uint8 images (N, H, W, C) with k importance samples each.
+
+  Memory is O(example_chunk * sample_chunk * D), independent of k and N;
+  chunk sizes change speed and memory, never results. On a 2-core EPYC,
+  10,000 decoder rows per step (100 x 100) ran 1.5 times faster than 50,000.
+
+  Args:
+    trained: a `TrainedModel` (e.g. from `vae_jax.load`).
+    images_u8: the inputs, e.g. from `evaluation_inputs`.
     k: importance samples per example.
-    key: PRNG key.
+    key: PRNG key; example n draws from `fold_in(key, n)`.
     sample_chunk: samples drawn at once per example.
-    example_chunk: examples evaluated at once.
+    example_chunk: examples evaluated at once (rounded up to a multiple of the device count).
     progress: show a progress bar (on a terminal).
+    stop: see `run`.
 
   Returns:
     A JSON-ready dict; see `summarize`.
   """
-  images_u8 = np.asarray(images_u8).reshape(len(images_u8), -1)
-  n = len(images_u8)
-  if n == 0:
-    raise ValueError("no examples to evaluate")
-  example_chunk = min(example_chunk, n)
+  images_u8 = np.asarray(images_u8)
+  mesh = parallel.make_mesh()
+  size = min(example_chunk, len(images_u8)) if len(images_u8) else example_chunk
+  chunks = Chunks.place(images_u8, -(-size // mesh.size) * mesh.size, mesh)
   start = time.perf_counter()
-  parts = []
-  with tqdm(total=n, desc=f"IWAE k={k}", unit="img", disable=None if progress else True) as bar:
-    for offset in range(0, n, example_chunk):
-      batch = _padded(images_u8[offset:offset + example_chunk], example_chunk)
-      parts.append(jax.device_get(chunk_statistics(
-          trained.module, trained.params, batch, key, jnp.int32(offset), k=k,
-          sample_chunk=sample_chunk)))
-      bar.update(min(example_chunk, n - offset))
-  stats = {name: np.concatenate([p[name] for p in parts])[:n] for name in parts[0]}
-  return summarize(stats, k=k, features=images_u8.shape[1], seconds=time.perf_counter() - start)
-
-
-@functools.partial(jax.jit, static_argnames=("module", "k", "sample_chunk"))
-def chunk_statistics(module, params, images_u8, key, offset, *, k: int,
-                     sample_chunk: int) -> dict[str, jax.Array]:
-  """Per-example statistics of one chunk of uint8 images (B, D).
-
-  Example b is example `offset + b` of the data set and draws from
-  `fold_in(key, offset + b)`.
-
-  Returns:
-    dict of `iwae`, `recon`, `kl` (B,) (see `objectives.importance_terms`),
-    `kl_per_dimension` and `posterior_mean` (B, latents).
-  """
-  x = data.to_unit_interval(images_u8)
-  keys = objectives.example_keys(key, offset + jnp.arange(len(x)))
-  terms = objectives.importance_terms(module, params, x, keys, k, sample_chunk)
-  mean, logvar = module.apply({"params": params}, x, method=module.encode)
-  return {**terms, "kl_per_dimension": objectives.kl_per_dimension(mean, logvar),
-          "posterior_mean": mean}
+  statistic = functools.partial(importance_statistics, trained.module,
+                                stacked.stack(trained.params), key[None], k=k,
+                                sample_chunk=sample_chunk)
+  stats = run(statistic, chunks, stop=stop, description=f"IWAE k={k}" if progress else None)
+  return summarize(stacked.index(stats, 0), k=k, features=math.prod(images_u8.shape[1:]),
+                   seconds=time.perf_counter() - start)
 
 
 def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: float) -> dict:
-  """The evaluation record from per-example statistics (see `chunk_statistics`).
+  """The evaluation record from one model's per-example statistics (`importance_statistics`).
 
   Returns:
     dict: `num_examples`, `k`; `elbo`, `elbo_stderr`, `recon`, `kl` (nats,
     the ELBO = -(recon + kl) is a lower bound on log p(x)); `nll`, `nll_stderr`
     (-log p_k(x), an upper bound on -log p(x)); `bits_per_dim` = nll / (D ln 2)
-    (for a Gaussian likelihood a density on [0, 1] pixels, not a discrete
-    likelihood); `active_units`, `latents`, `unit_activity` (Cov_x E_q[z_i] per
-    latent); `kl_per_dimension` (mean over examples); `seconds`.
+    (a discrete likelihood's bits for the logistic likelihood and for binary
+    data; for grey levels under a Bernoulli or Gaussian it is not one);
+    `active_units`, `latents`, `unit_activity` (Cov_x E_q[z_i] per latent);
+    `kl_per_dimension` (mean over examples); `seconds`.
   """
   stats = {name: np.asarray(v, np.float64) for name, v in stats.items()}
   elbo = -(stats["recon"] + stats["kl"])
@@ -126,45 +243,7 @@ def unit_activity(posterior_means: np.ndarray) -> np.ndarray:
 
 def standard_error(values: np.ndarray) -> float | None:
   """The standard error of the mean of (N,) values; None (JSON null) when N < 2."""
+  values = np.asarray(values, np.float64)
   if len(values) < 2:
     return None
   return float(np.std(values, ddof=1) / math.sqrt(len(values)))
-
-
-@functools.partial(jax.jit, static_argnames=("model", "k", "rows"))
-def iwae_nll_on_chunks(model, params, chunks, mask, key, *, k: int,
-                       rows: int) -> tuple[jax.Array, jax.Array]:
-  """Mean and standard error of -log p_k(x) over the masked examples of device chunks.
-
-  What training logs every `eval_iwae_every` epochs. The chunks may be
-  sharded over devices along E. Example (c, e) is example c * E + e and draws
-  from `fold_in(key, c * E + e)`, as in `evaluate`.
-
-  Args:
-    model: the VAE (static).
-    chunks: uint8 (C, E, D) images, zero-padded; `mask` (C, E) marks the real ones.
-    k: importance samples per example (static).
-    rows: decoder rows per step (static): E * sample chunk stays within it,
-      which bounds memory at O(rows * D).
-  """
-  num_chunks, size = chunks.shape[:2]
-  sample_chunk = max(1, rows // size)
-
-  def body(_, inputs):
-    c, batch = inputs
-    keys = objectives.example_keys(key, c * size + jnp.arange(size))
-    x = data.to_unit_interval(batch)
-    return None, objectives.iwae_bound(model, params, x, keys, k, sample_chunk)
-
-  _, bounds = jax.lax.scan(body, None, (jnp.arange(num_chunks), chunks))
-  count = jnp.sum(mask)
-  nll = -jnp.sum(bounds * mask) / count
-  variance = jnp.sum(((-bounds - nll) * mask) ** 2) / jnp.maximum(count - 1, 1)
-  return nll, jnp.sqrt(variance / count)
-
-
-def _padded(batch: np.ndarray, size: int) -> np.ndarray:
-  """`batch` with zero rows appended up to `size` rows: one compiled shape."""
-  if len(batch) == size:
-    return batch
-  return np.concatenate([batch, np.zeros((size - len(batch), batch.shape[1]), batch.dtype)])

@@ -10,6 +10,7 @@ import pathlib
 import numpy as np
 
 from vae_jax import data
+from vae_jax import evaluation
 from vae_jax import images
 from vae_jax.checkpoints import TrainedModel
 from vae_jax.errors import UsageError
@@ -27,11 +28,10 @@ def test_set(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:
   """The test images as evaluation sees them (binarised if the config says so).
 
   Returns:
-    (uint8 images (N, D), int labels (N,)).
+    (uint8 images (N, H, W, C), int labels (N,), -1 where unknown).
   """
-  from vae_jax import trainer  # pylint: disable=g-import-not-at-top  # Heavy; only here.
   split = data.load(model.config).test
-  return trainer.evaluation_inputs(split.images, model.config), split.labels
+  return evaluation.evaluation_inputs(split.images, model.config), split.labels
 
 
 def pick_by_label(labels: np.ndarray, digit: int, count: int, rng: np.random.Generator,
@@ -61,7 +61,7 @@ def check_indices(indices: list[int], num_images: int) -> np.ndarray:
 
 
 def square_grid(pictures: np.ndarray) -> np.ndarray:
-  """Images (N, H, W) in [0, 1] -> a uint8 grid ceil(sqrt(N)) columns wide."""
+  """Pictures (N, H, W) or (N, H, W, 3) in [0, 1] -> a uint8 grid ceil(sqrt(N)) columns wide."""
   return images.tile(pictures, cols=math.ceil(math.sqrt(len(pictures))))
 
 
@@ -69,8 +69,8 @@ def interpolation_grid(start: np.ndarray, paths: np.ndarray, end: np.ndarray) ->
   """One row per pair: the start image, its path, the end image.
 
   Args:
-    start, end: the original images (P, H, W) in [0, 1].
-    paths: the decoded paths (P, S, H, W) in [0, 1].
+    start, end: the original pictures (P, H, W) or (P, H, W, 3) in [0, 1].
+    paths: the decoded paths (P, S, H, W) or (P, S, H, W, 3) in [0, 1].
 
   Returns:
     uint8 grid of P rows and S + 2 columns.
@@ -80,7 +80,7 @@ def interpolation_grid(start: np.ndarray, paths: np.ndarray, end: np.ndarray) ->
 
 
 def interpolation_frames(paths: np.ndarray) -> list[np.ndarray]:
-  """Paths (P, S, H, W) -> S uint8 frames, frame i showing step i of every pair in a row."""
+  """Paths (P, S, H, W[, 3]) -> S uint8 frames, frame i showing step i of every pair in a row."""
   return [images.tile(paths[:, i], cols=paths.shape[0]) for i in range(paths.shape[1])]
 
 

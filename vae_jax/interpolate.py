@@ -41,7 +41,7 @@ def main(argv):
     start, end, stem = _choose_pairs(labels)
   paths = np.asarray(latent.interpolate(model, inputs[start], inputs[end], _STEPS.value,
                                         _METHOD.value))
-  originals = inputs.reshape(-1, *model.image_shape) / 255.0
+  originals = images.as_pictures(inputs / 255.0)
   out = figures.output_dir(_WORKDIR.value, _OUT.value)
   path = images.save_png(out / f"{stem}.png", figures.interpolation_grid(
       originals[start], paths, originals[end]))

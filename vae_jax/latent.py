@@ -1,11 +1,13 @@
 """The latent-space API: encode, decode, reconstruct, sample, interpolate, traverse.
 
 Every function takes a `TrainedModel` (from `vae_jax.load(workdir)`) first and
-works on images of its `image_shape` (H, W). Images are accepted as (H, W),
-(H, W, 1) or flat (H * W,), each with or without a leading batch axis, as
-uint8 in 0-255 or floats in [0, 1]; results keep the batch axis only when the
-input had one. Decoded images are E[x|z]: pixel probabilities for a Bernoulli
-decoder, means for a Gaussian one, shaped (..., H, W).
+works on images of its `image_shape` (H, W, C). Images are accepted as
+(H, W, C), flat (H * W * C,), and for grey images (C = 1) also (H, W), each
+with or without a leading batch axis, as uint8 in 0-255 or floats in [0, 1];
+results keep the batch axis only when the input had one. Decoded images are
+E[x|z] in [0, 1] (pixel probabilities for a Bernoulli decoder, means for a
+Gaussian or logistic one), shaped (..., H, W) for grey images and
+(..., H, W, C) for colour ones: what image files and plots take.
 
     model = vae_jax.load("/tmp/vae")
     rows = vae_jax.interpolate(model, zeros, sixes, num_steps=9)  # (P, 9, H, W)
@@ -14,6 +16,7 @@ The public functions check their inputs on the host and are not meant to be
 traced; the jitted cores below take the flax module as a static argument and
 the parameters as a pytree, so one compilation serves every call of a shape.
 """
+import contextlib
 import functools
 import math
 from collections.abc import Sequence
@@ -22,7 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import images as images_lib
 from vae_jax import model as model_lib
+from vae_jax import parallel
 from vae_jax.checkpoints import TrainedModel
 
 METHODS = ("linear", "slerp")
@@ -38,23 +43,25 @@ ArrayLike = jax.Array | np.ndarray | Sequence
 # Input checks.
 
 
-def as_flat_images(x: ArrayLike, image_shape: Sequence[int]) -> tuple[jax.Array, bool]:
-  """Maps every accepted image form to flat float32 in [0, 1].
+def as_images(x: ArrayLike, image_shape: Sequence[int]) -> tuple[jax.Array, bool]:
+  """Maps every accepted image form to float32 images (N, H, W, C) in [0, 1].
 
   Args:
-    x: (H, W), (H, W, 1) or (D,) with D = H * W, optionally with a leading
-      batch axis (N, ...); uint8 in 0-255 or floats in [0, 1].
-    image_shape: (H, W) of the model's images.
+    x: (H, W, C), flat (D,) with D = H * W * C, or (H, W) when C = 1,
+      optionally with a leading batch axis (N, ...); uint8 in 0-255 or floats in [0, 1].
+    image_shape: (H, W, C) of the model's images.
 
   Returns:
-    (images (N, D) float32, whether `x` had a batch axis); N = 1 without one.
+    (images (N, H, W, C) float32, whether `x` had a batch axis); N = 1 without one.
 
   Raises:
     ValueError: another shape, dtype or value range, saying what was expected.
   """
   x = x if isinstance(x, (jax.Array, np.ndarray)) else np.asarray(x)
   image_shape = tuple(image_shape)
-  forms = (image_shape, (*image_shape, 1), (math.prod(image_shape),))
+  forms = [image_shape, (math.prod(image_shape),)]
+  if image_shape[-1] == 1:
+    forms.insert(1, image_shape[:-1])
   if x.shape in forms:
     batched = False
   elif x.ndim >= 2 and x.shape[1:] in forms:
@@ -65,7 +72,7 @@ def as_flat_images(x: ArrayLike, image_shape: Sequence[int]) -> tuple[jax.Array,
                      f"got {tuple(x.shape)}")
   if x.size == 0:
     raise ValueError(f"expected at least one image; got shape {tuple(x.shape)}")
-  return _to_unit_interval(x).reshape(-1, math.prod(image_shape)), batched
+  return _to_unit_interval(x).reshape(-1, *image_shape), batched
 
 
 def _to_unit_interval(x) -> jax.Array:
@@ -100,14 +107,20 @@ def _check_interpolation(num_steps: int, method: str) -> None:
                      f"{', '.join(METHODS)}")
 
 
-def _images(model: TrainedModel, flat: jax.Array, batched: bool) -> jax.Array:
-  """Flat (N, ..., D) outputs -> (N, ..., H, W), without N when not `batched`."""
-  out = flat.reshape(*flat.shape[:-1], *model.image_shape)
+def _pictures(flat_batch: jax.Array, batched: bool) -> jax.Array:
+  """Decoded images (N, ..., H, W, C) -> pictures (`images.as_pictures`), without N when
+  not `batched`."""
+  out = images_lib.as_pictures(flat_batch)
   return out if batched else out[0]
 
 
+def _precision(model: TrainedModel):
+  """Matrix products at the precision the model was trained with (float32 by default)."""
+  return parallel.matmul_precision(model.config) if model.config else contextlib.nullcontext()
+
+
 # ----------------------------------------------------------------------------
-# Jitted cores: module static, params a pytree, images flat (N, D) in [0, 1].
+# Jitted cores: module static, params a pytree, images (N, H, W, C) in [0, 1].
 
 
 def _decode_mean(module: model_lib.VAE, z: jax.Array) -> jax.Array:
@@ -142,7 +155,7 @@ def _sample(module, params, key, n):
 
 @functools.partial(jax.jit, static_argnames=("module",))
 def _traverse(module, params, x, dim, values):
-  """x (N, D), values (V,) -> (N, V, D): the posterior mean with z[dim] = each value."""
+  """x (N, H, W, C), values (V,) -> (N, V, H, W, C): the posterior mean with z[dim] = each value."""
   def run(m):
     mean, _ = m.encode(x)
     codes = jnp.repeat(mean[:, None, :], values.shape[0], axis=1)
@@ -187,13 +200,13 @@ def interpolation_path(z_a: jax.Array, z_b: jax.Array, num_steps: int,
 
 
 def _decode_path(module, params, z_a, z_b, num_steps, method):
-  """One pair of codes (L,), (L,) -> the decoded path (num_steps, D)."""
+  """One pair of codes (L,), (L,) -> the decoded path (num_steps, H, W, C)."""
   path = interpolation_path(z_a, z_b, num_steps, method)
   return module.apply({"params": params}, path, method=_decode_mean)
 
 
 def _image_pair(module, params, x_a, x_b, num_steps, method):
-  """One pair of flat images (D,), (D,) -> (num_steps, D) between their posterior means."""
+  """One pair of images (H, W, C) twice -> (num_steps, H, W, C) between their posterior means."""
   (mean_a, _), (mean_b, _) = (module.apply({"params": params}, x, method="encode")
                               for x in (x_a, x_b))
   return _decode_path(module, params, mean_a, mean_b, num_steps, method)
@@ -201,20 +214,21 @@ def _image_pair(module, params, x_a, x_b, num_steps, method):
 
 @functools.partial(jax.jit, static_argnames=("module", "num_steps", "method"))
 def _interpolate_images(module, params, x_a, x_b, *, num_steps, method):
-  """(P, D), (P, D) -> (P, num_steps, D): `_image_pair` vmapped over the pairs."""
+  """(P, H, W, C) twice -> (P, num_steps, H, W, C): `_image_pair` vmapped over the pairs."""
   pair = functools.partial(_image_pair, module, params, num_steps=num_steps, method=method)
   return jax.vmap(pair)(x_a, x_b)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "num_steps", "method"))
 def _interpolate_codes(module, params, z_a, z_b, *, num_steps, method):
-  """(P, L), (P, L) -> (P, num_steps, D): `_decode_path` vmapped over the pairs."""
+  """(P, L), (P, L) -> (P, num_steps, H, W, C): `_decode_path` vmapped over the pairs."""
   pair = functools.partial(_decode_path, module, params, num_steps=num_steps, method=method)
   return jax.vmap(pair)(z_a, z_b)
 
 
 # ----------------------------------------------------------------------------
-# The public API.
+# The public API. Shapes below write (H, W) for a picture: (H, W) for grey
+# images, (H, W, C) for colour ones.
 
 
 def encode(model: TrainedModel, x: ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -222,13 +236,14 @@ def encode(model: TrainedModel, x: ArrayLike) -> tuple[jax.Array, jax.Array]:
 
   Args:
     model: a trained model.
-    x: images (N, H, W), (N, H, W, 1) or (N, D), or one image without N.
+    x: images (N, H, W, C), (N, D), or for grey images (N, H, W); or one image without N.
 
   Returns:
     (mean, logvar), each (N, L), or (L,) for one image without a batch axis.
   """
-  flat, batched = as_flat_images(x, model.image_shape)
-  mean, logvar = _encode(model.module, model.params, flat)
+  x, batched = as_images(x, model.image_shape)
+  with _precision(model):
+    mean, logvar = _encode(model.module, model.params, x)
   return (mean, logvar) if batched else (mean[0], logvar[0])
 
 
@@ -240,11 +255,12 @@ def decode(model: TrainedModel, z: ArrayLike) -> jax.Array:
     z: codes (..., L).
 
   Returns:
-    (..., H, W) pixel probabilities (Bernoulli) or means (Gaussian).
+    (..., H, W) pictures in [0, 1].
   """
   z = as_codes(z, model.module.latents, max_ndim=None)
-  flat = _decode(model.module, model.params, z)
-  return flat.reshape(*z.shape[:-1], *model.image_shape)
+  with _precision(model):
+    out = _decode(model.module, model.params, z)
+  return images_lib.as_pictures(out)
 
 
 def reconstruct(model: TrainedModel, x: ArrayLike, key: jax.Array | None = None) -> jax.Array:
@@ -256,10 +272,11 @@ def reconstruct(model: TrainedModel, x: ArrayLike, key: jax.Array | None = None)
     key: a PRNG key for a stochastic reconstruction; None for the posterior mean.
 
   Returns:
-    (N, H, W) images E[x|z], or (H, W) for one image without a batch axis.
+    (N, H, W) pictures E[x|z], or (H, W) for one image without a batch axis.
   """
-  flat, batched = as_flat_images(x, model.image_shape)
-  return _images(model, _reconstruct(model.module, model.params, flat, key), batched)
+  x, batched = as_images(x, model.image_shape)
+  with _precision(model):
+    return _pictures(_reconstruct(model.module, model.params, x, key), batched)
 
 
 def sample(model: TrainedModel, key: jax.Array, n: int) -> jax.Array:
@@ -271,11 +288,12 @@ def sample(model: TrainedModel, key: jax.Array, n: int) -> jax.Array:
     n: number of images, >= 1.
 
   Returns:
-    (n, H, W) images E[x|z].
+    (n, H, W) pictures E[x|z].
   """
   if not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"n must be an integer >= 1; got {n!r}")
-  return _images(model, _sample(model.module, model.params, key, int(n)), True)
+  with _precision(model):
+    return _pictures(_sample(model.module, model.params, key, int(n)), True)
 
 
 def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: int = 9,
@@ -293,13 +311,13 @@ def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: 
     Step 0 is the posterior-mean reconstruction of `x_a`, the last that of `x_b`.
   """
   _check_interpolation(num_steps, method)
-  (flat_a, batched_a), (flat_b, batched_b) = (as_flat_images(x, model.image_shape)
-                                              for x in (x_a, x_b))
-  if len(flat_a) != len(flat_b):
-    raise ValueError(f"expected as many start as end images; got {len(flat_a)} and {len(flat_b)}")
-  paths = _interpolate_images(model.module, model.params, flat_a, flat_b,
-                              num_steps=int(num_steps), method=method)
-  return _images(model, paths, batched_a or batched_b)
+  (a, batched_a), (b, batched_b) = (as_images(x, model.image_shape) for x in (x_a, x_b))
+  if len(a) != len(b):
+    raise ValueError(f"expected as many start as end images; got {len(a)} and {len(b)}")
+  with _precision(model):
+    paths = _interpolate_images(model.module, model.params, a, b, num_steps=int(num_steps),
+                                method=method)
+  return _pictures(paths, batched_a or batched_b)
 
 
 def interpolate_latents(model: TrainedModel, z_a: ArrayLike, z_b: ArrayLike,
@@ -321,9 +339,10 @@ def interpolate_latents(model: TrainedModel, z_a: ArrayLike, z_b: ArrayLike,
   z_a, z_b = z_a.reshape(-1, latents), z_b.reshape(-1, latents)
   if len(z_a) != len(z_b):
     raise ValueError(f"expected as many start as end codes; got {len(z_a)} and {len(z_b)}")
-  paths = _interpolate_codes(model.module, model.params, z_a, z_b,
-                             num_steps=int(num_steps), method=method)
-  return _images(model, paths, batched)
+  with _precision(model):
+    paths = _interpolate_codes(model.module, model.params, z_a, z_b,
+                               num_steps=int(num_steps), method=method)
+  return _pictures(paths, batched)
 
 
 def traverse(model: TrainedModel, x: ArrayLike, dim: int, values: ArrayLike) -> jax.Array:
@@ -344,8 +363,9 @@ def traverse(model: TrainedModel, x: ArrayLike, dim: int, values: ArrayLike) -> 
   values = jnp.asarray(values, jnp.float32)
   if values.ndim != 1 or values.shape[0] == 0:
     raise ValueError(f"expected values of shape (V,) with V >= 1; got {tuple(values.shape)}")
-  flat, batched = as_flat_images(x, model.image_shape)
-  return _images(model, _traverse(model.module, model.params, flat, int(dim), values), batched)
+  x, batched = as_images(x, model.image_shape)
+  with _precision(model):
+    return _pictures(_traverse(model.module, model.params, x, int(dim), values), batched)
 
 
 def manifold(model: TrainedModel, n: int = 20, quantiles: tuple[float, float] = (0.05, 0.95)
@@ -361,7 +381,7 @@ def manifold(model: TrainedModel, n: int = 20, quantiles: tuple[float, float] = 
     quantiles: the lowest and highest prior quantile on each axis.
 
   Returns:
-    (n, n, H, W): row r has z_2 decreasing from the top, column c has z_1 increasing.
+    (n, n, H, W) pictures: row r has z_2 decreasing from the top, column c has z_1 increasing.
   """
   if model.module.latents != 2:
     raise ValueError(f"a manifold grid needs a 2-D latent space; this model has "

@@ -1,8 +1,22 @@
-"""The VAE: an MLP encoder q(z|x), a decoder p(x|z) and the reparameterisation.
+"""The VAE: an encoder q(z|x), a decoder and a likelihood p(x|z), and the reparameterisation.
 
-Images enter flat: `x` has shape `(..., D)` with `D = prod(image_shape)` and
-values in [0, 1]. Nothing here knows MNIST's 784.
+Images are `(..., H, W, C)` floats in [0, 1]. The VAE composes any flax
+encoder (images -> mean, logvar of shape (..., latents)) with any decoder
+(z -> distribution parameters of shape (..., H, W, C)) and one of the
+likelihoods in `vae_jax.likelihoods`. Two families are built from a config:
+
+  * `model=mlp`: the PyTorch tutorial's MLP (784-400-20-400-784 on MNIST),
+    flattening the image inside itself;
+  * `model=conv`: the convolutional VAE of the Keras and TensorFlow tutorials:
+    stride-2 3x3 convolutions down, a dense layer to the Gaussian, and a
+    dense layer to a feature map that stride-2 transposed convolutions bring
+    back to the image size.
+
+`Architecture` is the one definition of the config fields that describe a
+network: `from_config` builds from it, config validation checks it, and the
+trainer compares it against a workdir's saved config.
 """
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -11,7 +25,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vae_jax import objectives
+from vae_jax import likelihoods
+from vae_jax.errors import UsageError
+
+MODELS = ("mlp", "conv")
+DECODERS = ("mlp", "linear")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def reparameterize(key: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -28,7 +47,11 @@ def reparameterize(key: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Ar
   return mean + jnp.exp(0.5 * logvar) * eps
 
 
-def linear(features: int, fan_in: int, name: str) -> nn.Dense:
+# ----------------------------------------------------------------------------
+# Networks.
+
+
+def linear(features: int, fan_in: int, name: str, dtype=None) -> nn.Dense:
   """A dense layer initialised like PyTorch's nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
   The tutorial's initialisation, kept so results compare: on Fashion-MNIST it
@@ -38,125 +61,244 @@ def linear(features: int, fan_in: int, name: str) -> nn.Dense:
   bound = 1.0 / math.sqrt(fan_in)
   init = nn.initializers.uniform(2 * bound)
   shifted = lambda key, shape, dtype=jnp.float32: init(key, shape, dtype) - bound
-  return nn.Dense(features, kernel_init=shifted, bias_init=shifted, name=name)
+  return nn.Dense(features, kernel_init=shifted, bias_init=shifted, name=name, dtype=dtype)
 
 
-class Encoder(nn.Module):
-  """q(z|x) = N(mean, diag(exp(logvar))): x (..., D) -> 2 x (..., latents)."""
+def at_least_float32(x: jax.Array) -> jax.Array:
+  """bfloat16 results back in float32, where losses and KLs are accumulated (float64 stays)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _split_stats(stats: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(..., 2 L) -> mean, logvar (..., L), in float32 or wider whatever the compute dtype."""
+  mean, logvar = jnp.split(at_least_float32(stats), 2, axis=-1)
+  return mean, logvar
+
+
+class MLPEncoder(nn.Module):
+  """q(z|x): images (..., H, W, C) -> mean, logvar (..., latents), through one ReLU layer."""
 
   hidden: int
   latents: int
+  dtype: jnp.dtype | None = None  # Compute dtype; parameters stay float32.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    h = nn.relu(linear(self.hidden, x.shape[-1], "hidden")(x))
+    x = x.reshape(*x.shape[:-3], -1)
+    h = nn.relu(linear(self.hidden, x.shape[-1], "hidden", self.dtype)(x))
     # One matmul for both heads (the tutorial's fc21 and fc22 side by side).
-    stats = linear(2 * self.latents, self.hidden, "stats")(h)
-    mean, logvar = jnp.split(stats, 2, axis=-1)
-    return mean, logvar
+    return _split_stats(linear(2 * self.latents, self.hidden, "stats", self.dtype)(h))
 
 
-class Decoder(nn.Module):
-  """z (..., latents) -> (..., features) distribution parameters of p(x|z).
-
-  With `hidden=0` the decoder is linear (`W z + b`).
-  """
+class MLPDecoder(nn.Module):
+  """z (..., latents) -> (..., H, W, C) distribution parameters; `hidden=0` is linear (W z + b)."""
 
   hidden: int
-  features: int
+  image_shape: tuple[int, int, int]
+  dtype: jnp.dtype | None = None
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     if self.hidden:
-      z = nn.relu(linear(self.hidden, z.shape[-1], "hidden")(z))
-    return linear(self.features, z.shape[-1], "out")(z)
+      z = nn.relu(linear(self.hidden, z.shape[-1], "hidden", self.dtype)(z))
+    out = linear(math.prod(self.image_shape), z.shape[-1], "out", self.dtype)(z)
+    return out.reshape(*out.shape[:-1], *self.image_shape)
+
+
+class ConvEncoder(nn.Module):
+  """q(z|x): stride-2 3x3 convolutions with ReLU, then one dense layer to mean and logvar.
+
+  Images (..., H, W, C) -> (..., latents) each; each convolution halves H and W.
+  """
+
+  features: Sequence[int]
+  latents: int
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    for i, f in enumerate(self.features):
+      x = nn.relu(nn.Conv(f, (3, 3), strides=2, name=f"conv{i}", dtype=self.dtype)(x))
+    x = x.reshape(*x.shape[:-3], -1)
+    return _split_stats(nn.Dense(2 * self.latents, name="stats", dtype=self.dtype)(x))
+
+
+class ConvDecoder(nn.Module):
+  """z (..., latents) -> (..., H, W, C): a dense layer to a feature map of H / 2^n x W / 2^n,
+  then n stride-2 3x3 transposed convolutions (ReLU between), the last to C channels."""
+
+  features: Sequence[int]
+  image_shape: tuple[int, int, int]
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    (h, w, c), n = self.image_shape, len(self.features)
+    start = (h >> n, w >> n, self.features[-1])
+    x = nn.relu(nn.Dense(math.prod(start), name="project", dtype=self.dtype)(z))
+    x = x.reshape(*x.shape[:-1], *start)
+    widths = [*reversed(self.features[:-1]), c]
+    for i, f in enumerate(widths):
+      x = nn.ConvTranspose(f, (3, 3), strides=(2, 2), name=f"deconv{i}", dtype=self.dtype)(x)
+      x = nn.relu(x) if i + 1 < len(widths) else x
+    return x
 
 
 class VAE(nn.Module):
-  """A VAE with prior N(0, I) and a Bernoulli or Gaussian p(x|z).
+  """A VAE with prior N(0, I): any encoder, any decoder, one likelihood.
 
   Attributes:
-    image_shape: shape of one image, e.g. (28, 28).
-    hidden: width of the hidden layer of the encoder and the MLP decoder.
+    encoder: images (..., H, W, C) in [0, 1] -> (mean, logvar), each (..., latents).
+    decoder: z (..., latents) -> distribution parameters (..., H, W, C).
+    likelihood: a module of `vae_jax.likelihoods` scoring x under those parameters.
+    image_shape: (H, W, C) of one image.
     latents: dimension of z.
-    likelihood: "bernoulli" (decoder outputs logits) or "gaussian" (means).
-    linear_decoder: decode with `W z + b` instead of the MLP.
-    obs_scale: Gaussian likelihood: the standard deviation, or its initial
-      value when `learn_obs_scale`.
-    learn_obs_scale: Gaussian likelihood: learn one shared log standard deviation.
   """
 
-  image_shape: Sequence[int]
-  hidden: int = 400
-  latents: int = 20
-  likelihood: str = "bernoulli"
-  linear_decoder: bool = False
-  obs_scale: float = 1.0
-  learn_obs_scale: bool = False
-
-  @property
-  def features(self) -> int:
-    return math.prod(self.image_shape)
-
-  def setup(self):
-    self.encoder = Encoder(self.hidden, self.latents)
-    self.decoder = Decoder(0 if self.linear_decoder else self.hidden, self.features)
-    if self.likelihood == "gaussian" and self.learn_obs_scale:
-      init = math.log(self.obs_scale)
-      self.log_obs_scale = self.param("log_obs_scale", lambda _: jnp.asarray(init, jnp.float32))
+  encoder: nn.Module
+  decoder: nn.Module
+  image_shape: tuple[int, int, int]
+  latents: int
+  likelihood: nn.Module = dataclasses.field(default_factory=likelihoods.Bernoulli)
 
   def __call__(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Returns decoder outputs (..., D) for one z ~ q(z|x), and q's mean and logvar."""
+    """Decoder outputs (..., H, W, C) for one z ~ q(z|x), and q's mean and logvar (..., L)."""
     mean, logvar = self.encode(x)
     return self.decode(reparameterize(key, mean, logvar)), mean, logvar
 
   def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """x (..., D) -> mean, logvar (..., latents)."""
-    return self.encoder(x)
+    """x (..., H, W, C) -> mean, logvar (..., latents), float32 or wider."""
+    mean, logvar = self.encoder(x)
+    return at_least_float32(mean), at_least_float32(logvar)
 
   def decode(self, z: jax.Array) -> jax.Array:
-    """z (..., latents) -> logits (Bernoulli) or means (Gaussian), (..., D)."""
-    return self.decoder(z)
+    """z (..., latents) -> distribution parameters (..., H, W, C), float32 or wider."""
+    return at_least_float32(self.decoder(z))
 
   def log_likelihood(self, x: jax.Array, outputs: jax.Array) -> jax.Array:
-    """log p(x|z) in nats, summed over pixels: (..., D), (..., D) -> (...)."""
-    if self.likelihood == "bernoulli":
-      return objectives.bernoulli_log_likelihood(x, outputs)
-    return objectives.gaussian_log_likelihood(x, outputs, self._log_obs_scale())
+    """log p(x|z) in nats, summed over pixels: (..., H, W, C) twice -> (...)."""
+    return self.likelihood.log_prob(x, outputs)
 
   def mean_image(self, outputs: jax.Array) -> jax.Array:
-    """E[x|z] from decoder outputs: pixel probabilities or Gaussian means."""
-    return nn.sigmoid(outputs) if self.likelihood == "bernoulli" else outputs
+    """E[x|z] in [0, 1] from decoder outputs."""
+    return self.likelihood.mean(outputs)
 
-  def _log_obs_scale(self) -> jax.Array:
-    if self.learn_obs_scale:
-      return self.log_obs_scale
-    return jnp.asarray(math.log(self.obs_scale), jnp.float32)
+  def initialize(self, x: jax.Array, key: jax.Array) -> jax.Array:
+    """Touches every submodule, so that `init` creates all parameters."""
+    outputs, _, _ = self(x, key)
+    return self.log_likelihood(x, outputs)
 
 
-def from_config(config: ml_collections.ConfigDict, image_shape: Sequence[int]) -> VAE:
-  """Builds the VAE a config describes, for images of `image_shape`."""
-  return VAE(
-      image_shape=tuple(image_shape),
-      hidden=config.hidden,
-      latents=config.latents,
-      likelihood=config.likelihood,
-      linear_decoder=config.decoder == "linear",
-      obs_scale=config.obs_scale,
-      learn_obs_scale=config.learn_obs_scale,
-  )
+# ----------------------------------------------------------------------------
+# The config's model fields.
+
+
+def _field(default, help_text: str, fixes_shapes: bool = True):
+  return dataclasses.field(default=default, metadata={"help": help_text,
+                                                      "fixes_shapes": fixes_shapes})
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """The config fields that describe the network: read by `from_config`, checked by
+  `check`, and compared with a workdir's saved config by `differences`.
+
+  Fields with `fixes_shapes` decide the parameter shapes: a checkpoint restores
+  only into a model that agrees on all of them.
+  """
+
+  image_shape: tuple[int, int, int] = _field((28, 28, 1), "(H, W, C), from the data")
+  model: str = _field("mlp", "mlp | conv")
+  hidden: int = _field(400, "width of the MLP's hidden layers")
+  latents: int = _field(20, "dimension of z")
+  conv_features: tuple[int, ...] = _field((32, 64), "channels of the stride-2 convolutions")
+  decoder: str = _field("mlp", "mlp | linear (the MLP model without a hidden decoder layer)")
+  likelihood: str = _field("bernoulli", "bernoulli | gaussian | logistic")
+  learn_obs_scale: bool = _field(False, "gaussian: learn the scale")
+  logistic_scale: str = _field("channel", "logistic: a learned scale per channel | pixel")
+  obs_scale: float = _field(1.0, "gaussian: the scale or its initial value; logistic: "
+                            "the initial scale", fixes_shapes=False)
+  compute_dtype: str = _field("float32", "float32 | bfloat16 for matrix products and "
+                              "activations; parameters stay float32", fixes_shapes=False)
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, image_shape=None) -> "Architecture":
+    """The architecture a config describes; `image_shape` overrides the config's."""
+    values = {f.name: config.get(f.name, f.default) for f in dataclasses.fields(cls)}
+    values["image_shape"] = tuple(image_shape or values["image_shape"])
+    values["conv_features"] = tuple(values["conv_features"])
+    return cls(**values)
+
+  def check(self) -> None:
+    """Raises UsageError naming the first invalid field."""
+    choices = {"model": MODELS, "decoder": DECODERS, "likelihood": likelihoods.LIKELIHOODS,
+               "logistic_scale": likelihoods.SCALES, "compute_dtype": COMPUTE_DTYPES}
+    for name, allowed in choices.items():
+      if getattr(self, name) not in allowed:
+        raise UsageError(f"unknown {name} {getattr(self, name)!r}; choose one of "
+                         f"{', '.join(allowed)}")
+    for name in ("hidden", "latents", "obs_scale"):
+      if not getattr(self, name) > 0:
+        raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
+    if self.model == "conv":
+      self._check_conv()
+
+  def _check_conv(self) -> None:
+    if not self.conv_features or min(self.conv_features) < 1:
+      raise UsageError(f"conv_features must be positive channel counts, got {self.conv_features}")
+    if self.decoder != "mlp":
+      raise UsageError("decoder=linear is an option of model=mlp only")
+    h, w, _ = self.image_shape
+    factor = 2 ** len(self.conv_features)
+    if h % factor or w % factor:
+      raise UsageError(f"model=conv with {len(self.conv_features)} stride-2 layers needs image "
+                       f"height and width divisible by {factor}; the images are {h}x{w} "
+                       f"(set --config.image_size to a multiple of {factor})")
+
+  def differences(self, other: "Architecture") -> list[str]:
+    """'field ours vs theirs' for each shape-fixing field that differs."""
+    return [f"{f.name} {getattr(self, f.name)!r} vs {getattr(other, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if f.metadata["fixes_shapes"] and getattr(self, f.name) != getattr(other, f.name)]
+
+
+def from_config(config: ml_collections.ConfigDict, image_shape=None) -> VAE:
+  """Builds the VAE a config describes, for images of `image_shape` (H, W, C)."""
+  arch = Architecture.from_config(config, image_shape)
+  arch.check()
+  dtype = None if arch.compute_dtype == "float32" else jnp.dtype(arch.compute_dtype)
+  if arch.model == "conv":
+    encoder = ConvEncoder(arch.conv_features, arch.latents, dtype)
+    decoder = ConvDecoder(arch.conv_features, arch.image_shape, dtype)
+  else:
+    encoder = MLPEncoder(arch.hidden, arch.latents, dtype)
+    hidden = 0 if arch.decoder == "linear" else arch.hidden
+    decoder = MLPDecoder(hidden, arch.image_shape, dtype)
+  return VAE(encoder, decoder, arch.image_shape, arch.latents, _likelihood(arch))
+
+
+def _likelihood(arch: Architecture) -> nn.Module:
+  if arch.likelihood == "gaussian":
+    return likelihoods.Gaussian(arch.obs_scale, arch.learn_obs_scale)
+  if arch.likelihood == "logistic":
+    return likelihoods.DiscretizedLogistic(arch.image_shape, arch.logistic_scale, arch.obs_scale)
+  return likelihoods.Bernoulli()
 
 
 def init_params(model: VAE, key: jax.Array) -> dict:
   """Initial parameters; `key` drives the weight init only."""
   init_key, sample_key = jax.random.split(key)
-  dummy = jnp.zeros((1, model.features), jnp.float32)
-  return model.init(init_key, dummy, sample_key)["params"]
+  dummy = jnp.zeros((1, *model.image_shape), jnp.float32)
+  return model.init(init_key, dummy, sample_key, method=VAE.initialize)["params"]
+
+
+def parameter_count(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))
 
 
 def describe(model: VAE, params) -> str:
-  """One line: architecture, likelihood and parameter count."""
-  count = sum(x.size for x in jax.tree.leaves(params))
-  hidden = "" if model.linear_decoder else f"-{model.hidden}"
-  return (f"VAE {model.features}-{model.hidden}-{model.latents}{hidden}-{model.features} "
-          f"({model.likelihood}, {count:,} parameters)")
+  """One line: the networks, the likelihood and the parameter count."""
+  shape = "x".join(map(str, model.image_shape))
+  nets = f"{type(model.encoder).__name__}/{type(model.decoder).__name__}"
+  return (f"VAE {nets}, {shape} images, {model.latents} latents "
+          f"({type(model.likelihood).__name__}, {parameter_count(params):,} parameters)")

@@ -33,6 +33,39 @@ def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, log_scale: jax.Array)
   return -0.5 * jnp.sum(z * z + _LOG_2PI + 2 * log_scale, axis=-1)
 
 
+def discretized_logistic_log_prob(x: jax.Array, loc: jax.Array, log_scale: jax.Array) -> jax.Array:
+  """log P(x) per sub-pixel for 8-bit values x = k / 255 under a logistic discretised into 256 bins.
+
+  Bin k covers [x - h, x + h] with h = 0.5 / 255; the first bin extends to
+  -inf and the last to +inf, so the 256 probabilities sum to 1 (Salimans et
+  al. 2017). With a = (x + h - loc) / s and b = (x - h - loc) / s,
+
+      sigmoid(a) - sigmoid(b) = sigmoid(a) * sigmoid(-b) * (1 - exp(b - a)),
+
+  which we take logs of term by term: no difference of nearly equal numbers,
+  finite for any location and scale, and no infinities in the gradient.
+
+  Args:
+    x: values in [0, 1] on the 8-bit grid, any shape.
+    loc: the logistic's location, broadcastable to x.
+    log_scale: log of its scale s, broadcastable to x.
+
+  Returns:
+    log-probabilities (nats), the broadcast shape.
+  """
+  half = 0.5 / 255.0
+  inv_scale = jnp.exp(-log_scale)
+  a = (x + half - loc) * inv_scale
+  b = (x - half - loc) * inv_scale
+  log_upper = -jax.nn.softplus(-a)  # log sigmoid(a): the mass below the bin's top.
+  log_above_bottom = -jax.nn.softplus(b)  # log sigmoid(-b): the mass above its bottom.
+  # log(1 - exp(-(a - b))), a - b = 2h / s > 0 for every bin.
+  log_width = jnp.log(-jnp.expm1(-2.0 * half * inv_scale))
+  bottom, top = x < half, x > 1.0 - half
+  interior = log_upper + log_above_bottom + log_width
+  return jnp.where(bottom, log_upper, jnp.where(top, log_above_bottom, interior))
+
+
 def gaussian_log_density(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
   """log N(z; mean, diag(exp(logvar))) summed over the last axis: (..., L) -> (...)."""
   return -0.5 * jnp.sum((z - mean) ** 2 * jnp.exp(-logvar) + logvar + _LOG_2PI, axis=-1)
@@ -54,18 +87,51 @@ def negative_elbo(model, params, x: jax.Array, key: jax.Array) -> dict[str, jax.
   Args:
     model: a `vae_jax.model.VAE`.
     params: its parameters.
-    x: images `(B, D)` in [0, 1].
+    x: images `(B, H, W, C)` in [0, 1].
     key: PRNG key for the one draw of z per example.
 
   Returns:
     dict of arrays of shape `(B,)`: `loss` (= recon + kl), `recon`
-    (-log p(x|z), the summed cross-entropy for Bernoulli pixels) and `kl`.
+    (-log p(x|z), the summed cross-entropy for Bernoulli pixels) and `kl`;
+    and `kl_per_dimension` `(B, L)`.
   """
   variables = {"params": params}
   outputs, mean, logvar = model.apply(variables, x, key)
   recon = -model.apply(variables, x, outputs, method=model.log_likelihood)
-  kl = gaussian_kl(mean, logvar)
-  return {"loss": recon + kl, "recon": recon, "kl": kl}
+  kl_dims = kl_per_dimension(mean, logvar)
+  kl = jnp.sum(kl_dims, axis=-1)
+  return {"loss": recon + kl, "recon": recon, "kl": kl, "kl_per_dimension": kl_dims}
+
+
+def kl_weight(step: jax.Array, beta: jax.Array, warmup_steps: jax.Array) -> jax.Array:
+  """The KL's weight in the training objective at `step` (0-based).
+
+  `beta * min(1, step / warmup_steps)`: a linear warm-up from 0 to beta
+  (Sonderby et al. 2016), then beta (the beta-VAE, Higgins et al. 2017);
+  beta itself when `warmup_steps` is 0.
+  """
+  ramp = jnp.minimum(1.0, step / jnp.maximum(warmup_steps, 1))
+  return beta * jnp.where(warmup_steps > 0, ramp, 1.0)
+
+
+def weighted_objective(terms: dict[str, jax.Array], weight: jax.Array,
+                       free_bits: jax.Array) -> jax.Array:
+  """The training objective of a batch: mean recon + weight * KL, with free bits.
+
+  Each latent's KL, averaged over the batch, counts as at least `free_bits`
+  nats (Kingma et al. 2016), so the optimiser gains nothing by pushing it
+  below; with 0 it is the batch's mean KL.
+
+  Args:
+    terms: `negative_elbo`'s output for a batch.
+    weight: the KL weight (`kl_weight`).
+    free_bits: the floor per latent, in nats.
+
+  Returns:
+    A scalar. It equals the mean negative ELBO when weight = 1 and free_bits = 0.
+  """
+  kl = jnp.sum(jnp.maximum(jnp.mean(terms["kl_per_dimension"], axis=0), free_bits))
+  return jnp.mean(terms["recon"]) + weight * kl
 
 
 # ----------------------------------------------------------------------------
@@ -119,7 +185,7 @@ def importance_terms(model, params, x: jax.Array, key: jax.Array, k: int,
   Args:
     model: a `vae_jax.model.VAE` (static).
     params: its parameters.
-    x: images (B, D) in [0, 1].
+    x: images (B, H, W, C) in [0, 1].
     key: one PRNG key (example b then uses `fold_in(key, b)`), or one per example (B,).
     k: importance samples per example (static).
     sample_chunk: samples drawn at once per example (static); default all k.
@@ -185,7 +251,8 @@ def _log_weights(module, x, mean, logvar, keys, index) -> tuple[jax.Array, jax.A
   eps = jax.vmap(draw)(jnp.repeat(keys, count), jnp.tile(index, batch))
   z = mean[:, None] + jnp.exp(0.5 * logvar[:, None]) * eps.reshape(batch, count, latents)
   # All (example, sample) pairs through the decoder at once: one large matmul.
-  outputs = module.decode(z.reshape(batch * count, latents)).reshape(batch, count, -1)
+  outputs = module.decode(z.reshape(batch * count, latents))
+  outputs = outputs.reshape(batch, count, *outputs.shape[1:])
   log_lik = module.log_likelihood(x[:, None], outputs)
   log_prior = gaussian_log_density(z, 0.0, 0.0)
   log_q = gaussian_log_density(z, mean[:, None], logvar[:, None])

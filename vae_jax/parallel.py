@@ -4,6 +4,7 @@ Every array the training loop touches is a global `jax.Array`: parameters and
 optimizer state replicated, images sharded along their example axis. One
 device is the same code path with a mesh of size one.
 """
+import contextlib
 import math
 import os
 
@@ -12,6 +13,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+# config.matmul_precision -> jax's name. float32 (the default) makes GPUs and TPUs
+# multiply in full float32, as CPUs do, so results agree across platforms.
+MATMUL_PRECISIONS = {"float32": "float32", "default": "default", "tf32": "tensorfloat32",
+                     "bf16": "bfloat16"}
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -81,3 +86,33 @@ def initialize_distributed(coordinator_address: str | None = None,
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
   return True
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is set on any process: a collective every process must call.
+
+  Lets all processes of a run take the same decision (stop at this chunk,
+  give up after a failed start) so none waits in a collective for the others.
+  One process answers at once.
+  """
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.int32(bool(flag)))))
+
+
+def matmul_precision(config) -> contextlib.AbstractContextManager:
+  """The context in which jax traces matrix products at `config.matmul_precision`."""
+  return jax.default_matmul_precision(MATMUL_PRECISIONS[config.get("matmul_precision", "float32")])
+
+
+def to_host(tree):
+  """A pytree of global arrays as numpy arrays, gathered from every process when sharded
+  over several (every process calls it in a multi-process run)."""
+  def get(a):
+    if not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated:
+      return np.asarray(a if not isinstance(a, jax.Array) or a.is_fully_addressable
+                        else a.addressable_data(0))
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+  return jax.tree.map(get, tree)

@@ -1,18 +1,23 @@
-"""Training library: the on-device epoch, evaluation, and the driver.
+"""The training driver: `train_and_evaluate(config, workdir)`, what `python -m vae_jax.train` runs.
 
-`train_and_evaluate(config, workdir)` is what `python -m vae_jax.train` runs;
-notebooks call it directly. The training set lives in device memory; each
-epoch is shuffled there and stepped through with `lax.scan`, in
-`config.chunks_per_epoch` calls so that progress, non-finite checks and Ctrl-C
-can act between them. Every random draw derives from `config.seed` by
-`fold_in`, keyed by (epoch, step), so a resumed run draws the keys an
-uninterrupted one would.
+One run trains `num_models` stacked models (one by default) on a
+device-resident training set (`vae_jax.epoch`), evaluates them every epoch
+(`vae_jax.evaluation`), writes metrics and figures (`vae_jax.reporting`) and
+checkpoints (`vae_jax.checkpoints`), holding the workdir's lock (`vae_jax.lock`).
+Every random draw derives from the seed by `fold_in`, keyed by (stream,
+epoch, step), so a resumed run draws the keys an uninterrupted one would: it
+ends with the same parameters, bit for bit, on the same machine.
+
+Ctrl-C or SIGTERM is honoured between chunks of training and of evaluation:
+the run saves a checkpoint and returns with `interrupted_by` set. In a run of
+several processes all of them agree on where to stop.
 """
 import contextlib
 import dataclasses
 import functools
 import pathlib
 import signal
+import sys
 import threading
 import time
 
@@ -20,421 +25,514 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from flax.training import train_state
-from tqdm.auto import tqdm
 
 from vae_jax import checkpoints
 from vae_jax import data
+from vae_jax import epoch as epoch_lib
 from vae_jax import evaluation
 from vae_jax import images
+from vae_jax import lock as lock_lib
 from vae_jax import model as model_lib
 from vae_jax import objectives
+from vae_jax import optim
 from vae_jax import parallel
 from vae_jax import reporting
+from vae_jax import stacked
+from vae_jax import sweep
+from vae_jax import train_step
+from vae_jax.errors import Interrupted
+from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
 
-TrainState = train_state.TrainState
-
-# Independent key streams from the seed: fold_in(root, stream).
-INIT_STREAM, TRAIN_STREAM, EVAL_STREAM, FIGURE_STREAM, TEST_BINARIZE_STREAM = range(5)
+# Independent key streams under each model's seed: fold_in(root, stream).
+INIT_STREAM, TRAIN_STREAM, EVAL_STREAM, FIGURE_STREAM = range(4)
 IWAE_STREAM = 5  # The same key every epoch, so epochs' IWAE bounds compare.
 NUM_RECONSTRUCTIONS = 8
 NUM_SAMPLES = 64
 
 
-class TrainingDiverged(RuntimeError):
-  """The loss became NaN or infinite; the last good checkpoint is kept."""
+# ----------------------------------------------------------------------------
+# Config
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises UsageError naming the first invalid value in `config`."""
-  choices = {"dataset": data.DATASETS, "binarize": ("none", "dynamic"),
-             "likelihood": ("bernoulli", "gaussian"), "decoder": ("mlp", "linear")}
+  """Raises UsageError naming the first invalid value in `config` (before any data is read)."""
+  choices = {"binarize": ("none", "dynamic"),
+             "matmul_precision": tuple(parallel.MATMUL_PRECISIONS)}
   for field, allowed in choices.items():
     if config[field] not in allowed:
       raise UsageError(f"unknown {field} {config[field]!r}; choose one of {', '.join(allowed)}")
-  positive = ("latents", "hidden", "batch_size", "learning_rate", "obs_scale",
-              "eval_batch_size", "eval_iwae_k", "iwae_sample_chunk", "iwae_example_chunk",
-              "chunks_per_epoch", "keep_checkpoints", "checkpoint_every_epochs")
+  positive = ("batch_size", "learning_rate", "eval_batch_size", "eval_iwae_k",
+              "iwae_sample_chunk", "iwae_example_chunk", "chunks_per_epoch", "keep_checkpoints",
+              "checkpoint_every_epochs")
   for field in positive:
     if not config[field] > 0:
       raise UsageError(f"{field} must be > 0, got {config[field]}")
-  for field in ("num_epochs", "eval_iwae_every"):
+  for field in ("num_epochs", "eval_iwae_every", "beta", "kl_warmup_steps", "free_bits"):
     if config[field] < 0:
       raise UsageError(f"{field} must be >= 0, got {config[field]}")
+  model_lib.Architecture.from_config(config).check()  # Again with the data's image shape later.
+  optim.check(config)
+  sweep.model_settings(config)
   for field in ("batch_size", "eval_batch_size"):
     if config[field] % jax.device_count():
       raise UsageError(f"{field}={config[field]} does not divide over "
                        f"{jax.device_count()} devices; use a multiple of {jax.device_count()}")
 
 
-def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset) -> ml_collections.ConfigDict:
-  """A copy of `config` completed from the data (image_shape), checked against it."""
+def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
+                   model: model_lib.VAE | None = None) -> ml_collections.ConfigDict:
+  """A copy of `config` completed from the data (image_shape), the sweep (num_models)
+  and a user-defined network, checked against them."""
   if config.batch_size > len(dataset.train.images):
     raise UsageError(f"batch_size={config.batch_size} is larger than the training set "
                      f"({len(dataset.train.images)} images)")
   resolved = ml_collections.ConfigDict(config.to_dict())
-  resolved.image_shape = dataset.image_shape
+  resolved.image_shape = tuple(dataset.image_shape)
+  resolved.num_models = len(sweep.model_settings(config))
+  if model is not None:
+    resolved.model = checkpoints.CUSTOM_MODEL
+    resolved.network = f"{type(model.encoder).__name__}/{type(model.decoder).__name__}"
+    resolved.latents = model.latents
   return resolved
 
 
 # ----------------------------------------------------------------------------
-# Jitted pieces.
+# Progress of a run, saved with each checkpoint.
 
 
-def create_train_state(model: model_lib.VAE, config, key: jax.Array) -> TrainState:
-  """Fresh parameters and Adam state for `model`."""
-  params = model_lib.init_params(model, key)
-  return TrainState.create(apply_fn=model.apply, params=params,
-                           tx=optax.adam(config.learning_rate))
+@dataclasses.dataclass
+class Progress:
+  """Where the run is, per model where it differs.
 
-
-def train_step(model: model_lib.VAE, state: TrainState, batch: jax.Array, key: jax.Array,
-               binarize: bool) -> tuple[TrainState, jax.Array]:
-  """One Adam step on the mean negative ELBO of a uint8 batch (B, D)."""
-  z_key, binarize_key = jax.random.split(key)
-  x = data.to_unit_interval(batch)
-  if binarize:
-    x = data.binarize(binarize_key, x)
-
-  def loss_fn(params):
-    return jnp.mean(objectives.negative_elbo(model, params, x, z_key)["loss"])
-
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
-  return state.apply_gradients(grads=grads), loss
-
-
-@functools.partial(jax.jit, static_argnames=("model", "num_steps", "binarize"),
-                   donate_argnames=("state",))
-def train_chunk(model, state, batches, steps_key, start, *, num_steps: int, binarize: bool):
-  """Runs steps `start .. start + num_steps - 1` of an epoch with `lax.scan`.
-
-  Args:
-    model: the VAE (static).
-    state: the train state; its buffers are donated.
-    batches: the epoch's shuffled uint8 batches, (steps_per_epoch, B, D).
-    steps_key: the epoch's key; step i draws from `fold_in(steps_key, i)`.
-    start: index of the first step, a scalar.
-    num_steps: steps to run (static).
-    binarize: draw binary pixels per step (static).
-
-  Returns:
-    The new state and the losses of the steps, (num_steps,).
+  Attributes:
+    epoch: epochs completed (trained, evaluated and recorded).
+    step_in_epoch: steps of the current epoch done (all of them while its
+      evaluation is pending).
+    loss_sums, objective_sums: per model, sums of the current epoch's batch losses.
+    seconds: training time of the current epoch so far (summed over resumes).
+    diverged_at: per model, the step at which its loss turned non-finite, or None.
   """
-  def body(state, i):
-    step = start + i
-    batch = jax.lax.dynamic_index_in_dim(batches, step, keepdims=False)
-    return train_step(model, state, batch, jax.random.fold_in(steps_key, step), binarize)
 
-  return jax.lax.scan(body, state, jnp.arange(num_steps))
+  epoch: int
+  step_in_epoch: int
+  loss_sums: list
+  objective_sums: list
+  seconds: float
+  diverged_at: list
 
+  @classmethod
+  def start(cls, num_models: int) -> "Progress":
+    return cls(0, 0, [0.0] * num_models, [0.0] * num_models, 0.0, [None] * num_models)
 
-@functools.partial(jax.jit, static_argnames=("num_examples", "batch_size", "sharding"))
-def shuffle_batches(images_u8, key, *, num_examples: int, batch_size: int, sharding):
-  """A fresh permutation of the first `num_examples` rows, cut into full batches.
-
-  Returns:
-    uint8 (num_examples // batch_size, batch_size, D), each batch sharded over
-    the devices by `sharding`. The last `num_examples % batch_size` examples of
-    the permutation are dropped this epoch.
-  """
-  steps = num_examples // batch_size
-  perm = jax.random.permutation(key, num_examples)[:steps * batch_size]
-  batches = images_u8[perm].reshape(steps, batch_size, -1)
-  return jax.lax.with_sharding_constraint(batches, sharding)
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def evaluate(model, params, chunks, mask, key) -> dict[str, jax.Array]:
-  """Mean single-sample negative ELBO, recon and KL over the masked examples.
-
-  Args:
-    chunks: uint8 (C, E, D) test images, zero-padded; `mask` (C, E) marks the
-      real ones. Chunk c draws z from `fold_in(key, c)`.
-  """
-  def body(totals, inputs):
-    c, batch, weight = inputs
-    terms = objectives.negative_elbo(
-        model, params, data.to_unit_interval(batch), jax.random.fold_in(key, c))
-    return {k: totals[k] + jnp.sum(terms[k] * weight) for k in totals}, None
-
-  zeros = {k: jnp.zeros((), jnp.float32) for k in ("loss", "recon", "kl")}
-  totals, _ = jax.lax.scan(body, zeros, (jnp.arange(len(chunks)), chunks, mask))
-  return {k: v / jnp.sum(mask) for k, v in totals.items()}
-
-
-@functools.partial(jax.jit, static_argnames=("model", "num_samples"))
-def figure_images(model, params, x, key, *, num_samples: int):
-  """Posterior-mean reconstructions of `x` (N, D) and `num_samples` prior samples.
-
-  Returns:
-    (reconstructions (N, D), samples (num_samples, D)), E[x|z] in [0, 1].
-  """
-  def run(module):
-    mean, _ = module.encode(x)
-    z = jax.random.normal(key, (num_samples, module.latents))
-    return module.mean_image(module.decode(mean)), module.mean_image(module.decode(z))
-
-  return model.apply({"params": params}, method=run)
-
-
-# ----------------------------------------------------------------------------
-# The driver.
+  def next_epoch(self) -> "Progress":
+    n = len(self.loss_sums)
+    return Progress(self.epoch + 1, 0, [0.0] * n, [0.0] * n, 0.0, list(self.diverged_at))
 
 
 @dataclasses.dataclass
 class RunResult:
   """What `train_and_evaluate` did."""
 
-  state: TrainState
+  state: train_step.TrainState
   epochs_done: int
   interrupted_by: int | None = None  # The signal that stopped training early.
   already_done: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
-class _DeviceData:
-  train: jax.Array  # uint8 (N_padded, D), examples sharded.
-  num_train: int
-  eval_chunks: jax.Array  # uint8 (C, E, D), examples sharded.
-  eval_mask: jax.Array  # float32 (C, E).
-  figure_inputs: jax.Array  # uint8 (8, D), replicated.
+@dataclasses.dataclass
+class _Run:
+  """What one training run holds while it goes."""
+
+  config: ml_collections.ConfigDict
+  workdir: pathlib.Path
+  model: model_lib.VAE
+  settings: list[dict]  # Per model.
+  roots: jax.Array  # (N,) root keys, one per model's seed.
+  mesh: object
+  ckpt: checkpoints.Checkpointer
+  reporter: reporting.Reporter
+  verbose: bool
+  stop: "_StopFlag"
+  steps_per_epoch: int
+  good_step: int | None = None  # The newest checkpoint known intact (verified or written here).
+  config_written: bool = False
+
+  @property
+  def num_models(self) -> int:
+    return len(self.settings)
+
+  @functools.cached_property
+  def step_config(self) -> train_step.StepConfig:
+    total_steps = self.config.num_epochs * self.steps_per_epoch  # The cosine schedule's length.
+    return train_step.StepConfig.from_config(self.config, _settings(self), total_steps)
+
+  def say(self, message: str) -> None:
+    if self.verbose and parallel.is_main_process():
+      print(message, flush=True)
+
+  def stream_keys(self, stream: int, *more: int) -> jax.Array:
+    """(N,) keys `fold_in(fold_in(root_i, stream), more...)`."""
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.roots, stream)
+    for m in more:
+      keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, m)
+    return keys
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *, verbose: bool = True) -> RunResult:
-  """Trains (or resumes) the VAE of `config` in `workdir`, evaluating every epoch.
+# ----------------------------------------------------------------------------
+# The driver.
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
+                       model: model_lib.VAE | None = None, verbose: bool = True) -> RunResult:
+  """Trains (or resumes) the VAE(s) of `config` in `workdir`, evaluating every epoch.
+
+  Args:
+    config: see `vae_jax/configs/default.py`.
+    workdir: where checkpoints, metrics and figures go; an existing run there resumes.
+    model: a user-defined `vae_jax.VAE` (any encoder and decoder) instead of the
+      network the config describes; `image_shape` is taken from the data. Load
+      it again with `vae_jax.load(workdir, module=model)`.
+    verbose: print progress and one line per epoch.
 
   Raises:
-    UsageError: invalid config, data or workdir.
-    TrainingDiverged: a non-finite loss; the workdir keeps its last good checkpoint.
+    UsageError: invalid config, data or workdir; another run holds the workdir;
+      every checkpoint damaged. Nothing in the workdir has changed then.
+    TrainingDiverged: every model's loss became non-finite; the workdir keeps its
+      last good checkpoint.
   """
   check_config(config)
   dataset = data.load(config)
-  config = resolve_config(config, dataset)
+  config = resolve_config(config, dataset, model)
+  module = _module(config, dataset, model)
   workdir = pathlib.Path(workdir)
-  saved = checkpoints.read_config(workdir)
-  ckpt = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
-  if saved is not None and ckpt.latest_step() is not None:
-    checkpoints.check_same_model(saved, config, workdir)
-
-  mesh = parallel.make_mesh()
-  model = model_lib.from_config(config, dataset.image_shape)
-  root = jax.random.key(config.seed)
-  state, progress = _init_or_restore(model, config, mesh, ckpt, root)
-  steps_per_epoch = len(dataset.train.images) // config.batch_size
-  if progress["epoch"] >= config.num_epochs:
-    _say(verbose, f"{workdir}: already trained for {progress['epoch']} epochs "
-         f"(checkpoint step {ckpt.latest_step()}); nothing to do. "
-         "Raise --config.num_epochs to train further.")
-    return RunResult(state, progress["epoch"], already_done=True)
-
-  main = parallel.is_main_process()
-  if main:
-    workdir.mkdir(parents=True, exist_ok=True)
-    checkpoints.write_config(workdir, config)
-  reporter = reporting.Reporter(workdir, main)
-  reporter.forget_after(progress["epoch"])
-  device_data = _place_data(dataset, config, mesh)
-  chunk = _chunk_size(steps_per_epoch, config.chunks_per_epoch)
-  start = time.perf_counter()
-  epoch_fns = _compile_epoch(model, state, device_data, config, chunk, mesh)
-  compile_seconds = time.perf_counter() - start
-  _say(verbose, f"{model_lib.describe(model, state.params)}; {device_data.num_train:,} training "
-       f"images, {steps_per_epoch} steps of {config.batch_size} per epoch on "
-       f"{jax.device_count()} {jax.devices()[0].platform} device(s); "
-       f"compiled in {compile_seconds:.1f} s")
-
-  train_key = jax.random.fold_in(root, TRAIN_STREAM)
-  interrupted = False
-  with _stop_requested() as stop:
-    for epoch in range(progress["epoch"], config.num_epochs):
-      epoch_key = jax.random.fold_in(train_key, epoch)
-      state, progress, train_loss, seconds = _train_epoch(
-          epoch_fns, state, progress, device_data, epoch_key, chunk, steps_per_epoch, stop,
-          ckpt, verbose)
-      if progress["epoch"] == epoch:  # Stopped before the end of the epoch.
-        ckpt.save(int(state.step), state, progress)
-        interrupted = True
-        break
-      record = {"epoch": epoch + 1, "step": int(state.step), "train_loss": train_loss,
-                "epoch_seconds": seconds,
-                "examples_per_second": steps_per_epoch * config.batch_size / seconds}
-      if compile_seconds is not None:  # The first epoch of this process.
-        record["compile_seconds"], compile_seconds = compile_seconds, None
-      record.update(_evaluate_and_draw(model, state, device_data, root, epoch, reporter,
-                                       config))
-      reporter.write_metrics(record)
-      if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs:
-        ckpt.save(int(state.step), state, progress)
-      _say(verbose, _summary_line(record, config.num_epochs))
-      if stop.is_set():
-        ckpt.save(int(state.step), state, progress)
-        interrupted = epoch + 1 < config.num_epochs
-        break
-  reporter.close()
-  if interrupted:
-    _say(verbose, f"interrupted after {progress['epoch']} epochs and {progress['step_in_epoch']} "
-         f"steps; checkpoint saved at step {int(state.step)}. Rerun the same command to resume.")
-  else:
-    _say(verbose, _where_line(workdir, ckpt))
-  return RunResult(state, progress["epoch"], interrupted_by=stop.signum if interrupted else None)
+  if workdir.exists() and not workdir.is_dir():
+    raise UsageError(f"--workdir {workdir} is a file, not a folder")
+  with parallel.matmul_precision(config), _workdir_lock(workdir, config.keep_checkpoints) as ckpt:
+    run = _Run(config, workdir, module, sweep.model_settings(config), _roots(config),
+               parallel.make_mesh(), ckpt,
+               reporting.Reporter(workdir, parallel.is_main_process(), config.num_models),
+               verbose, _StopFlag(), len(dataset.train.images) // config.batch_size)
+    try:
+      return _train(run, dataset)
+    finally:
+      run.reporter.close()
 
 
-def _init_or_restore(model, config, mesh, ckpt, root):
-  """The latest checkpoint's (state, progress), or a fresh state at epoch 0."""
-  create = functools.partial(create_train_state, model, config, jax.random.fold_in(root, INIT_STREAM))
-  if ckpt.latest_step() is None:
-    return jax.device_put(create(), parallel.replicated(mesh)), {
-        "epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0}
-  # Shapes only: running the initialisers op by op costs seconds of small compilations.
-  abstract = checkpoints.abstract_like(jax.eval_shape(create), parallel.replicated(mesh))
+def _module(config, dataset, model) -> model_lib.VAE:
+  if model is None:
+    return model_lib.from_config(config, dataset.image_shape)
+  if model.image_shape is not None and tuple(model.image_shape) != tuple(dataset.image_shape):
+    raise UsageError(f"the model is built for images of shape {tuple(model.image_shape)}, "
+                     f"the data has {tuple(dataset.image_shape)}")
+  return model.clone(image_shape=tuple(dataset.image_shape))
+
+
+def _roots(config) -> jax.Array:
+  return jnp.stack([jax.random.key(s["seed"]) for s in sweep.model_settings(config)])
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: pathlib.Path, keep: int):
+  """Holds the workdir's lock (process 0) for the run; yields its Checkpointer."""
+  holder = lock_lib.WorkdirLock(workdir)
+  error = None
+  if parallel.is_main_process():
+    try:
+      workdir.mkdir(parents=True, exist_ok=True)
+      holder.acquire()
+    except UsageError as e:
+      error = e
+    except OSError as e:
+      error = UsageError(f"cannot write to --workdir {workdir}: {e.strerror or e}")
+  if parallel.any_process(error is not None):  # Every process gives up together.
+    raise error or UsageError(f"process 0 could not lock --workdir {workdir}")
   try:
-    return ckpt.restore(abstract)
-  except UsageError:
-    raise
+    yield checkpoints.Checkpointer(workdir, keep=keep)
+  finally:
+    holder.release()
+
+
+def _train(run: _Run, dataset: data.Dataset) -> RunResult:
+  config = run.config
+  state, progress = _init_or_restore(run)
+  if progress.epoch >= config.num_epochs:
+    run.say(f"{run.workdir}: already trained for {progress.epoch} epochs (checkpoint step "
+            f"{run.good_step}); nothing to do. Raise --config.num_epochs to train further.")
+    return RunResult(state, progress.epoch, already_done=True)
+  run.reporter.keep_epochs(progress.epoch)
+  settings = _settings(run)
+  runner = _runner(run, dataset, settings)
+  evaluation_data = _evaluation_data(run, dataset)
+  with _stop_requested(run.stop):
+    compile_seconds = runner.compile(state, *_epoch_keys(run, progress.epoch), settings)
+    run.say(f"{model_lib.describe(run.model, stacked.index(state.params, 0))}"
+            f"{f' x {run.num_models} models' if run.num_models > 1 else ''}; "
+            f"{len(dataset.train.images):,} training images, {runner.steps_per_epoch} steps of "
+            f"{config.batch_size} per epoch on {jax.device_count()} {jax.devices()[0].platform} "
+            f"device(s); compiled in {compile_seconds:.1f} s")
+    first = True
+    for epoch in range(progress.epoch, config.num_epochs):
+      try:
+        state, progress = _train_epoch(run, runner, state, progress, settings)
+        if progress.step_in_epoch < runner.steps_per_epoch:
+          raise Interrupted("training")
+        records = _evaluate_epoch(run, state, progress, evaluation_data, runner)
+      except Interrupted as e:
+        saved = _save(run, state, progress)
+        run.say(f"interrupted during {e.phase} in epoch {epoch + 1} ({progress.step_in_epoch} of "
+                f"{runner.steps_per_epoch} steps done); "
+                + (f"checkpoint saved at step {state.steps_done}. " if saved else "nothing to save. ")
+                + "Rerun the same command to resume.")
+        return RunResult(state, progress.epoch, interrupted_by=run.stop.signum)
+      if first:
+        for r in records:
+          r["compile_seconds"] = compile_seconds
+        first = False
+      run.reporter.write_metrics(records)
+      progress = progress.next_epoch()
+      if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs:
+        _save(run, state, progress)
+      run.say(_summary_line(records, config.num_epochs))
+  run.say(_where_line(run))
+  return RunResult(state, progress.epoch)
+
+
+def _init_or_restore(run: _Run) -> tuple[train_step.TrainState, Progress]:
+  """The newest intact checkpoint's (state, progress), or a fresh state at epoch 0."""
+  saved = checkpoints.read_config(run.workdir)
+  if saved is not None and run.ckpt.all_steps():
+    checkpoints.check_same_model(saved, run.config, run.workdir)
+  create = functools.partial(train_step.create, run.model, run.step_config,
+                             run.stream_keys(INIT_STREAM), _settings(run))
+  replicated = parallel.replicated(run.mesh)
+  if not run.ckpt.all_steps():
+    return jax.device_put(create(), replicated), Progress.start(run.num_models)
+  # Shapes only: running the initialisers op by op costs seconds of small compilations.
+  abstract = checkpoints.abstract_like(jax.eval_shape(create), replicated)
+  rebuild = lambda step, params, opt_state, alive: jax.device_put(train_step.TrainState(
+      jnp.full(len(alive), step, jnp.int32), params, opt_state, jnp.asarray(alive)), replicated)
+  try:
+    state, progress, run.good_step = run.ckpt.restore_newest_intact(abstract, rebuild)
   except Exception as e:  # pylint: disable=broad-except
-    raise UsageError(f"cannot restore the checkpoint in {ckpt.directory} into this model "
+    if isinstance(e, UsageError):
+      raise
+    raise UsageError(f"cannot restore the checkpoints in {run.ckpt.directory} into this model "
                      f"({str(e).splitlines()[0][:160]}); use a new --workdir") from None
+  return state, Progress(**progress)
 
 
-def evaluation_inputs(images: np.ndarray, config) -> np.ndarray:
-  """The uint8 (N, D) inputs every evaluation of `images` (N, H, W) uses.
-
-  With `binarize=dynamic` they are binarised once, with a key fixed by the
-  seed, so that epochs, runs and `python -m vae_jax.evaluate` all compare.
-  """
-  flat = images.reshape(len(images), -1)
-  if config.binarize != "dynamic":
-    return flat
-  key = jax.random.fold_in(jax.random.key(config.seed), TEST_BINARIZE_STREAM)
-  return np.asarray(data.binarize(key, data.to_unit_interval(flat)) * 255).astype(np.uint8)
 
 
-def _place_data(dataset, config, mesh) -> _DeviceData:
-  """Copies train and test images to the devices, uint8, examples sharded."""
-  n = jax.device_count()
-  flat_train = dataset.train.images.reshape(len(dataset.train.images), -1)
-  train = parallel.put(parallel.pad_to_multiple(flat_train, n), parallel.sharded(mesh, 0, 2))
-  test = evaluation_inputs(dataset.test.images, config)
-  e = config.eval_batch_size
-  padded = parallel.pad_to_multiple(test, e)
-  mask = np.arange(len(padded)) < len(test)
-  chunks = parallel.put(padded.reshape(-1, e, padded.shape[-1]), parallel.sharded(mesh, 1, 3))
-  mask = parallel.put(mask.reshape(-1, e).astype(np.float32), parallel.sharded(mesh, 1, 2))
-  figure_inputs = parallel.put(test[:NUM_RECONSTRUCTIONS], parallel.replicated(mesh))
-  return _DeviceData(train, len(flat_train), chunks, mask, figure_inputs)
+def _settings(run: _Run) -> train_step.Settings:
+  return jax.device_put(train_step.Settings.of(run.settings), parallel.replicated(run.mesh))
 
 
-def _chunk_size(steps: int, chunks: int) -> int:
-  """The divisor of `steps` closest to `steps / chunks`: one compiled chunk length."""
-  divisors = [d for d in range(1, steps + 1) if steps % d == 0]
-  return min(divisors, key=lambda d: (abs(steps / d - chunks), -d))
+def _runner(run: _Run, dataset: data.Dataset, settings) -> epoch_lib.Runner:
+  train = epoch_lib.place_training_set(dataset.train.images, run.mesh)
+  return epoch_lib.Runner(
+      run.model, run.step_config, train, len(dataset.train.images),
+      batch_size=run.config.batch_size, chunks_per_epoch=run.config.chunks_per_epoch,
+      mesh=run.mesh, independent_orders=run.config.independent_data_order and run.num_models > 1)
+
+
+def _epoch_keys(run: _Run, epoch: int) -> tuple[jax.Array, jax.Array]:
+  """(shuffle keys, step keys) of an epoch: per model (N,), or one shared shuffle key (1,)."""
+  keys = run.stream_keys(TRAIN_STREAM, epoch)
+  shuffle, steps = jax.vmap(jax.random.split, out_axes=1)(keys)
+  if not (run.config.independent_data_order and run.num_models > 1):
+    shuffle = shuffle[:1]  # Model 0's order, which all models share.
+  return shuffle, steps
 
 
 @dataclasses.dataclass(frozen=True)
-class _EpochFns:
-  """The compiled pieces of an epoch, their static arguments bound."""
-
-  shuffle: object  # (train images, key) -> batches (S, B, D)
-  chunk: object  # (state, batches, steps key, start) -> (state, losses)
-
-
-def _compile_epoch(model, state, device_data, config, chunk, mesh) -> _EpochFns:
-  """Compiles the shuffle and the train chunk ahead of time, so that compile
-  time is measured apart from the first epoch's."""
-  batches_sharding = parallel.sharded(mesh, 1, 3)
-  key = jax.random.key(0)
-  shuffle = shuffle_batches.lower(
-      device_data.train, key, num_examples=device_data.num_train,
-      batch_size=config.batch_size, sharding=batches_sharding).compile()
-  batches = shuffle.out_info
-  batches = jax.ShapeDtypeStruct(batches.shape, batches.dtype, sharding=batches_sharding)
-  step = train_chunk.lower(model, state, batches, key, jnp.int32(0), num_steps=chunk,
-                           binarize=config.binarize == "dynamic").compile()
-  return _EpochFns(shuffle, step)
+class _EvaluationData:
+  chunks: evaluation.Chunks  # The test set in eval_batch_size chunks.
+  iwae_chunks: evaluation.Chunks | None  # ... in iwae_example_chunk chunks, when IWAE is logged.
+  figure_inputs: jax.Array  # float32 (8, H, W, C) in [0, 1], replicated.
 
 
-def _train_epoch(fns: _EpochFns, state, progress, device_data, epoch_key, chunk,
-                 steps_per_epoch, stop, ckpt, verbose):
-  """Runs the rest of one epoch chunk by chunk.
+def _evaluation_data(run: _Run, dataset: data.Dataset) -> _EvaluationData:
+  test = evaluation.evaluation_inputs(dataset.test.images, run.config)
+  chunks = evaluation.Chunks.place(test, run.config.eval_batch_size, run.mesh)
+  iwae = None
+  if run.config.eval_iwae_every:
+    size = -(-run.config.iwae_example_chunk // run.mesh.size) * run.mesh.size
+    iwae = evaluation.Chunks.place(test, size, run.mesh)
+  figures = parallel.put(test[:NUM_RECONSTRUCTIONS], parallel.replicated(run.mesh))
+  return _EvaluationData(chunks, iwae, data.to_unit_interval(figures))
+
+
+def _train_epoch(run: _Run, runner: epoch_lib.Runner, state, progress: Progress, settings
+                 ) -> tuple[train_step.TrainState, Progress]:
+  """Trains the rest of one epoch chunk by chunk, until its end or a stop request.
 
   Returns:
-    (state, progress, mean train loss, seconds). `progress["step_in_epoch"]` is
-    0 after a full epoch and the position reached when `stop` was set inside it.
+    The state and the progress; `progress.step_in_epoch` is `steps_per_epoch`
+    after the whole epoch, less when the run was asked to stop.
   """
-  epoch = progress["epoch"]
-  shuffle_key, steps_key = jax.random.split(epoch_key)
-  start_time = time.perf_counter()
-  batches = fns.shuffle(device_data.train, shuffle_key)
-  step, loss_sum = progress["step_in_epoch"], progress["loss_sum"]
-  bar = tqdm(total=steps_per_epoch, initial=step, desc=f"epoch {epoch + 1}", unit="step",
-             leave=False, disable=None if verbose else True)
-  while step < steps_per_epoch and not stop.is_set():
-    state, losses = fns.chunk(state, batches, steps_key, jnp.int32(step))
-    losses = np.asarray(losses)  # Waits for the chunk: one sync point per chunk.
-    if not np.isfinite(losses).all():
-      bar.close()
-      bad = step + int(np.argmin(np.isfinite(losses)))
-      raise TrainingDiverged(
-          f"non-finite loss in epoch {epoch + 1} (step {bad + 1} of {steps_per_epoch}); "
-          f"training stopped, last good checkpoint kept (step {ckpt.latest_step()}). "
-          "Try a lower --config.learning_rate.")
-    step, loss_sum = step + chunk, loss_sum + float(losses.sum())
-    bar.update(chunk)
+  epoch = progress.epoch
+  shuffle_keys, step_keys = _epoch_keys(run, epoch)
+  batches = runner.batches(shuffle_keys)
+  bar = _progress_bar(run, runner.steps_per_epoch, progress.step_in_epoch, f"epoch {epoch + 1}")
+  while progress.step_in_epoch < runner.steps_per_epoch and not _should_stop(run):
+    start = time.perf_counter()
+    alive_before = parallel.to_host(state.alive)
+    state, metrics = runner.run_chunk(state, batches, step_keys, settings, progress.step_in_epoch)
+    metrics = parallel.to_host(metrics)  # Waits for the chunk: one sync point per chunk.
+    progress = _advance(run, progress, metrics, alive_before, parallel.to_host(state.alive),
+                        time.perf_counter() - start)
+    bar.update(runner.chunk)
   bar.close()
-  seconds = time.perf_counter() - start_time
-  if step < steps_per_epoch:
-    return state, {"epoch": epoch, "step_in_epoch": step, "loss_sum": loss_sum}, None, seconds
-  done = {"epoch": epoch + 1, "step_in_epoch": 0, "loss_sum": 0.0}
-  return state, done, loss_sum / steps_per_epoch, seconds
+  return state, progress
 
 
-def _evaluate_and_draw(model, state, device_data, root, epoch, reporter, config) -> dict:
-  """Evaluates the full test set and writes this epoch's figures; returns metrics.
+def _advance(run: _Run, progress: Progress, metrics: dict, alive_before: np.ndarray,
+             alive_after: np.ndarray, seconds: float) -> Progress:
+  """The progress after a chunk; reports models whose loss turned non-finite in it.
 
-  Every `config.eval_iwae_every` epochs and after the last one, the metrics
-  include the IWAE bound with `eval_iwae_k` samples (see `_iwae_metrics`).
+  Raises:
+    TrainingDiverged: no model is left.
   """
+  losses, objectives = metrics["loss"].T, metrics["objective"].T  # (chunk, N)
+  start = progress.step_in_epoch
+  diverged_at = list(progress.diverged_at)
+  for i in np.flatnonzero(alive_before & ~alive_after):
+    bad = start + int(np.argmin(np.isfinite(objectives[:, i]) & np.isfinite(losses[:, i])))
+    diverged_at[i] = progress.epoch * run.steps_per_epoch + bad + 1
+    if run.num_models > 1 and alive_after.any():
+      _warn(run, f"warning: model {i} ({_settings_text(run.settings[i])}): non-finite loss in "
+            f"epoch {progress.epoch + 1} (step {bad + 1} of {run.steps_per_epoch}); it is frozen "
+            "at its last finite parameters, the other models go on")
+  if not alive_after.any():
+    kept = (f"last good checkpoint kept (step {run.good_step})" if run.good_step is not None
+            else "no checkpoint had been saved yet")
+    bad = diverged_at[int(np.argmax([d or 0 for d in diverged_at]))] - progress.epoch * run.steps_per_epoch
+    raise TrainingDiverged(
+        f"non-finite loss in epoch {progress.epoch + 1} (step {bad} of {run.steps_per_epoch}); "
+        f"training stopped, {kept}. Try a lower --config.learning_rate.")
+  finite = lambda a: np.where(np.isfinite(a), a, 0.0).sum(axis=0)
+  return dataclasses.replace(
+      progress, step_in_epoch=start + len(losses),
+      loss_sums=[a + b for a, b in zip(progress.loss_sums, finite(losses).tolist())],
+      objective_sums=[a + b for a, b in zip(progress.objective_sums, finite(objectives).tolist())],
+      seconds=progress.seconds + seconds, diverged_at=diverged_at)
+
+
+def _evaluate_epoch(run: _Run, state, progress: Progress, evaluation_data: _EvaluationData,
+                    runner: epoch_lib.Runner) -> list[dict]:
+  """Evaluates every model on the test set after an epoch and writes its figures.
+
+  Returns:
+    One metrics record per model. Every `eval_iwae_every` epochs and after the
+    last one, the records include the IWAE bound with `eval_iwae_k` samples.
+  """
+  config, epoch = run.config, progress.epoch
   start = time.perf_counter()
-  eval_key = jax.random.fold_in(jax.random.fold_in(root, EVAL_STREAM), epoch)
-  metrics = jax.device_get(evaluate(model, state.params, device_data.eval_chunks,
-                                    device_data.eval_mask, eval_key))
-  seconds = time.perf_counter() - start
-  _write_figures(model, state, device_data, root, epoch + 1, reporter)
-  result = {"test_loss": float(metrics["loss"]), "test_recon": float(metrics["recon"]),
-            "test_kl": float(metrics["kl"]), "eval_seconds": seconds}
+  elbo = evaluation.test_elbo(run.model, state.params, run.stream_keys(EVAL_STREAM, epoch),
+                              evaluation_data.chunks, stop=_Stop(run))
+  eval_seconds = time.perf_counter() - start
+  iwae = None
   every = config.eval_iwae_every
   if every and ((epoch + 1) % every == 0 or epoch + 1 == config.num_epochs):
-    result.update(_iwae_metrics(model, state, device_data, root, config))
-  return result
+    start = time.perf_counter()
+    iwae = evaluation.iwae_nll(
+        run.model, state.params, run.stream_keys(IWAE_STREAM), evaluation_data.iwae_chunks,
+        k=config.eval_iwae_k, sample_chunk=config.iwae_sample_chunk, stop=_Stop(run),
+        description=f"IWAE k={config.eval_iwae_k}" if run.verbose else None)
+    iwae_seconds = time.perf_counter() - start
+  _write_figures(run, state, evaluation_data, epoch + 1)
+  records = []
+  for i in range(run.num_models):
+    steps = runner.steps_per_epoch
+    alive = progress.diverged_at[i] is None
+    record = {"epoch": epoch + 1, "step": state.steps_done, "model": i,
+              **({k: v for k, v in run.settings[i].items()} if run.num_models > 1 else {}),
+              "train_loss": progress.loss_sums[i] / steps if alive else None,
+              "test_loss": elbo[i]["loss"], "test_recon": elbo[i]["recon"],
+              "test_kl": elbo[i]["kl"],
+              "epoch_seconds": progress.seconds,
+              "examples_per_second": runner.examples_per_epoch / progress.seconds,
+              "eval_seconds": eval_seconds}
+    if run.step_config.weighted:
+      record["train_objective"] = progress.objective_sums[i] / steps if alive else None
+      record["kl_weight"] = float(_kl_weight(run.settings[i], state.steps_done))
+    if not alive:
+      record["diverged_at_step"] = progress.diverged_at[i]
+    if iwae is not None:
+      record.update(test_iwae_nll=iwae[i][0], test_iwae_nll_stderr=iwae[i][1],
+                    iwae_k=config.eval_iwae_k, iwae_seconds=iwae_seconds)
+    records.append(record)
+  return records
 
 
-def _iwae_metrics(model, state, device_data, root, config) -> dict:
-  """-log p_k(x) on the test set, k = eval_iwae_k: `test_iwae_nll` (mean) and its stderr."""
-  start = time.perf_counter()
-  nll, stderr = jax.device_get(evaluation.iwae_nll_on_chunks(
-      model, state.params, device_data.eval_chunks, device_data.eval_mask,
-      jax.random.fold_in(root, IWAE_STREAM), k=config.eval_iwae_k,
-      rows=config.iwae_sample_chunk * config.iwae_example_chunk))
-  return {"test_iwae_nll": float(nll), "test_iwae_nll_stderr": float(stderr),
-          "iwae_k": config.eval_iwae_k, "iwae_seconds": time.perf_counter() - start}
+def _kl_weight(settings: dict, step: int):
+  return objectives.kl_weight(jnp.float32(step), settings["beta"], settings["kl_warmup_steps"])
 
 
-def _write_figures(model, state, device_data, root, epoch, reporter) -> None:
-  originals = data.to_unit_interval(device_data.figure_inputs)
-  recon, samples = jax.device_get(figure_images(
-      model, state.params, originals, jax.random.fold_in(root, FIGURE_STREAM),
+@functools.partial(jax.jit, static_argnames=("model", "num_samples"))
+def figure_images(model, params, x, keys, *, num_samples: int):
+  """Posterior-mean reconstructions of `x` (R, H, W, C) and prior samples, per model.
+
+  Returns:
+    (reconstructions (N, R, H, W, C), samples (N, num_samples, H, W, C)),
+    E[x|z] in [0, 1]; model i draws its samples from `keys[i]`.
+  """
+  def one(params, key):
+    def run(module):
+      mean, _ = module.encode(x)
+      z = jax.random.normal(key, (num_samples, module.latents))
+      return module.mean_image(module.decode(mean)), module.mean_image(module.decode(z))
+    return model.apply({"params": params}, method=run)
+
+  return stacked.over_models(one, len(keys), (0, 0))(params, keys)
+
+
+def _write_figures(run: _Run, state, evaluation_data: _EvaluationData, epoch: int) -> None:
+  originals = evaluation_data.figure_inputs
+  recon, samples = parallel.to_host(figure_images(
+      run.model, state.params, originals, run.stream_keys(FIGURE_STREAM),
       num_samples=NUM_SAMPLES))
-  shape = model.image_shape
   originals = np.asarray(originals)
-  pairs = np.concatenate([originals, recon]).reshape((-1, *shape))
-  reporter.write_image("reconstruction", epoch, images.tile(pairs, cols=NUM_RECONSTRUCTIONS))
-  reporter.write_image("sample", epoch, images.tile(samples.reshape((-1, *shape)), cols=8))
+  for i in range(run.num_models):
+    pairs = np.concatenate([originals, recon[i]])
+    run.reporter.write_image("reconstruction", epoch, state.steps_done,
+                             images.tile(pairs, cols=NUM_RECONSTRUCTIONS), model=i)
+    run.reporter.write_image("sample", epoch, state.steps_done, images.tile(samples[i], cols=8),
+                             model=i)
+
+
+def _save(run: _Run, state, progress: Progress) -> bool:
+  """Saves a checkpoint of the state unless there is one of its step already, or it is
+  untrained; the first save of a process writes config.json first (so a run that fails
+  before its first checkpoint leaves the workdir's config as it was).
+
+  Returns:
+    Whether a checkpoint of the state's step now exists.
+  """
+  if state.steps_done == 0:
+    return False
+  if state.steps_done == run.good_step:
+    return True
+  if not run.config_written and parallel.is_main_process():
+    checkpoints.write_config(run.workdir, run.config)
+    run.reporter.write_config(run.config.to_dict(), _tensorboard_settings(run))
+  run.config_written = True
+  run.ckpt.save(state, dataclasses.asdict(progress))
+  run.good_step = state.steps_done
+  return True
+
+
+def _tensorboard_settings(run: _Run) -> list[dict]:
+  return [dict(s, model=i) for i, s in enumerate(run.settings)] if run.num_models > 1 else [{}]
+
+
+# ----------------------------------------------------------------------------
+# Stopping on SIGINT / SIGTERM.
 
 
 class _StopFlag:
-  """Set by SIGINT/SIGTERM; the training loop checks it between chunks."""
+  """Set by SIGINT/SIGTERM; the run checks it between chunks."""
 
   def __init__(self):
     self.signum = None
@@ -443,13 +541,30 @@ class _StopFlag:
     return self.signum is not None
 
 
+class _Stop:
+  """What evaluation checks between chunks: the run's stop flag, agreed over processes."""
+
+  def __init__(self, run: _Run):
+    self.run = run
+
+  def is_set(self) -> bool:
+    return _should_stop(self.run)
+
+
+def _should_stop(run: _Run) -> bool:
+  """Whether any process of the run was asked to stop (a collective in multi-process runs)."""
+  if parallel.any_process(run.stop.is_set()):
+    run.stop.signum = run.stop.signum or signal.SIGTERM  # Another process got the signal.
+    return True
+  return False
+
+
 @contextlib.contextmanager
-def _stop_requested():
-  """Turns the first SIGINT/SIGTERM into a `_StopFlag`; a second one acts as usual.
+def _stop_requested(stop: _StopFlag):
+  """Turns the first SIGINT/SIGTERM into `stop`; a second one acts as usual.
 
   Outside the main thread (where Python allows no handlers) the flag never sets.
   """
-  stop = _StopFlag()
   if threading.current_thread() is not threading.main_thread():
     yield stop
     return
@@ -469,22 +584,55 @@ def _stop_requested():
       signal.signal(s, h)
 
 
-def _summary_line(record: dict, num_epochs: int) -> str:
-  iwae = (f"  IWAE NLL (k={record['iwae_k']}) {record['test_iwae_nll']:8.2f}"
-          if "test_iwae_nll" in record else "")
-  return (f"epoch {record['epoch']:>3}/{num_epochs}  test loss {record['test_loss']:8.2f}  "
-          f"recon {record['test_recon']:8.2f}  KL {record['test_kl']:6.2f}{iwae}  "
-          f"train loss {record['train_loss']:8.2f}  {record['epoch_seconds']:6.2f} s  "
-          f"({record['examples_per_second']:,.0f} examples/s)")
+# ----------------------------------------------------------------------------
+# Output lines.
 
 
-def _where_line(workdir, ckpt) -> str:
-  workdir = pathlib.Path(workdir)
+def _progress_bar(run: _Run, total: int, initial: int, description: str):
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  show = run.verbose and parallel.is_main_process()
+  return tqdm(total=total, initial=initial, desc=description, unit="step", leave=False,
+              disable=None if show else True)
+
+
+def _summary_line(records: list[dict], num_epochs: int) -> str:
+  """One line per epoch: the metrics, or for several models their mean ± std and the best."""
+  first = records[0]
+  head = f"epoch {first['epoch']:>3}/{num_epochs}"
+  speed = (f"{first['epoch_seconds']:6.2f} s  ({first['examples_per_second']:,.0f} "
+           f"examples/s{f' x {len(records)} models' if len(records) > 1 else ''})")
+  if len(records) == 1:
+    iwae = (f"  IWAE NLL (k={first['iwae_k']}) {first['test_iwae_nll']:8.2f}"
+            if "test_iwae_nll" in first else "")
+    train = (f"{first['train_loss']:8.2f}" if first["train_loss"] is not None else "     nan")
+    return (f"{head}  test loss {first['test_loss']:8.2f}  recon {first['test_recon']:8.2f}  "
+            f"KL {first['test_kl']:6.2f}{iwae}  train loss {train}  {speed}")
+  live = [r for r in records if "diverged_at_step" not in r]
+  stat = lambda name: _mean_std([r[name] for r in live])
+  best = min(live, key=lambda r: r["test_loss"])
+  iwae = (f"  IWAE NLL {stat('test_iwae_nll')}" if "test_iwae_nll" in first else "")
+  dead = f"  ({len(records) - len(live)} diverged)" if len(live) < len(records) else ""
+  return (f"{head}  test loss {stat('test_loss')} (best {best['test_loss']:.2f}, model "
+          f"{best['model']})  recon {stat('test_recon')}  KL {stat('test_kl')}{iwae}  "
+          f"{speed}{dead}")
+
+
+def _mean_std(values: list[float]) -> str:
+  values = np.asarray(values, np.float64)
+  return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}"
+
+
+def _settings_text(settings: dict) -> str:
+  return ", ".join(f"{k} {v:g}" for k, v in settings.items())
+
+
+def _where_line(run: _Run) -> str:
+  workdir = run.workdir
   return (f"done. images: {workdir / 'images'}  metrics: {workdir / 'metrics.jsonl'}  "
-          f"checkpoints: {ckpt.directory} (latest step {ckpt.latest_step()})  "
+          f"checkpoints: {run.ckpt.directory} (latest step {run.ckpt.latest_step()})  "
           f"TensorBoard: tensorboard --logdir {workdir / 'tensorboard'}")
 
 
-def _say(verbose: bool, message: str) -> None:
-  if verbose and parallel.is_main_process():
-    print(message, flush=True)
+def _warn(run: _Run, message: str) -> None:
+  if parallel.is_main_process():
+    print(message, file=sys.stderr, flush=True)

@@ -2,10 +2,9 @@
 
     python -m vae_jax.train --workdir=/tmp/vae
 
-20 epochs of full MNIST (from tensorflow-datasets) take about a minute on a
-2-core CPU. Offline, `--config.dataset=mnist_sample` trains on the 8,004 real
-digits shipped with the package, and `--config.data_dir=DIR` reads the four
-IDX gzip files from DIR.
+Offline, `--config.dataset=mnist_sample` trains on the 8,004 real digits
+shipped with the package, and `--config.data_dir=DIR` reads the data in DIR.
+Every field below can be overridden as `--config.FIELD=VALUE`.
 """
 import ml_collections
 
@@ -15,24 +14,49 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   # Data.
-  config.dataset = "mnist"  # mnist | fashion_mnist | mnist_sample
-  config.data_dir = ""  # A folder of IDX files; empty: tensorflow-datasets.
+  config.dataset = "mnist"  # mnist | fashion_mnist | mnist_sample | tfds:NAME; names data_dir's data.
+  config.data_dir = ""  # IDX files, an .npz or an image folder; empty: the dataset's own source.
   config.tfds_data_dir = ""  # Where tfds keeps prepared data; empty: its default.
   config.binarize = "none"  # none: grey levels as targets; dynamic: Bernoulli draw per step.
 
-  # Model. The image shape comes from the data.
-  config.hidden = 400
+  # Model: the network and p(x|z). The image shape comes from the data.
+  config.model = "mlp"  # mlp (the tutorial's) | conv (the Keras/TensorFlow tutorials')
+  config.hidden = 400  # mlp: hidden units of the encoder and decoder.
   config.latents = 20
-  config.likelihood = "bernoulli"  # bernoulli | gaussian
-  config.decoder = "mlp"  # mlp | linear (no hidden layer)
-  config.obs_scale = 1.0  # Gaussian likelihood: the fixed standard deviation...
-  config.learn_obs_scale = False  # ...or its initial value when learned.
+  config.conv_features = (32, 64)  # conv: channels of the stride-2 convolutions.
+  config.decoder = "mlp"  # mlp | linear (mlp without the decoder's hidden layer)
+  config.likelihood = "bernoulli"  # bernoulli | gaussian | logistic (8-bit discretised)
+  config.obs_scale = 1.0  # gaussian: the fixed standard deviation...
+  config.learn_obs_scale = False  # ...or its initial value when learned; logistic: initial scale.
+  config.logistic_scale = "channel"  # logistic: one learned scale per channel | pixel.
+
+  # Objective. Reported losses are always the true ELBO (beta 1, no floor).
+  config.beta = 1.0  # Weight of the KL (beta-VAE).
+  config.kl_warmup_steps = 0  # The KL weight rises linearly from 0 to beta over these steps.
+  config.free_bits = 0.0  # Nats each latent's KL counts as at least (batch mean).
 
   # Optimisation.
   config.num_epochs = 20
   config.batch_size = 128
+  config.optimizer = "adam"  # adam | adamw
   config.learning_rate = 1e-3
+  config.weight_decay = 0.0  # adamw only.
+  config.lr_schedule = "constant"  # constant | cosine (to 0 at the last step)
+  config.warmup_steps = 0  # Linear learning-rate warm-up.
+  config.grad_clip_norm = 0.0  # Clip gradients to this global norm; 0: off.
   config.seed = 0
+  # Precision of matrix products: float32 everywhere by default, so results agree
+  # across CPU, GPU and TPU; default | tf32 | bf16 trade accuracy for speed on accelerators.
+  config.matmul_precision = "float32"
+  config.compute_dtype = "float32"  # float32 | bfloat16 activations and products.
+
+  # Several models in one program (vmapped): model i uses seed + i, all see the same
+  # batches unless independent_data_order. sweep.FIELD="v1,v2,..." gives each model
+  # its own value (the product over fields); fields that change shapes cannot be swept.
+  config.num_models = 1
+  config.independent_data_order = False
+  config.sweep = ml_collections.ConfigDict({
+      "seed": "", "learning_rate": "", "beta": "", "kl_warmup_steps": "", "free_bits": ""})
 
   # Evaluation and output.
   config.eval_batch_size = 1000  # Test examples per evaluation step.

@@ -1,0 +1,41 @@
+"""Several models as one: every parameter leaf with a leading model axis of size N.
+
+A run of `num_models` models keeps its parameters and optimizer states
+stacked, and maps per-model functions over the stack with `over_models`.
+"""
+from collections.abc import Callable
+
+import jax
+
+
+def over_models(fn: Callable, num_models: int, in_axes: tuple) -> Callable:
+  """`jax.vmap(fn, in_axes)` over the model axis, outputs stacked on axis 0.
+
+  For one model the mapped arguments are indexed at 0 and the outputs given
+  the axis back: the same program as `fn` on unstacked inputs, where vmap
+  would turn matrix products into batched ones that may round differently.
+  So one model gives the results of a run without the model axis, bit for bit.
+  """
+  if num_models > 1:
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def one(*args):
+    args = [jax.tree.map(lambda a: a[0], x) if axis == 0 else x for x, axis in zip(args, in_axes)]
+    return jax.tree.map(lambda a: a[None], fn(*args))
+
+  return one
+
+
+def stack(tree):
+  """One model's pytree -> a stack of one (leading axis of size 1)."""
+  return jax.tree.map(lambda a: a[None], tree)
+
+
+def index(tree, i: int):
+  """Model i of a stacked pytree."""
+  return jax.tree.map(lambda a: a[i], tree)
+
+
+def count(tree) -> int:
+  """The size of the leading model axis."""
+  return jax.tree.leaves(tree)[0].shape[0]

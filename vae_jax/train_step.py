@@ -1,0 +1,151 @@
+"""The train state of N stacked models and the step that updates them all at once.
+
+Every leaf of the state has a leading model axis of size N (1 for one
+model). The step is written for one model (`step_one`); `vae_jax.epoch` maps
+a chunk of steps over the model axis (`stacked.over_models`), so N models
+train in one compiled program on the same batches, and one model gives the
+single-model results bit for bit.
+
+Per-model settings (`Settings`: learning rate, beta, KL warm-up, free bits)
+are arrays of shape (N,), traced, so a sweep needs no recompilation per value.
+"""
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vae_jax import data
+from vae_jax import model as model_lib
+from vae_jax import objectives
+from vae_jax import optim
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Per model (each field with a leading axis of N models): steps taken, parameters,
+  optimizer state, and `alive`, False once the model's loss turned non-finite (it is
+  then frozen at its last finite parameters). Inside a per-model function
+  (`step_one`) the same fields without the axis."""
+
+  step: jax.Array
+  params: dict
+  opt_state: optax.OptState
+  alive: jax.Array
+
+  @property
+  def num_models(self) -> int:
+    return self.alive.shape[0]
+
+  @property
+  def steps_done(self) -> int:
+    """Steps taken (the same for every model); waits for the device."""
+    return int(self.step[0])
+
+
+@flax.struct.dataclass
+class Settings:
+  """Per-model training settings, each (N,)."""
+
+  learning_rate: jax.Array
+  beta: jax.Array
+  kl_warmup_steps: jax.Array
+  free_bits: jax.Array
+
+  @classmethod
+  def of(cls, models: list[dict]) -> "Settings":
+    """From one dict per model (`sweep.model_settings`)."""
+    column = lambda name, dtype: jnp.asarray([m[name] for m in models], dtype)
+    return cls(column("learning_rate", jnp.float32), column("beta", jnp.float32),
+               column("kl_warmup_steps", jnp.int32), column("free_bits", jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """What the step needs from the config, hashable so the step can be a static argument.
+
+  Attributes:
+    optimizer: the config's optimizer fields (see `vae_jax.optim`), as a frozen dict.
+    total_steps: steps of the whole run (for a cosine schedule).
+    binarize: draw binary pixels from the grey levels each step.
+    weighted: train on `objectives.weighted_objective` (some model has beta != 1,
+      a KL warm-up or free bits) instead of the plain mean negative ELBO.
+  """
+
+  optimizer: tuple
+  total_steps: int
+  binarize: bool
+  weighted: bool
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, settings: "Settings",
+                  total_steps: int) -> "StepConfig":
+    fields = ("optimizer", "weight_decay", "lr_schedule", "warmup_steps", "grad_clip_norm")
+    weighted = bool(np.any(np.asarray(settings.beta) != 1)
+                    or np.any(np.asarray(settings.kl_warmup_steps) > 0)
+                    or np.any(np.asarray(settings.free_bits) > 0))
+    return cls(tuple((f, config[f]) for f in fields), total_steps,
+               config.binarize == "dynamic", weighted)
+
+  def tx(self, learning_rate) -> optax.GradientTransformation:
+    return optim.make(ml_collections.ConfigDict(dict(self.optimizer)), learning_rate,
+                      self.total_steps)
+
+
+def create(model: model_lib.VAE, step_config: StepConfig, keys: jax.Array,
+           settings: Settings) -> TrainState:
+  """Fresh parameters (model i initialised from `keys[i]`) and optimizer states, stacked."""
+  def init_one(key, learning_rate):
+    params = model_lib.init_params(model, key)
+    return params, step_config.tx(learning_rate).init(params)
+
+  num_models = len(keys)
+  # Not vmapped even for several models: each initialiser draws as it would alone.
+  parts = [init_one(keys[i], settings.learning_rate[i]) for i in range(num_models)]
+  params, opt_state = jax.tree.map(lambda *a: jnp.stack(a), *parts)
+  return TrainState(jnp.zeros(num_models, jnp.int32), params, opt_state,
+                    jnp.ones(num_models, bool))
+
+
+def step_one(model, step_config: StepConfig, state: TrainState, batch: jax.Array,
+             key: jax.Array, settings: Settings) -> tuple[TrainState, dict]:
+  """One step of one model (`state` and `settings` without the model axis).
+
+  Args:
+    model: the VAE (static).
+    step_config: see `StepConfig` (static).
+    state: the model's state.
+    batch: uint8 images (B, H, W, C).
+    key: the step's key.
+    settings: the model's settings (scalars).
+
+  Returns:
+    The new state and the metrics `loss` (the batch's mean negative ELBO) and
+    `objective` (what was minimised; equal to `loss` unless weighted). A model
+    whose loss or gradient is not finite keeps its parameters and is no longer alive.
+  """
+  z_key, binarize_key = jax.random.split(key)
+  x = data.to_unit_interval(batch)
+  if step_config.binarize:
+    x = data.binarize(binarize_key, x)
+
+  def loss_fn(params):
+    terms = objectives.negative_elbo(model, params, x, z_key)
+    loss = jnp.mean(terms["loss"])
+    if not step_config.weighted:
+      return loss, loss
+    weight = objectives.kl_weight(state.step, settings.beta, settings.kl_warmup_steps)
+    return objectives.weighted_objective(terms, weight, settings.free_bits), loss
+
+  (objective, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  tx = step_config.tx(settings.learning_rate)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ok = state.alive & jnp.isfinite(objective) & jnp.isfinite(optax.tree.norm(grads))
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+  new_state = TrainState(state.step + 1, keep(params, state.params),
+                         keep(opt_state, state.opt_state), ok)
+  return new_state, {"loss": loss, "objective": objective}
