@@ -1,21 +1,69 @@
-"""What the command-line tools share: config flags and turning errors into exit codes.
+"""The `vae-jax` command and what its tools share: flags, --help, errors as exit codes.
 
-Bad input (a `UsageError`, a bad flag) prints one line on stderr and exits
-with status 2; a diverged training run exits with status 1.
+    vae-jax COMMAND [--flag=value ...]      # or: python -m vae_jax COMMAND ...
+    vae-jax COMMAND --help                  # the command's flags
+
+Bad input (a `UsageError`, a bad flag, an unknown command) prints one line on
+stderr and exits with status 2; a diverged training run exits with status 1;
+--help prints on stdout and exits with status 0.
 """
 import contextlib
+import importlib
+import inspect
+import itertools
 import pathlib
 import sys
+from collections.abc import Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vae_jax import commands
 from vae_jax.errors import UsageError
 
 DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "default.py")
 USAGE_ERROR = 2
+_HELP = {"-h", "-?", "-help", "--help", "-helpshort", "--helpshort"}
+_FULL_HELP = {"-helpfull", "--helpfull"}
+
+# The helpers below define flags for the command module that calls them:
+# absl credits a flag to the module that defines it and --help shows only the
+# command module's flags, so without this --workdir and --config would be
+# missing from every tool's --help.
+flags.disclaim_key_flags()
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "vae-jax") -> None:
+  """Runs `prog COMMAND [flags]`; without a command (or with --help), lists the commands.
+
+  Only the chosen command's module is imported: each defines its flags at
+  import, and absl flags are global to the process.
+
+  Args:
+    argv: the command line, program name first; default `sys.argv`.
+    prog: how the list and errors name the program.
+  """
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in _HELP | _FULL_HELP:
+    print(_command_list(prog))
+    return
+  if argv[1] not in commands.COMMANDS:
+    fail(f"unknown command {argv[1]!r}; {prog} runs one of: {', '.join(commands.COMMANDS)}")
+  # ml_collections reads the --config.FIELD=VALUE overrides from sys.argv itself.
+  sys.argv = [argv[0], *argv[2:]]
+  command = importlib.import_module(commands.module_name(argv[1]))
+  run(command.main)
+
+
+def _command_list(prog: str) -> str:
+  width = max(map(len, commands.COMMANDS))
+  return "\n".join([
+      f"usage: {prog} COMMAND [--flag=value ...]", "", "commands:",
+      *(f"  {name:<{width}}  {text}" for name, text in commands.COMMANDS.items()),
+      "", f"{prog} COMMAND --help lists the flags of a command.",
+  ])
 
 
 def fail(message: str, status: int = USAGE_ERROR):
@@ -66,7 +114,7 @@ def define_trained_model_flags(out_help: str = "Output folder; default WORKDIR/i
   Returns:
     The three flag holders.
   """
-  workdir = flags.DEFINE_string("workdir", None, "A folder written by vae_jax.train.",
+  workdir = flags.DEFINE_string("workdir", None, "A folder written by `vae-jax train`.",
                                 required=True)
   step = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.", lower_bound=0)
   out = flags.DEFINE_string("out", None, out_help)
@@ -74,14 +122,39 @@ def define_trained_model_flags(out_help: str = "Output folder; default WORKDIR/i
 
 
 def run(main) -> None:
-  """absl's app.run, with flag errors and stray arguments as one line and exit status 2."""
+  """absl's app.run for a command's `main`: --help on stdout with exit status 0,
+  flag errors and stray arguments as one line with exit status 2.
+  """
+  command = sys.modules[main.__module__]
+
+  def parse_flags(argv):
+    _print_help_if_asked(argv, command)
+    return _parse_flags(argv)
 
   def checked_main(argv):
     if len(argv) > 1:
       fail(f"unexpected arguments: {' '.join(argv[1:])}")
     return main(argv)
 
-  app.run(checked_main, flags_parser=_parse_flags)
+  app.run(checked_main, flags_parser=parse_flags)
+
+
+def _print_help_if_asked(argv: Sequence[str], command) -> None:
+  """Prints `command`'s docstring and flags and exits 0 if argv asks for help.
+
+  absl's own --help shows the flags of `__main__` (none, for `vae-jax`) and
+  exits with status 1, so the help flags are answered here, before parsing.
+  """
+  asked = set(itertools.takewhile(lambda arg: arg != "--", argv[1:]))
+  if not asked & (_HELP | _FULL_HELP):
+    return
+  full = bool(asked & _FULL_HELP)
+  flag_help = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(command.__name__)
+  print(inspect.cleandoc(command.__doc__ or ""))
+  print(f"\nflags:{flag_help}")
+  if not full:
+    print("\n--helpfull lists the flags of every module (logging, absl, ...).")
+  sys.exit(0)
 
 
 def _parse_flags(argv):

@@ -1,0 +1,83 @@
+"""The `vae-jax` command: the list of commands, --help, one-line errors."""
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+COMMANDS = ["train", "evaluate", "sample", "interpolate", "latent-map"]
+# The console script that `pip install -e .` puts next to the interpreter.
+VAE_JAX = str(pathlib.Path(sys.executable).parent / "vae-jax")
+PYTHON_M = [sys.executable, "-m", "vae_jax"]
+
+
+def _run(*command: str, cwd=REPO) -> subprocess.CompletedProcess:
+  assert pathlib.Path(VAE_JAX).exists(), "no vae-jax script: pip install -e . again"
+  return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+  """The single `error: ...` line a failed command printed on stderr, checked."""
+  assert result.returncode == 2, (result.stdout, result.stderr)
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+  return lines[0]
+
+
+@pytest.mark.parametrize("command", [[VAE_JAX], [VAE_JAX, "--help"], PYTHON_M])
+def test_the_command_lists_its_subcommands(command):
+  result = _run(*command)
+  assert result.returncode == 0, result.stderr
+  listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
+  assert listed == COMMANDS
+
+
+def test_an_unknown_command_exits_2_naming_the_known_ones():
+  line = _one_error_line(_run(VAE_JAX, "smaple"))
+  assert line == ("error: unknown command 'smaple'; vae-jax runs one of: "
+                  "train, evaluate, sample, interpolate, latent-map")
+
+
+HELP_FLAGS = {
+    "train": ["--workdir", "--config", "--coordinator_address", "--num_processes"],
+    "evaluate": ["--workdir", "--step", "--out", "--k", "--split", "--sample_chunk"],
+    "sample": ["--workdir", "--step", "--out", "--num", "--seed"],
+    "interpolate": ["--workdir", "--step", "--out", "--from_digit", "--to_index", "--[no]gif"],
+    "latent-map": ["--workdir", "--step", "--out", "--size"],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_every_flag_of_the_command_and_exits_0(command):
+  result = _run(VAE_JAX, command, "--help")
+  assert result.returncode == 0, result.stderr
+  assert f"vae-jax {command} --workdir=DIR" in result.stdout  # The docstring's usage line.
+  for flag in HELP_FLAGS[command]:
+    assert f"  {flag}:" in result.stdout, flag
+  assert "--verbosity" not in result.stdout  # absl's own flags wait for --helpfull.
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_python_m_vae_jax_train_and_evaluate_show_the_same_help(command):
+  result = _run(sys.executable, "-m", f"vae_jax.{command}", "-h")
+  assert result.returncode == 0, result.stderr
+  for flag in HELP_FLAGS[command]:
+    assert f"  {flag}:" in result.stdout, flag
+
+
+def test_helpfull_shows_every_module_and_exits_0():
+  result = _run(*PYTHON_M, "train", "--helpfull")
+  assert result.returncode == 0, result.stderr
+  assert "  --config:" in result.stdout and ",--verbosity:" in result.stdout
+
+
+def test_importing_the_commands_leaves_the_latent_functions_in_place():
+  """`vae_jax.sample` and `vae_jax.interpolate` stay functions whatever is imported."""
+  code = ("import vae_jax, vae_jax.latent, vae_jax.cli, vae_jax.commands.{}; "
+          "assert vae_jax.sample is vae_jax.latent.sample, vae_jax.sample; "
+          "assert vae_jax.interpolate is vae_jax.latent.interpolate, vae_jax.interpolate")
+  for command in ("sample", "interpolate"):  # One per process: both define --workdir.
+    result = _run(sys.executable, "-c", code.format(command))
+    assert result.returncode == 0, result.stderr
