@@ -1,4 +1,5 @@
-"""The `vae-jax` command: the list of commands, --help, one-line errors."""
+"""The `vae-jax` command: the list of commands, --help, configs by name, one-line errors."""
+import json
 import pathlib
 import subprocess
 import sys
@@ -6,6 +7,9 @@ import sys
 import pytest
 
 from conftest import REPO
+from vae_jax import configs
+from vae_jax.configs import tiny
+from vae_jax.errors import UsageError
 
 COMMANDS = ["train", "evaluate", "sample", "interpolate", "latent-map"]
 # The console script that `pip install -e .` puts next to the interpreter.
@@ -73,6 +77,37 @@ def test_helpfull_shows_every_module_and_exits_0():
   assert "  --config:" in result.stdout and ",--verbosity:" in result.stdout
 
 
+def test_a_named_config_trains_from_outside_the_repository(tmp_path):
+  result = _run(VAE_JAX, "train", "--workdir=run", "--config=tiny", "--config.num_epochs=1",
+                cwd=tmp_path)
+  assert result.returncode == 0, result.stderr
+  config = json.loads((tmp_path / "run" / "config.json").read_text())
+  expected = tiny.get_config()
+  assert (config["hidden"], config["latents"], config["num_epochs"]) == (expected.hidden,
+                                                                       expected.latents, 1)
+  assert "epoch   1/1" in result.stdout
+
+
+BROKEN_CONFIGS = {
+    "syntax error": ("def get_config(:\n", "SyntaxError: "),
+    "no get_config": ("CONFIG = {}\n", "it defines no get_config()"),
+    "failing import": ("import no_such_module\n", "ModuleNotFoundError: "),
+    "get_config fails": ("def get_config():\n  return 1 / 0\n",
+                         "get_config() raised ZeroDivisionError: division by zero"),
+    "not a ConfigDict": ("def get_config():\n  return {}\n", "returned a dict, not"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CONFIGS))
+def test_a_config_that_cannot_load_is_one_line_naming_the_file(tmp_path, case):
+  source, why = BROKEN_CONFIGS[case]
+  (tmp_path / "broken.py").write_text(source)
+  result = _run(*PYTHON_M, "train", "--workdir=run", "--config=broken.py", cwd=tmp_path)
+  line = _one_error_line(result)
+  assert line.startswith("error: cannot load config broken.py: ") and why in line, line
+  assert not (tmp_path / "run").exists()
+
+
 def test_importing_the_commands_leaves_the_latent_functions_in_place():
   """`vae_jax.sample` and `vae_jax.interpolate` stay functions whatever is imported."""
   code = ("import vae_jax, vae_jax.latent, vae_jax.cli, vae_jax.commands.{}; "
@@ -81,3 +116,18 @@ def test_importing_the_commands_leaves_the_latent_functions_in_place():
   for command in ("sample", "interpolate"):  # One per process: both define --workdir.
     result = _run(sys.executable, "-c", code.format(command))
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny.py", "default", "vae_jax/configs/tiny.py"])
+def test_configs_are_found_by_name_or_path(name, monkeypatch):
+  monkeypatch.chdir(REPO)
+  assert configs.path_of(name).resolve() == configs.FOLDER / pathlib.Path(name).with_suffix(
+      ".py").name
+
+
+def test_a_shipped_name_works_from_any_directory_and_loads_that_config(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert configs.load("tiny") == tiny.get_config()
+  with pytest.raises(UsageError, match=r"^cannot load config vae_jax/configs/tiny.py: no such "
+                     r"file, and no shipped config of that name \(default, tiny\)$"):
+    configs.path_of("vae_jax/configs/tiny.py")

@@ -145,7 +145,8 @@ BAD_INPUTS = {
     "num_epochs < 0": (["--config.num_epochs=-1"], "num_epochs must be >= 0"),
     "unknown field": (["--config.latent=3"], "unknown config field: 'latent'"),
     "bad value": (["--config.latents=abc"], "config.latents"),
-    "missing config file": (["--config=/no/such/config.py"], "cannot load --config"),
+    "missing config file": (["--config=/no/such/config.py"],
+                            "cannot load config /no/such/config.py: no such file"),
 }
 
 

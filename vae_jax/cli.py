@@ -11,7 +11,6 @@ import contextlib
 import importlib
 import inspect
 import itertools
-import pathlib
 import sys
 from collections.abc import Sequence
 
@@ -21,9 +20,9 @@ from absl import logging
 from ml_collections import config_flags
 
 from vae_jax import commands
+from vae_jax import configs
 from vae_jax.errors import UsageError
 
-DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "default.py")
 USAGE_ERROR = 2
 _HELP = {"-h", "-?", "-help", "--help", "-helpshort", "--helpshort"}
 _FULL_HELP = {"-helpfull", "--helpfull"}
@@ -73,27 +72,46 @@ def fail(message: str, status: int = USAGE_ERROR):
 
 
 def define_config_flag(name: str = "config"):
-  """`--config=FILE` (default: configs/default.py) with `--config.FIELD=VALUE` overrides.
+  """`--config=NAME|FILE` (default: `default`) with `--config.FIELD=VALUE` overrides.
 
+  The value is a config shipped in vae_jax/configs by name (`tiny` or
+  `tiny.py`) or the path of a file with a `get_config()`; see `load_config`.
   ml_collections applies the overrides found in sys.argv while defining the
   flag, so an unknown field fails here: it becomes a one-line error.
   """
+  holder = config_flags.DEFINE_config_file(
+      name, None, f"A config by name ({', '.join(configs.names())}) or the path of a config "
+      "file; fields can be overridden as --config.FIELD=VALUE.")
+  # ml_collections reads a path relative to the working directory, and defers
+  # load errors to the first use of the config; this parser looks shipped
+  # configs up by name and fails at once, naming the file and the reason.
+  flags.FLAGS[name].parser = _ConfigParser()
   try:
-    return config_flags.DEFINE_config_file(
-        name, DEFAULT_CONFIG, "Config file; fields can be overridden as --config.FIELD=VALUE.",
-        lock_config=True)
+    flags.FLAGS.set_default(name, "default")
+  except _ConfigLoadError as e:
+    fail(str(e))
   except (AttributeError, KeyError) as e:
     fail(f"unknown config field: {_first_line(e)}")
+  return holder
 
 
-def config_value(flag) -> object:
-  """The parsed config; a config file that failed to load becomes a usage error."""
-  config = flag.value
-  try:
-    config.to_dict()
-  except Exception as e:  # pylint: disable=broad-except
-    fail(f"cannot load --config: {_first_line(e)}")
-  return config
+class _ConfigLoadError(Exception):
+  """A --config that cannot be loaded; not a ValueError, so absl does not reword it."""
+
+
+class _ConfigParser(flags.ArgumentParser):
+  """Parses `--config=NAME|FILE[:ARG]` with `configs.load` and locks the config."""
+
+  def parse(self, argument):
+    try:
+      config = configs.load(argument)
+    except UsageError as e:
+      raise _ConfigLoadError(str(e)) from None
+    config.lock()  # An override of a field the config lacks is an error.
+    return config
+
+  def flag_type(self):
+    return "config"
 
 
 @contextlib.contextmanager
@@ -160,6 +178,8 @@ def _print_help_if_asked(argv: Sequence[str], command) -> None:
 def _parse_flags(argv):
   try:
     argv = flags.FLAGS(argv)
+  except _ConfigLoadError as e:
+    fail(str(e))
   except flags.Error as e:
     fail(_first_line(e))
   except (AttributeError, KeyError) as e:  # An override of a field the --config file lacks.

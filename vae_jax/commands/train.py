@@ -1,6 +1,7 @@
-"""Trains a VAE: `vae-jax train --workdir=DIR [--config.FIELD=VALUE ...]`.
+"""Trains a VAE: `vae-jax train --workdir=DIR [--config=tiny] [--config.FIELD=VALUE ...]`.
 
-`python -m vae_jax.train` is the same command.
+`python -m vae_jax.train` is the same command. `--config` names a shipped
+config (`default`, `tiny`) or a config file; every field can be overridden.
 
 Running the same command on a workdir resumes from its latest checkpoint;
 Ctrl-C (SIGINT) or SIGTERM saves a checkpoint first. Exit status: 0 done,
@@ -27,7 +28,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-
 
 def main(argv):
   del argv  # cli.run refuses stray arguments.
-  config = cli.config_value(_CONFIG)
+  config = _CONFIG.value
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   with cli.errors_to_exit():
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
