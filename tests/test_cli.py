@@ -108,6 +108,11 @@ def test_a_config_that_cannot_load_is_one_line_naming_the_file(tmp_path, case):
   assert not (tmp_path / "run").exists()
 
 
+def test_an_unknown_flag_keeps_its_quotes(tmp_path):
+  line = _one_error_line(_run(*PYTHON_M, "sample", f"--workdir={tmp_path}", "--nmu=3"))
+  assert line.startswith("error: Unknown command line flag 'nmu'"), line
+
+
 def test_importing_the_commands_leaves_the_latent_functions_in_place():
   """`vae_jax.sample` and `vae_jax.interpolate` stay functions whatever is imported."""
   code = ("import vae_jax, vae_jax.latent, vae_jax.cli, vae_jax.commands.{}; "

@@ -191,5 +191,13 @@ def _parse_flags(argv):
 
 
 def _first_line(e: Exception) -> str:
-  text = str(e).strip().strip("'\"").replace("\\'", "'").replace("\\n", " ")
-  return text.splitlines()[0] if text else type(e).__name__
+  """The message of `e` on one line.
+
+  ml_collections raises an unknown config field as an AttributeError
+  wrapping a KeyError, whose str() is the repr of its message; the message
+  itself is used, its "Did you mean" line joined to the first.
+  """
+  while len(e.args) == 1 and isinstance(e.args[0], Exception):
+    e = e.args[0]
+  text = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else e
+  return " ".join(str(text).split()) or type(e).__name__
