@@ -75,7 +75,7 @@ def define_config_flag(name: str = "config"):
   """`--config=NAME|FILE` (default: `default`) with `--config.FIELD=VALUE` overrides.
 
   The value is a config shipped in vae_jax/configs by name (`tiny` or
-  `tiny.py`) or the path of a file with a `get_config()`; see `load_config`.
+  `tiny.py`) or the path of a file with a `get_config()`; see `configs.load`.
   ml_collections applies the overrides found in sys.argv while defining the
   flag, so an unknown field fails here: it becomes a one-line error.
   """
