@@ -1,4 +1,4 @@
-"""`python -m vae_jax.sample|interpolate|latent_map` on a workdir trained here."""
+"""`vae-jax sample|interpolate|latent-map`, as `python -m vae_jax COMMAND`, on a trained workdir."""
 import numpy as np
 import pytest
 from PIL import Image
@@ -55,14 +55,14 @@ def _cell(grid: np.ndarray, row: int, col: int) -> np.ndarray:
   return grid[y:y + h, x:x + w]
 
 
-def _ok(module: str, *args: str) -> str:
-  result = run_module(module, *args)
+def _ok(command: str, *args: str) -> str:
+  result = run_module("vae_jax", command, *args)
   assert result.returncode == 0, result.stderr
   return result.stdout
 
 
 def test_sample_writes_a_square_grid_into_the_workdir(workdir):
-  stdout = _ok("vae_jax.sample", f"--workdir={workdir}", "--num=10", "--seed=3")
+  stdout = _ok("sample", f"--workdir={workdir}", "--num=10", "--seed=3")
   path = workdir / "images" / "samples.png"
   assert f"wrote {path}: 10 samples" in stdout
   grid = _png(path)
@@ -71,8 +71,8 @@ def test_sample_writes_a_square_grid_into_the_workdir(workdir):
 
 
 def test_interpolate_draws_rows_between_labelled_test_images(workdir, test_split, tmp_path):
-  stdout = _ok("vae_jax.interpolate", f"--workdir={workdir}", "--steps=5", "--pairs=2",
-               "--gif", f"--out={tmp_path}")
+  stdout = _ok("interpolate", f"--workdir={workdir}", "--steps=5", "--pairs=2", "--gif",
+               f"--out={tmp_path}")
   assert "2 pairs x 5 linear steps" in stdout
   grid = _png(tmp_path / "interpolation_0_to_6.png")
   assert grid.shape == images.grid_size(2, 7, SHAPE)
@@ -89,8 +89,8 @@ def test_interpolate_draws_rows_between_labelled_test_images(workdir, test_split
 
 
 def test_interpolate_by_index_with_slerp(workdir, test_split, tmp_path):
-  _ok("vae_jax.interpolate", f"--workdir={workdir}", "--from_index=3", "--to_index=7",
-      "--method=slerp", "--steps=3", f"--out={tmp_path}")
+  _ok("interpolate", f"--workdir={workdir}", "--from_index=3", "--to_index=7", "--method=slerp",
+      "--steps=3", f"--out={tmp_path}")
   grid = _png(tmp_path / "interpolation_test3_to_test7_slerp.png")
   assert grid.shape == images.grid_size(1, 5, SHAPE)
   np.testing.assert_array_equal(_cell(grid, 0, 0), test_split.images[3])
@@ -98,7 +98,7 @@ def test_interpolate_by_index_with_slerp(workdir, test_split, tmp_path):
 
 
 def test_latent_map_writes_the_scatter_and_the_manifold(workdir, tmp_path):
-  stdout = _ok("vae_jax.latent_map", f"--workdir={workdir}", "--size=6", f"--out={tmp_path}")
+  stdout = _ok("latent-map", f"--workdir={workdir}", "--size=6", f"--out={tmp_path}")
   assert "1,996 test images" in stdout and "6 x 6 decoded codes" in stdout
   scatter = _png(tmp_path / "latent_map.png")
   assert scatter.shape[:2] == (600, 600) and len(np.unique(scatter.reshape(-1, 4), axis=0)) > 10
@@ -108,17 +108,17 @@ def test_latent_map_writes_the_scatter_and_the_manifold(workdir, tmp_path):
   assert np.abs(_cell(manifold, 0, 0).astype(int) - _cell(manifold, 5, 5)).max() > 10
 
 
-@pytest.mark.parametrize("module, args, message", [
-    ("vae_jax.sample", ["--num=4"], "no trained model in"),
-    ("vae_jax.sample", ["--num=0"], "num must be >= 1"),
-    ("vae_jax.interpolate", ["--from_digit=11"], "no test image with label 11"),
-    ("vae_jax.interpolate", ["--steps=1"], "steps must be >= 2"),
-    ("vae_jax.interpolate", ["--from_index=1"], "--from_index and --to_index go together"),
-    ("vae_jax.latent_map", ["--size=0"], "size must be >= 1"),
+@pytest.mark.parametrize("command, args, message", [
+    ("sample", ["--num=4"], "no trained model in"),
+    ("sample", ["--num=0"], "num must be >= 1"),
+    ("interpolate", ["--from_digit=11"], "no test image with label 11"),
+    ("interpolate", ["--steps=1"], "steps must be >= 2"),
+    ("interpolate", ["--from_index=1"], "--from_index and --to_index go together"),
+    ("latent-map", ["--size=0"], "size must be >= 1"),
 ])
-def test_bad_arguments_exit_2_with_one_line(workdir, tmp_path, module, args, message):
+def test_bad_arguments_exit_2_with_one_line(workdir, tmp_path, command, args, message):
   target = tmp_path if message.startswith("no trained model") else workdir
-  result = run_module(module, f"--workdir={target}", *args)
+  result = run_module("vae_jax", command, f"--workdir={target}", *args)
   assert result.returncode == 2, result.stderr
   assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
   assert message in result.stderr and "Traceback" not in result.stderr

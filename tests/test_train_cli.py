@@ -143,9 +143,12 @@ BAD_INPUTS = {
     "batch_size too large": (["--config.batch_size=9000"], "larger than the training set"),
     "learning_rate <= 0": (["--config.learning_rate=-0.1"], "learning_rate must be > 0"),
     "num_epochs < 0": (["--config.num_epochs=-1"], "num_epochs must be >= 0"),
-    "unknown field": (["--config.latent=3"], "unknown config field: 'latent'"),
-    "bad value": (["--config.latents=abc"], "config.latents"),
-    "missing config file": (["--config=/no/such/config.py"], "cannot load --config"),
+    "unknown field": (["--config.latent=3"],
+                      """unknown config field: 'latent' Did you mean "latents" instead"""),
+    "bad value": (["--config.latents=abc"],
+                  "--config.latents=abc: invalid literal for int() with base 10: 'abc'\n"),
+    "missing config file": (["--config=/no/such/config.py"],
+                            "cannot load config /no/such/config.py: no such file"),
 }
 
 

@@ -7,11 +7,6 @@ Use a model trained with `python -m vae_jax.train --workdir=DIR`:
     mean, logvar = vae_jax.encode(model, images)          # (N, L) each
     digits = vae_jax.sample(model, jax.random.key(0), 64) # (64, H, W)
     rows = vae_jax.interpolate(model, zeros, sixes, num_steps=9)  # (P, 9, H, W)
-
-Note: `vae_jax.sample` and `vae_jax.interpolate` are functions here and also
-the names of command modules (`python -m vae_jax.sample`); importing those
-modules with `import vae_jax.sample` rebinds the attributes to the modules,
-so call the functions through `vae_jax.latent` in that case.
 """
 from vae_jax.checkpoints import TrainedModel
 from vae_jax.checkpoints import load

@@ -1,22 +1,69 @@
-"""What the command-line tools share: config flags and turning errors into exit codes.
+"""The `vae-jax` command and what its tools share: flags, --help, errors as exit codes.
 
-Bad input (a `UsageError`, a bad flag) prints one line on stderr and exits
-with status 2; a diverged training run exits with status 1.
+    vae-jax COMMAND [--flag=value ...]      # or: python -m vae_jax COMMAND ...
+    vae-jax COMMAND --help                  # the command's flags
+
+Bad input (a `UsageError`, a bad flag, an unknown command) prints one line on
+stderr and exits with status 2; a diverged training run exits with status 1;
+--help prints on stdout and exits with status 0.
 """
 import contextlib
-import pathlib
+import importlib
+import inspect
+import itertools
 import sys
+from collections.abc import Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vae_jax import commands
+from vae_jax import configs
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
 
-DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "configs" / "default.py")
 USAGE_ERROR = 2
+_HELP = {"-h", "-?", "-help", "--help", "-helpshort", "--helpshort"}
+_FULL_HELP = {"-helpfull", "--helpfull"}
+
+# The helpers below define flags for the command module that calls them:
+# absl credits a flag to the module that defines it and --help shows only the
+# command module's flags, so without this --workdir and --config would be
+# missing from every tool's --help.
+flags.disclaim_key_flags()
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "vae-jax") -> None:
+  """Runs `prog COMMAND [flags]`; without a command (or with --help), lists the commands.
+
+  Only the chosen command's module is imported: each defines its flags at
+  import, and absl flags are global to the process.
+
+  Args:
+    argv: the command line, program name first; default `sys.argv`.
+    prog: how the list and errors name the program.
+  """
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in _HELP | _FULL_HELP:
+    print(_command_list(prog))
+    return
+  if argv[1] not in commands.COMMANDS:
+    fail(f"unknown command {argv[1]!r}; {prog} runs one of: {', '.join(commands.COMMANDS)}")
+  # ml_collections reads the --config.FIELD=VALUE overrides from sys.argv itself.
+  sys.argv = [argv[0], *argv[2:]]
+  command = importlib.import_module(commands.module_name(argv[1]))
+  run(command.main)
+
+
+def _command_list(prog: str) -> str:
+  width = max(map(len, commands.COMMANDS))
+  return "\n".join([
+      f"usage: {prog} COMMAND [--flag=value ...]", "", "commands:",
+      *(f"  {name:<{width}}  {text}" for name, text in commands.COMMANDS.items()),
+      "", f"{prog} COMMAND --help lists the flags of a command.",
+  ])
 
 
 def fail(message: str, status: int = USAGE_ERROR):
@@ -26,27 +73,46 @@ def fail(message: str, status: int = USAGE_ERROR):
 
 
 def define_config_flag(name: str = "config"):
-  """`--config=FILE` (default: configs/default.py) with `--config.FIELD=VALUE` overrides.
+  """`--config=NAME|FILE` (default: `default`) with `--config.FIELD=VALUE` overrides.
 
+  The value is a config shipped in vae_jax/configs by name (`tiny` or
+  `tiny.py`) or the path of a file with a `get_config()`; see `configs.load`.
   ml_collections applies the overrides found in sys.argv while defining the
   flag, so an unknown field fails here: it becomes a one-line error.
   """
+  holder = config_flags.DEFINE_config_file(
+      name, None, f"A config by name ({', '.join(configs.names())}) or the path of a config "
+      "file; fields can be overridden as --config.FIELD=VALUE.")
+  # ml_collections reads a path relative to the working directory, and defers
+  # load errors to the first use of the config; this parser looks shipped
+  # configs up by name and fails at once, naming the file and the reason.
+  flags.FLAGS[name].parser = _ConfigParser()
   try:
-    return config_flags.DEFINE_config_file(
-        name, DEFAULT_CONFIG, "Config file; fields can be overridden as --config.FIELD=VALUE.",
-        lock_config=True)
+    flags.FLAGS.set_default(name, "default")
+  except _ConfigLoadError as e:
+    fail(str(e))
   except (AttributeError, KeyError) as e:
     fail(f"unknown config field: {_first_line(e)}")
+  return holder
 
 
-def config_value(flag) -> object:
-  """The parsed config; a config file that failed to load becomes a usage error."""
-  config = flag.value
-  try:
-    config.to_dict()
-  except Exception as e:  # pylint: disable=broad-except
-    fail(f"cannot load --config: {_first_line(e)}")
-  return config
+class _ConfigLoadError(Exception):
+  """A --config that cannot be loaded; not a ValueError, so absl does not reword it."""
+
+
+class _ConfigParser(flags.ArgumentParser):
+  """Parses `--config=NAME|FILE[:ARG]` with `configs.load` and locks the config."""
+
+  def parse(self, argument):
+    try:
+      config = configs.load(argument)
+    except UsageError as e:
+      raise _ConfigLoadError(str(e)) from None
+    config.lock()  # An override of a field the config lacks is an error.
+    return config
+
+  def flag_type(self):
+    return "config"
 
 
 @contextlib.contextmanager
@@ -66,7 +132,7 @@ def define_trained_model_flags(out_help: str = "Output folder; default WORKDIR/i
   Returns:
     The three flag holders.
   """
-  workdir = flags.DEFINE_string("workdir", None, "A folder written by vae_jax.train.",
+  workdir = flags.DEFINE_string("workdir", None, "A folder written by `vae-jax train`.",
                                 required=True)
   step = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.", lower_bound=0)
   out = flags.DEFINE_string("out", None, out_help)
@@ -74,19 +140,46 @@ def define_trained_model_flags(out_help: str = "Output folder; default WORKDIR/i
 
 
 def run(main) -> None:
-  """absl's app.run, with flag errors and stray arguments as one line and exit status 2."""
+  """absl's app.run for a command's `main`: --help on stdout with exit status 0,
+  flag errors and stray arguments as one line with exit status 2.
+  """
+  command = sys.modules[main.__module__]
+
+  def parse_flags(argv):
+    _print_help_if_asked(argv, command)
+    return _parse_flags(argv)
 
   def checked_main(argv):
     if len(argv) > 1:
       fail(f"unexpected arguments: {' '.join(argv[1:])}")
     return main(argv)
 
-  app.run(checked_main, flags_parser=_parse_flags)
+  app.run(checked_main, flags_parser=parse_flags)
+
+
+def _print_help_if_asked(argv: Sequence[str], command) -> None:
+  """Prints `command`'s docstring and flags and exits 0 if argv asks for help.
+
+  absl's own --help shows the flags of `__main__` (none, for `vae-jax`) and
+  exits with status 1, so the help flags are answered here, before parsing.
+  """
+  asked = set(itertools.takewhile(lambda arg: arg != "--", argv[1:]))
+  if not asked & (_HELP | _FULL_HELP):
+    return
+  full = bool(asked & _FULL_HELP)
+  flag_help = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(command.__name__)
+  print(inspect.cleandoc(command.__doc__ or ""))
+  print(f"\nflags:{flag_help}")
+  if not full:
+    print("\n--helpfull lists the flags of every module (logging, absl, ...).")
+  sys.exit(0)
 
 
 def _parse_flags(argv):
   try:
     argv = flags.FLAGS(argv)
+  except _ConfigLoadError as e:
+    fail(str(e))
   except flags.Error as e:
     fail(_first_line(e))
   except (AttributeError, KeyError) as e:  # An override of a field the --config file lacks.
@@ -98,5 +191,13 @@ def _parse_flags(argv):
 
 
 def _first_line(e: Exception) -> str:
-  text = str(e).strip().strip("'\"").replace("\\'", "'").replace("\\n", " ")
-  return text.splitlines()[0] if text else type(e).__name__
+  """The message of `e` on one line.
+
+  ml_collections raises an unknown config field as an AttributeError
+  wrapping a KeyError, whose str() is the repr of its message; the message
+  itself is used, its "Did you mean" line joined to the first.
+  """
+  while len(e.args) == 1 and isinstance(e.args[0], Exception):
+    e = e.args[0]
+  text = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else e
+  return " ".join(str(text).split()) or type(e).__name__

@@ -1,6 +1,6 @@
 """Figures of the latent space: test-image picking, image grids and the latent scatter.
 
-What `python -m vae_jax.sample|interpolate|latent_map` draw, as functions a
+What `vae-jax sample|interpolate|latent-map` draw, as functions a
 notebook can call too. Grids come from `images.tile`, so their pixel sizes
 follow `images.grid_size`; the scatter is a matplotlib figure of fixed size.
 """

@@ -1,37 +1,6 @@
-"""Trains a VAE: `python -m vae_jax.train --workdir=DIR [--config.FIELD=VALUE ...]`.
-
-Running the same command on a workdir resumes from its latest checkpoint;
-Ctrl-C (SIGINT) or SIGTERM saves a checkpoint first. Exit status: 0 done,
-1 the loss diverged, 2 bad input, 128 + signal when interrupted.
-"""
-import sys
-
-from absl import flags
-
+"""`python -m vae_jax.train --workdir=DIR`: `vae-jax train`, in vae_jax.commands.train."""
 from vae_jax import cli
-from vae_jax import parallel
-from vae_jax import trainer
-
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Folder for config.json, checkpoints, metrics.jsonl, images.", required=True)
-_CONFIG = cli.define_config_flag()
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None,
-    "host:port of process 0 for a multi-process run; SLURM, Open MPI and multi-host "
-    "TPU slices are detected without it.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
-
-
-def main(argv):
-  del argv  # cli.run refuses stray arguments.
-  config = cli.config_value(_CONFIG)
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  with cli.errors_to_exit():
-    result = trainer.train_and_evaluate(config, _WORKDIR.value)
-  if result.interrupted_by is not None:
-    sys.exit(128 + result.interrupted_by)
-
+from vae_jax.commands import train
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(train.main)

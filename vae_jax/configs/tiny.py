@@ -1,6 +1,6 @@
 """A tiny config for tests and smoke runs: 2 epochs of `mnist_sample`, small MLP.
 
-    python -m vae_jax.train --workdir=/tmp/vae_tiny --config=vae_jax/configs/tiny.py
+    vae-jax train --workdir=/tmp/vae_tiny --config=tiny
 
 Takes a few seconds on a laptop CPU, most of it compilation.
 """

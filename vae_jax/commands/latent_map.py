@@ -1,4 +1,4 @@
-"""Maps the latent space: `python -m vae_jax.latent_map --workdir=DIR`.
+"""Maps the latent space: `vae-jax latent-map --workdir=DIR`.
 
 Writes into `DIR/images/` (or `--out`):
   * `latent_map.png`: the posterior means of the test set, coloured by label,
@@ -39,6 +39,3 @@ def main(argv):
       grid.reshape(-1, *model.image_shape), cols=_SIZE.value))
   print(f"wrote {path}: {_SIZE.value} x {_SIZE.value} decoded codes")
 
-
-if __name__ == "__main__":
-  cli.run(main)

@@ -1,7 +1,7 @@
-"""Turns one digit into another: `python -m vae_jax.interpolate --workdir=DIR`.
+"""Turns one digit into another: `vae-jax interpolate --workdir=DIR`.
 
-    python -m vae_jax.interpolate --workdir=DIR --from_digit=0 --to_digit=6 --steps=9 --pairs=4
-    python -m vae_jax.interpolate --workdir=DIR --from_index=3,10 --to_index=0,7 --method=slerp
+    vae-jax interpolate --workdir=DIR --from_digit=0 --to_digit=6 --steps=9 --pairs=4
+    vae-jax interpolate --workdir=DIR --from_index=3,10 --to_index=0,7 --method=slerp
 
 Picks `--pairs` test images of each label (or the test images at the given
 indices), decodes `--steps` codes on the path between their posterior means
@@ -88,6 +88,3 @@ def _integers(flag) -> list[int]:
 def _listed(indices: np.ndarray, sep: str = ",") -> str:
   return sep.join(str(i) for i in indices)
 
-
-if __name__ == "__main__":
-  cli.run(main)

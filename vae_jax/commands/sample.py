@@ -1,4 +1,4 @@
-"""Draws digits from the prior: `python -m vae_jax.sample --workdir=DIR [--num=64 --seed=0]`.
+"""Draws digits from the prior: `vae-jax sample --workdir=DIR [--num=64 --seed=0]`.
 
 Decodes `--num` codes z ~ N(0, I) with the workdir's latest checkpoint (or
 `--step`) and writes them as one grid, `samples.png`, into `DIR/images/` or
@@ -31,6 +31,3 @@ def main(argv):
   print(f"wrote {path}: {_NUM.value} samples from N(0, I), seed {_SEED.value}, "
         f"checkpoint step {model.step}")
 
-
-if __name__ == "__main__":
-  cli.run(main)
