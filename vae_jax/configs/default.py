@@ -4,8 +4,8 @@
 
 20 epochs of full MNIST (from tensorflow-datasets) take about a minute on a
 2-core CPU. Offline, `--config.dataset=mnist_sample` trains on the 8,004 real
-digits shipped with the package, and `--config.data_dir=DIR` reads the four
-IDX gzip files from DIR.
+digits shipped with the package, and `--config.data_dir=DIR` reads IDX files,
+a .npz file or a folder of PNG/JPEG images from DIR.
 """
 import ml_collections
 
@@ -15,9 +15,16 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   # Data.
-  config.dataset = "mnist"  # mnist | fashion_mnist | mnist_sample
-  config.data_dir = ""  # A folder of IDX files; empty: tensorflow-datasets.
+  # mnist | fashion_mnist | mnist_sample | tfds:NAME; with data_dir, any name for the results.
+  config.dataset = "mnist"
+  # IDX files, one .npz (or the file itself), or PNG/JPEG images (see vae_jax.data);
+  # empty: the dataset by name.
+  config.data_dir = ""
   config.tfds_data_dir = ""  # Where tfds keeps prepared data; empty: its default.
+  # Share of the images held out for testing when the input has no test split,
+  # drawn with a fixed seed (not `seed`), so every run tests on the same images.
+  config.test_fraction = 0.1
+  config.image_size = 0  # S > 0: centre-crop every image to a square, resize to S x S; 0: keep.
   config.binarize = "none"  # none: grey levels as targets; dynamic: Bernoulli draw per step.
 
   # Model. The image shape comes from the data.
