@@ -178,7 +178,7 @@ def test_check_fits_compares_with_device_memory():
   ds = data.load(_config(dataset="mnist_sample"))  # 7,840,000 bytes.
   data.check_fits(ds)  # The CPU, against host RAM.
   data.check_fits(ds, [_FakeGpu(8_000_000)])
-  with pytest.raises(UsageError, match=r"7.5 MiB uint8: train 6.0 MiB \+ test 1.5 MiB\) does not "
+  with pytest.raises(UsageError, match=r"7.5 MiB uint8: train 6.0 MiB \+ test 1.5 MiB\) do not "
                                        r"fit on cuda:0: 7.5 MiB needed, 6.7 MiB free"):
     data.check_fits(ds, [_FakeGpu(8_000_000, in_use=1_000_000)])
   # Sharded over two devices, each needs half.
@@ -188,7 +188,7 @@ def test_check_fits_compares_with_device_memory():
 def test_check_fits_on_cpu_compares_with_available_host_memory(monkeypatch):
   ds = data.load(_config(dataset="mnist_sample"))
   monkeypatch.setattr(data, "_host_available_bytes", lambda: 5 * 2**20)
-  with pytest.raises(UsageError, match="does not fit in host memory: 7.5 MiB needed, 5.0 MiB available"):
+  with pytest.raises(UsageError, match="do not fit in host memory: 7.5 MiB needed, 5.0 MiB available"):
     data.check_fits(ds, jax.devices("cpu"))
 
 

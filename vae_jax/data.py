@@ -285,11 +285,11 @@ def check_fits(dataset: Dataset, devices: Sequence[jax.Device] | None = None) ->
       host_need += share
     elif share > stats["bytes_limit"] - stats.get("bytes_in_use", 0):
       free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-      raise UsageError(f"{what} does not fit on {device}: {_size(share)} needed, {_size(free)} "
+      raise UsageError(f"{what} do not fit on {device}: {_size(share)} needed, {_size(free)} "
                        "free; use --config.image_size=S for smaller images, or fewer of them")
   free = _host_available_bytes()
   if host_need and free is not None and host_need > free:
-    raise UsageError(f"{what} does not fit in host memory: {_size(host_need)} needed, "
+    raise UsageError(f"{what} do not fit in host memory: {_size(host_need)} needed, "
                      f"{_size(free)} available; use --config.image_size=S for smaller images, "
                      "or fewer of them")
 
