@@ -104,21 +104,23 @@ def _folder_order(paths):
   return sorted(range(len(paths)), key=lambda i: keys[i])
 
 
-def test_mixed_modes_and_sizes_follow_the_majority(tmp_path, digits):
+@pytest.mark.parametrize("odd_first", [True, False])
+def test_mixed_modes_and_sizes_follow_the_majority(tmp_path, digits, odd_first):
   train = digits[0]
-  paths = _write(tmp_path / "train", train)
-  # One file in colour, one of another size and aspect ratio.
-  rgb_image = np.repeat(train.images[0], 3, -1) // np.array([1, 2, 3], np.uint8)
-  Image.fromarray(rgb_image).save(paths[0])
-  big = Image.fromarray(train.images[1, ..., 0]).resize((40, 56))
-  big.save(paths[1])
+  paths = _write(tmp_path / "train", train, classes=False)  # Loads in index order.
+  # One file in colour, one of another size and aspect ratio: the first two, or two later.
+  a, b = (0, 1) if odd_first else (50, 90)
+  rgb_image = np.repeat(train.images[a], 3, -1) // np.array([1, 2, 3], np.uint8)
+  Image.fromarray(rgb_image).save(paths[a])
+  big = Image.fromarray(train.images[b, ..., 0]).resize((40, 56))
+  big.save(paths[b])
   images = image_folder.read(tmp_path).splits["train"][0]
   assert images.shape == (NUM_TRAIN, 28, 28, 1)
-  row = dict(zip(_folder_order(paths), images))
-  np.testing.assert_array_equal(row[0][..., 0], np.asarray(Image.fromarray(rgb_image).convert("L")))
+  np.testing.assert_array_equal(images[a, ..., 0], np.asarray(Image.fromarray(rgb_image).convert("L")))
   want = np.asarray(ImageOps.fit(big, (28, 28), method=Image.Resampling.BICUBIC))
-  np.testing.assert_array_equal(row[1][..., 0], want)
-  np.testing.assert_array_equal(row[2], train.images[2])
+  np.testing.assert_array_equal(images[b, ..., 0], want)
+  others = np.setdiff1d(np.arange(NUM_TRAIN), [a, b])
+  np.testing.assert_array_equal(images[others], train.images[others])
 
 
 def test_colour_majority_turns_grey_files_to_colour(tmp_path, digits):
@@ -160,12 +162,26 @@ def test_palette_and_16_bit_grey_files_load_as_grey(tmp_path, digits):
   assert np.abs(images[2, ..., 0].astype(int) - image).max() <= 8
 
 
-def test_threads_and_processes_decode_the_same(tmp_path, digits):
+def test_serial_threads_and_processes_decode_the_same(tmp_path, digits):
   files = [str(p) for p in _write(tmp_path, digits[1], classes=False)]
-  threads = image_folder.decode(files, workers=2, executor="threads")
+  for executor in ("serial", "threads"):
+    np.testing.assert_array_equal(image_folder.decode(files, executor=executor), digits[1].images)
   processes = image_folder.decode(files[:8], workers=2, executor="processes")
-  np.testing.assert_array_equal(np.stack(threads), digits[1].images)
-  np.testing.assert_array_equal(np.stack(processes), digits[1].images[:8])
+  np.testing.assert_array_equal(processes, digits[1].images[:8])
+
+
+def test_auto_uses_threads_for_larger_images_only(tmp_path, digits, monkeypatch):
+  chosen = []
+  pool = image_folder._pool  # pylint: disable=protected-access
+  monkeypatch.setattr(image_folder, "_pool", lambda executor, workers: (chosen.append(executor),
+                                                                       pool(executor, workers))[1])
+  grey = [str(p) for p in _write(tmp_path / "grey", digits[1], classes=False)]
+  padded = np.pad(digits[1].images, ((0, 0), (2, 2), (2, 2), (0, 0)))
+  colour = data.Split(_colour(padded), digits[1].labels)
+  colour = [str(p) for p in _write(tmp_path / "colour", colour, classes=False)]
+  image_folder.decode(grey)  # 28 x 28 x 1 = 784 values.
+  image_folder.decode(colour)  # 32 x 32 x 3 = 3,072 values.
+  assert chosen == ["serial", "threads"]
 
 
 @pytest.mark.parametrize("make, message", [

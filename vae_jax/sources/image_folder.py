@@ -23,6 +23,7 @@ centre-cropped to a square and resized to S x S instead.
 """
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -41,6 +42,11 @@ SUFFIXES = (".png", ".jpg", ".jpeg")
 CHUNK = 256
 # Smaller folders decode in about a second: no progress bar.
 PROGRESS_FROM = 10_000
+# Threads pay off once decoding, which runs without the GIL, outweighs the
+# per-file Python work, which holds it: on 2 cores 28x28 grey PNGs (784
+# values) decoded slower with 2 threads than with 1, 32x32 RGB PNGs (3,072)
+# faster (experiments/bench_image_folder.py measures it).
+THREADS_FROM_VALUES = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +76,7 @@ def holds_images(folder: pathlib.Path) -> bool:
 
 
 def read(folder, image_size: int = 0, *, workers: int | None = None,
-         executor: str = "threads") -> FolderData:
+         executor: str = "auto") -> FolderData:
   """Lists and decodes the images in `folder`.
 
   Args:
@@ -78,7 +84,7 @@ def read(folder, image_size: int = 0, *, workers: int | None = None,
     image_size: S > 0 gives every image as S x S (centre crop, resize); 0
       keeps the most common size.
     workers: decoding threads or processes; None: the usable CPU cores.
-    executor: "threads" (Pillow decodes without the GIL) or "processes".
+    executor: how to decode (see `decode`).
 
   Returns:
     The decoded splits and class names.
@@ -87,10 +93,21 @@ def read(folder, image_size: int = 0, *, workers: int | None = None,
     UsageError: an empty or mixed-up layout, or a file Pillow cannot decode.
   """
   folder = pathlib.Path(folder)
-  roots = _split_roots(folder)
-  listings = {}
-  class_names = None
-  for split, root in roots.items():
+  listings, class_names = _list_splits(folder)
+  all_files = [f for files, _ in listings.values() for f in files]
+  images = decode(all_files, image_size, workers=workers, executor=executor,
+                  description=f"decoding {folder}")
+  splits, start = {}, 0
+  for split, (files, labels) in listings.items():
+    splits[split] = images[start:start + len(files)], labels
+    start += len(files)
+  return FolderData(splits, class_names)
+
+
+def _list_splits(folder: pathlib.Path):
+  """({split: (paths, labels)}, class names or None) of the folder's splits."""
+  listings, class_names = {}, None
+  for split, root in _split_roots(folder).items():
     files, labels, names = list_split(root, class_names)
     listings[split] = (files, labels)
     if split == "train":
@@ -98,15 +115,7 @@ def read(folder, image_size: int = 0, *, workers: int | None = None,
     elif (names is None) != (class_names is None):
       raise UsageError(f"{folder}: train/ and test/ differ in layout (one has class folders, "
                        "the other images directly); use the same layout in both")
-  all_files = [f for files, _ in listings.values() for f in files]
-  arrays = decode(all_files, image_size, workers=workers, executor=executor,
-                  description=f"decoding {folder}")
-  images = _stack_uniform(arrays)
-  splits, start = {}, 0
-  for split, (files, labels) in listings.items():
-    splits[split] = images[start:start + len(files)], labels
-    start += len(files)
-  return FolderData(splits, class_names)
+  return listings, class_names
 
 
 def _split_roots(folder: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -180,36 +189,71 @@ def _is_image(name: str) -> bool:
 
 
 def decode(files: list[str], image_size: int = 0, *, workers: int | None = None,
-           executor: str = "threads", description: str = "decoding") -> list[np.ndarray]:
-  """Decodes `files` in parallel, in order.
+           executor: str = "auto", description: str = "decoding") -> np.ndarray:
+  """Decodes `files` into one array, in order.
+
+  Images of a minority mode or size are converted to the majority's (see
+  the module docstring).
+
+  Args:
+    files: image paths.
+    image_size: S > 0 crops and resizes every image to S x S.
+    workers: threads or processes; None: the usable CPU cores.
+    executor: "serial" (the calling thread), "threads" (Pillow decodes
+      without the GIL, Python's per-file work holds it), "processes"
+      (spawned: each imports the package, and images travel back pickled),
+      or "auto": threads when the first file holds at least
+      THREADS_FROM_VALUES values (pixels x channels), serial below.
 
   Returns:
-    One `(H, W, C)` uint8 array per file, C = 1 (grey) or 3 (colour); all
-    `(image_size, image_size, C)` when image_size > 0.
+    `(N, H, W, C)` uint8, C = 1 (grey) or 3 (colour); H = W = image_size
+    when image_size > 0.
 
   Raises:
     UsageError: naming the first file that Pillow cannot decode.
   """
-  workers = workers or len(os.sched_getaffinity(0))
+  if executor == "auto":
+    executor = "threads" if _values(files[0]) >= THREADS_FROM_VALUES else "serial"
   chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
-  pool = _pool(executor, workers)
   bar = tqdm.tqdm(total=len(files), desc=description, unit=" images", leave=False,
                   disable=None if len(files) >= PROGRESS_FROM else True)
-  arrays = []
-  with pool, bar:
-    for chunk in pool.map(_decode_chunk, chunks, [image_size] * len(chunks)):
-      arrays += chunk
+  # Filled as chunks arrive, in the shape of the first image; the others
+  # wait in `odd` for the majority to be known.
+  out, odd = None, {}
+  with _pool(executor, workers) as pool, bar:
+    decoded = (pool.map if pool else map)(_decode_chunk, chunks, [image_size] * len(chunks))
+    for start, chunk in zip(range(0, len(files), CHUNK), decoded):
+      for i, array in enumerate(chunk, start):
+        if out is None:
+          out = np.empty((len(files), *array.shape), np.uint8)
+        if array.shape == out.shape[1:]:
+          out[i] = array
+        else:
+          odd[i] = array
       bar.update(len(chunk))
-  return arrays
+  return _uniform(out, odd)
 
 
-def _pool(executor: str, workers: int) -> concurrent.futures.Executor:
+def _values(path: str) -> int:
+  """Pixels x channels of the image in `path` (its header only); 0 if unreadable."""
+  try:
+    with Image.open(path) as image:
+      return image.width * image.height * len(image.getbands())
+  except Exception:  # pylint: disable=broad-except  # decode() names the file.
+    return 0
+
+
+def _pool(executor: str, workers: int | None) -> contextlib.AbstractContextManager:
+  """A context giving a concurrent.futures executor, or None for "serial"."""
+  workers = workers or len(os.sched_getaffinity(0))
+  if executor == "serial":
+    return contextlib.nullcontext()
   if executor == "threads":
     return concurrent.futures.ThreadPoolExecutor(workers)
   if executor == "processes":
     # Not fork: the parent runs JAX's threads, which a fork would copy mid-flight.
     return concurrent.futures.ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"))
-  raise ValueError(f"executor must be 'threads' or 'processes', got {executor!r}")
+  raise ValueError(f"executor must be auto, serial, threads or processes, got {executor!r}")
 
 
 def _decode_chunk(files: list[str], image_size: int) -> list[np.ndarray]:
@@ -259,16 +303,20 @@ def _grey_palette(image: Image.Image) -> bool:
   return bool((palette == palette[:, :1]).all())
 
 
-def _stack_uniform(arrays: list[np.ndarray]) -> np.ndarray:
-  """Stacks `(H, W, C)` arrays into `(N, H, W, C)`, converting those of a minority mode or size."""
-  sizes = collections.Counter(a.shape[:2] for a in arrays)
-  channels = collections.Counter(a.shape[2] for a in arrays)
+def _uniform(out: np.ndarray, odd: dict[int, np.ndarray]) -> np.ndarray:
+  """`out` with the images `odd` (index -> `(h, w, c)`) converted in, all in the majority's shape."""
+  sizes = collections.Counter({out.shape[1:3]: len(out) - len(odd)})
+  sizes.update(a.shape[:2] for a in odd.values())
+  channels = collections.Counter({out.shape[3]: len(out) - len(odd)})
+  channels.update(a.shape[2] for a in odd.values())
+  # Ties: the size met first, and colour (converting grey to colour loses nothing).
   (height, width), _ = sizes.most_common(1)[0]
-  # Colour on a tie: converting grey to colour loses nothing.
-  c = 3 if channels[3] >= channels[1] else 1
-  out = np.empty((len(arrays), height, width, c), np.uint8)
-  for i, a in enumerate(arrays):
-    out[i] = a if a.shape == (height, width, c) else _convert(a, height, width, c)
+  shape = (height, width, 3 if channels[3] >= channels[1] else 1)
+  if shape != out.shape[1:]:  # The first image was in the minority: start again.
+    odd = {i: odd.get(i, out[i]) for i in range(len(out))}
+    out = np.empty((len(out), *shape), np.uint8)
+  for i, array in odd.items():
+    out[i] = array if array.shape == shape else _convert(array, *shape)
   return out
 
 
