@@ -32,6 +32,8 @@ import numpy as np
 
 from vae_jax.errors import UsageError
 from vae_jax.sources import idx
+from vae_jax.sources import image_folder
+from vae_jax.sources import npz
 from vae_jax.sources import pixels
 
 DATASETS = ("mnist", "fashion_mnist", "mnist_sample")  # Names that need no data_dir.
@@ -125,6 +127,10 @@ def load(config) -> Dataset:
 def read_path(path, name: str, *, image_size: int = 0, test_fraction: float = 0.1) -> Dataset:
   """Reads what `path` holds: IDX files, a `.npz` file (or a folder with one), or images.
 
+  Checked in that order: a folder holding any of the four IDX file names is
+  read as IDX (and must hold all four), else one holding a `.npz` as that
+  file, else one holding PNG/JPEG files as an image folder.
+
   Raises:
     UsageError: a missing path, an empty folder, unknown content (saying what
       is expected), or a malformed file.
@@ -139,10 +145,8 @@ def read_path(path, name: str, *, image_size: int = 0, test_fraction: float = 0.
     raise UsageError(f"data_dir {str(path)!r} is not a folder or a .npz file")
   if idx.holds_idx(path):
     return _resized(load_idx_dir(path, name=name), image_size)
-  from vae_jax.sources import npz  # pylint: disable=g-import-not-at-top
   if npz_file := npz.find(path):
     return _from_npz(npz_file, name, image_size)
-  from vae_jax.sources import image_folder  # pylint: disable=g-import-not-at-top  # Pillow, threads.
   if image_folder.holds_images(path):
     folder = image_folder.read(path, image_size)
     return assemble(name, str(path), folder.splits, folder.class_names, test_fraction)
@@ -162,7 +166,6 @@ def load_idx_dir(data_dir, name: str = "idx") -> Dataset:
 
 
 def _from_npz(path: pathlib.Path, name: str, image_size: int) -> Dataset:
-  from vae_jax.sources import npz  # pylint: disable=g-import-not-at-top
   return _resized(assemble(name, str(path), npz.read(path)), image_size)
 
 

@@ -19,7 +19,8 @@ of greys counts as grey, 16-bit grey is scaled to 8 bits). When the files
 differ in mode or size, all are converted to the most common mode and size
 (ties: colour, and the size met first); a different aspect ratio is
 centre-cropped before resizing. With `image_size=S > 0` every image is
-centre-cropped to a square and resized to S x S instead.
+centre-cropped to a square and resized to S x S instead. EXIF orientation
+tags are not applied (nor are they by torchvision's ImageFolder).
 """
 import collections
 import concurrent.futures
@@ -243,17 +244,30 @@ def _values(path: str) -> int:
     return 0
 
 
-def _pool(executor: str, workers: int | None) -> contextlib.AbstractContextManager:
-  """A context giving a concurrent.futures executor, or None for "serial"."""
+@contextlib.contextmanager
+def _pool(executor: str, workers: int | None):
+  """Yields a concurrent.futures executor, or None for "serial".
+
+  On an error (a bad file, Ctrl-C) the files not yet started are dropped, so
+  the error comes at once, not after the rest of the folder is decoded.
+  """
   workers = workers or len(os.sched_getaffinity(0))
   if executor == "serial":
-    return contextlib.nullcontext()
+    yield None
+    return
   if executor == "threads":
-    return concurrent.futures.ThreadPoolExecutor(workers)
-  if executor == "processes":
+    pool = concurrent.futures.ThreadPoolExecutor(workers)
+  elif executor == "processes":
     # Not fork: the parent runs JAX's threads, which a fork would copy mid-flight.
-    return concurrent.futures.ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"))
-  raise ValueError(f"executor must be auto, serial, threads or processes, got {executor!r}")
+    pool = concurrent.futures.ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"))
+  else:
+    raise ValueError(f"executor must be auto, serial, threads or processes, got {executor!r}")
+  try:
+    yield pool
+  except BaseException:
+    pool.shutdown(cancel_futures=True)
+    raise
+  pool.shutdown()
 
 
 def _decode_chunk(files: list[str], image_size: int) -> list[np.ndarray]:
@@ -277,7 +291,7 @@ def decode_one(path: str, image_size: int = 0) -> np.ndarray:
       array = np.asarray(image)
   except Exception as e:  # pylint: disable=broad-except
     # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
-    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    reason = str(e).splitlines()[0].replace(f" {path!r}", "") if str(e) else type(e).__name__
     raise UsageError(f"cannot decode image {path} ({reason})") from None
   return array.reshape(array.shape[0], array.shape[1], -1)
 
