@@ -63,7 +63,8 @@ def export(data_dir: str, out: pathlib.Path) -> None:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True, help="the PNG folder (made if missing)")
-  parser.add_argument("--data_dir", default=None, help="IDX folder to export (default: mnist_sample)")
+  parser.add_argument("--data_dir", default=None,
+                      help="IDX folder to export (default: mnist_sample)")
   parser.add_argument("--runs", type=int, default=3)
   parser.add_argument("--image_size", type=int, default=0, help="as config.image_size")
   parser.add_argument("--child", nargs=3, metavar=("WHAT", "EXECUTOR", "WORKERS"),
@@ -88,7 +89,9 @@ def main() -> None:
       report = json.loads(result.stdout.strip().splitlines()[-1])
       times[setting].append(report["seconds"])
   for (what, executor, workers), runs in times.items():
-    label = what if what == "data.load" else f"decode, {executor}" + (f" x {workers}" if executor != "serial" else "")
+    label = "data.load" if what == "data.load" else f"decode, {executor}"
+    if executor in ("threads", "processes"):
+      label += f" x {workers}"
     print(f"{label:24s} {report['images']:,} images: median {statistics.median(runs):.2f} s "
           f"(runs: {', '.join(f'{t:.2f}' for t in runs)})")
 

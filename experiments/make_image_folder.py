@@ -1,6 +1,6 @@
 """Exports an IDX dataset to a folder of PNG files, one folder per class.
 
-    python experiments/make_image_folder.py --out=/tmp/sample_png            # the shipped mnist_sample
+    python experiments/make_image_folder.py --out=/tmp/sample_png            # mnist_sample
     python experiments/make_image_folder.py --out=/tmp/sample_rgb --colour   # each digit tinted
     python experiments/make_image_folder.py --out=/tmp/fashion_png \\
         --data_dir=/usr/share/datasets/fashion-mnist
@@ -61,7 +61,8 @@ def main() -> None:
     part = getattr(dataset, split)
     images = tint(part.images, seed) if args.colour else part.images
     export_split(images, part.labels, out / split)
-    print(f"{split}: {len(images):,} images {'x'.join(map(str, images.shape[1:]))} -> {out / split}")
+    shape = "x".join(map(str, images.shape[1:]))
+    print(f"{split}: {len(images):,} images {shape} -> {out / split}")
   print(f"{time.perf_counter() - start:.1f} s")
 
 

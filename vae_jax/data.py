@@ -243,7 +243,8 @@ def split_off_test(split: Split, fraction: float, where: str = "data") -> tuple[
   num_test = round(n * fraction)
   if not 0 < num_test < n:
     raise UsageError(f"{where}: {n} images and test_fraction={fraction} leave an empty "
-                     f"{'test' if num_test == 0 else 'training'} split; add images or a test/ folder")
+                     f"{'test' if num_test == 0 else 'training'} split; add images or a "
+                     "test/ folder")
   is_test = np.zeros(n, bool)
   is_test[np.random.default_rng(SPLIT_SEED).permutation(n)[:num_test]] = True
   return (Split(split.images[~is_test], split.labels[~is_test]),
@@ -298,7 +299,7 @@ def check_fits(dataset: Dataset, devices: Sequence[jax.Device] | None = None) ->
 
 
 def _host_available_bytes() -> int | None:
-  """Available host RAM: MemAvailable (counts reclaimable caches), else free pages; None if unknown."""
+  """Available host RAM: MemAvailable (counts reclaimable caches), else free pages, else None."""
   try:
     with open("/proc/meminfo") as f:
       for line in f:

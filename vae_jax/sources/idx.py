@@ -50,7 +50,8 @@ def read_split(folder, split: str) -> tuple[np.ndarray, np.ndarray]:
     raise UsageError(f"{folder}: {images_name} has {len(images)} images but "
                      f"{labels_name} has {len(labels)} labels")
   if not np.issubdtype(labels.dtype, np.integer):
-    raise UsageError(f"{folder}: {labels_name} holds {labels.dtype} values; labels must be integers")
+    raise UsageError(f"{folder}: {labels_name} holds {labels.dtype} values; labels must be "
+                     "integers")
   images = pixels.to_uint8(images, str(images_path))
   return (images if images.ndim == 4 else images[..., None]), labels.astype(np.int32)
 

@@ -318,7 +318,7 @@ def _grey_palette(image: Image.Image) -> bool:
 
 
 def _uniform(out: np.ndarray, odd: dict[int, np.ndarray]) -> np.ndarray:
-  """`out` with the images `odd` (index -> `(h, w, c)`) converted in, all in the majority's shape."""
+  """`out` with the images in `odd` (index -> `(h, w, c)`) converted in, to the majority shape."""
   sizes = collections.Counter({out.shape[1:3]: len(out) - len(odd)})
   sizes.update(a.shape[:2] for a in odd.values())
   channels = collections.Counter({out.shape[3]: len(out) - len(odd)})

@@ -44,8 +44,9 @@ def read(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   arrays, keys = _load(path)
   missing = [key for key in IMAGE_KEYS.values() if key not in arrays]
   if missing:
-    raise UsageError(f"{path}: lacks {', '.join(missing)} (it holds {', '.join(keys) or 'nothing'}; "
-                     "expected x_train, x_test and optionally y_train, y_test)")
+    raise UsageError(f"{path}: lacks {', '.join(missing)} (it holds "
+                     f"{', '.join(keys) or 'nothing'}; expected x_train, x_test and optionally "
+                     "y_train, y_test)")
   return {split: _split(path, arrays, split) for split in IMAGE_KEYS}
 
 

@@ -58,6 +58,7 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
   out = np.empty((len(images), size, size, images.shape[3]), np.uint8)
   for i, image in enumerate(images):
     # Pillow wants (H, W) for one channel.
-    resized = fit(Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image), (size, size))
+    pil_image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    resized = fit(pil_image, (size, size))
     out[i] = np.asarray(resized).reshape(size, size, -1)
   return out

@@ -95,7 +95,8 @@ def _split_names(builder) -> dict[str, str]:
   if not available:
     return {"train": "train", "test": "test"}
   if "train" not in available:
-    raise UsageError(f"tfds:{builder.name} has no train split (it has {', '.join(sorted(available))})")
+    raise UsageError(f"tfds:{builder.name} has no train split (it has "
+                     f"{', '.join(sorted(available))})")
   for test in ("test", "validation"):
     if test in available:
       return {"train": "train", "test": test}
