@@ -32,9 +32,10 @@ def trained_workdir(tmp_path_factory):
   return workdir
 
 
-def run_module(module: str, *args: str, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+def run_module(module: str, *args: str, timeout: float = 300, env_extra: dict | None = None,
+               **popen) -> subprocess.CompletedProcess:
   """Runs `python -m module args...` from the repository root; returns the result."""
-  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout, **popen)
 

@@ -71,6 +71,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for field in ("num_epochs", "eval_iwae_every", "beta", "kl_warmup_steps", "free_bits"):
     if config[field] < 0:
       raise UsageError(f"{field} must be >= 0, got {config[field]}")
+  data.check_config(config)
   model_lib.Architecture.from_config(config).check()  # Again with the data's image shape later.
   optim.check(config)
   sweep.model_settings(config)
@@ -203,6 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   """
   check_config(config)
   dataset = data.load(config)
+  data.check_fits(dataset)
   config = resolve_config(config, dataset, model)
   module = _module(config, dataset, model)
   workdir = pathlib.Path(workdir)
