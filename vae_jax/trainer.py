@@ -464,8 +464,13 @@ def _evaluate_epoch(run: _Run, state, progress: Progress, evaluation_data: _Eval
     if iwae is not None:
       record.update(test_iwae_nll=iwae[i][0], test_iwae_nll_stderr=iwae[i][1],
                     iwae_k=config.eval_iwae_k, iwae_seconds=iwae_seconds)
-    records.append(record)
+    records.append({k: _finite_or_none(v) for k, v in record.items()})
   return records
+
+
+def _finite_or_none(value):
+  """NaN and infinities (a diverged model's losses) as None: JSON has no NaN."""
+  return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def _kl_weight(settings: dict, step: int):
