@@ -405,7 +405,7 @@ def _advance(run: _Run, progress: Progress, metrics: dict, alive_before: np.ndar
     if run.num_models > 1 and alive_after.any():
       _warn(run, f"warning: model {i} ({_settings_text(run.settings[i])}): non-finite loss in "
             f"epoch {progress.epoch + 1} (step {bad + 1} of {run.steps_per_epoch}); it is frozen "
-            "at its last finite parameters, the other models go on")
+            "at its parameters from before that chunk of steps, the other models go on")
   if not alive_after.any():
     kept = (f"last good checkpoint kept (step {run.good_step})" if run.good_step is not None
             else "no checkpoint had been saved yet")
