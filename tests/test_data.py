@@ -1,8 +1,11 @@
-"""Input: the IDX reader on real files, its errors, and the tfds path."""
+"""Input: the IDX reader on real files, what data_dir recognises, errors, memory, pixel scaling."""
 import gzip
 import pathlib
 import shutil
+import struct
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -23,6 +26,7 @@ def test_mnist_sample_is_real_mnist_with_a_fixed_split():
   ds = data.load(_config(dataset="mnist_sample"))
   assert ds.train.images.shape == (8004, 28, 28, 1) and ds.test.images.shape == (1996, 28, 28, 1)
   assert ds.train.images.dtype == np.uint8 and ds.image_shape == (28, 28, 1)
+  assert ds.train.labels.dtype == np.int32 and ds.class_names is None
   assert np.bincount(ds.train.labels).tolist() == [801, 902, 793, 826, 784, 691, 812, 856, 756, 783]
   assert np.bincount(ds.test.labels).tolist() == [200, 225, 198, 206, 196, 172, 202, 214, 188, 195]
   # Real digits: dark background, bright strokes, about a fifth of the pixels inked.
@@ -53,6 +57,18 @@ def test_reads_uncompressed_idx_files(tmp_path):
   np.testing.assert_array_equal(ds.train.labels, ref.train.labels)
 
 
+def test_with_data_dir_any_name_labels_the_results(sample_copy):
+  ds = data.load(_config(dataset="my digits", data_dir=str(sample_copy)))
+  assert ds.name == "my digits" and ds.train.images.shape == (8004, 28, 28, 1)
+
+
+def test_image_size_resizes_idx_images():
+  ds = data.load(_config(dataset="mnist_sample", image_size=14))
+  assert ds.train.images.shape == (8004, 14, 14, 1) and ds.test.images.shape == (1996, 14, 14, 1)
+  # Downscaling keeps the strokes where they were: the centre is inked, the border not.
+  assert ds.train.images[:, 5:9, 5:9].mean() > 4 * ds.train.images[:, 0, :].mean()
+
+
 @pytest.fixture
 def sample_copy(tmp_path):
   """A writable copy of the mnist_sample IDX folder."""
@@ -62,7 +78,16 @@ def sample_copy(tmp_path):
 
 
 def _rewrite(path: pathlib.Path, edit) -> None:
-  path.write_bytes(gzip.compress(edit(gzip.decompress(path.read_bytes()))))
+  path.write_bytes(gzip.compress(edit(gzip.decompress(path.read_bytes())), compresslevel=1))
+
+
+def _idx_bytes(array: np.ndarray, type_code: int) -> bytes:
+  header = struct.pack(">HBB", 0, type_code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+  return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def _write_idx(path: pathlib.Path, array: np.ndarray, type_code: int = 0x08) -> None:
+  path.write_bytes(gzip.compress(_idx_bytes(array, type_code), compresslevel=1))
 
 
 @pytest.mark.parametrize("breakage, message", [
@@ -74,43 +99,112 @@ def _rewrite(path: pathlib.Path, edit) -> None:
     (lambda d: (d / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all"),
      "cannot read"),
     (lambda d: shutil.copy(d / "t10k-labels-idx1-ubyte.gz", d / "t10k-images-idx3-ubyte.gz"),
-     "expected rank 3"),
+     "expected rank 3 or 4"),
     (lambda d: shutil.copy(d / "train-labels-idx1-ubyte.gz", d / "t10k-labels-idx1-ubyte.gz"),
      "1996 images but t10k-labels-idx1-ubyte has 8004 labels"),
+    (lambda d: (_write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8)),
+                _write_idx(d / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8))),
+     "the test split holds no images"),
+    (lambda d: (_write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((1996, 32, 32), np.uint8))),
+     "train images are 28x28x1 but test images are 32x32x1"),
+    (lambda d: _write_idx(d / "t10k-images-idx3-ubyte.gz",
+                          np.full((1996, 28, 28), 1.5, np.float32), 0x0D),
+     r"float pixels must lie in \[0, 1\], found \[1.5, 1.5\]"),
+    (lambda d: _write_idx(d / "t10k-images-idx3-ubyte.gz",
+                          np.full((1996, 28, 28), np.nan, np.float32), 0x0D), "found no finite values"),
+    (lambda d: _write_idx(d / "t10k-images-idx3-ubyte.gz",
+                          np.full((1996, 28, 28), 300, np.int16), 0x0B),
+     r"integer pixels must lie in \[0, 255\]"),
 ])
 def test_broken_idx_folders_raise_usage_errors(sample_copy, breakage, message):
   breakage(sample_copy)
-  with pytest.raises(UsageError, match=message):
+  with pytest.raises(UsageError, match=message) as error:
     data.load(_config(dataset="mnist", data_dir=str(sample_copy)))
+  assert "\n" not in str(error.value)
+
+
+def test_float_idx_pixels_in_unit_interval_are_scaled_to_bytes(sample_copy):
+  """Pixels k / 255 stored as float32 (type 0x0D) give back the bytes k."""
+  ref = data.load_idx_dir(data.SAMPLE_DIR)
+  _write_idx(sample_copy / "t10k-images-idx3-ubyte.gz",
+             ref.test.images[..., 0].astype(np.float32) / 255, 0x0D)
+  ds = data.load_idx_dir(sample_copy)
+  assert ds.test.images.dtype == np.uint8
+  np.testing.assert_array_equal(ds.test.images, ref.test.images)
 
 
 def test_missing_data_dir_and_unknown_dataset():
-  with pytest.raises(UsageError, match="is not a folder"):
+  with pytest.raises(UsageError, match="is not a folder or a .npz file"):
     data.load(_config(data_dir="/nonexistent/folder"))
-  with pytest.raises(UsageError, match="unknown dataset 'cifar'"):
+  with pytest.raises(UsageError, match="unknown dataset 'cifar'.*tfds:NAME"):
     data.load(_config(dataset="cifar"))
+  with pytest.raises(UsageError, match="test_fraction must lie in"):
+    data.load(_config(dataset="mnist_sample", test_fraction=1.0))
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
-def test_tfds_path_with_mock_data(name):
-  tfds = pytest.importorskip("tensorflow_datasets")
-  pytest.importorskip("tensorflow")
-  with tfds.testing.mock_data(num_examples=24):
-    ds = data.load(_config(dataset=name))
-  assert ds.name == name
-  assert ds.train.images.shape == (24, 28, 28, 1) and ds.train.images.dtype == np.uint8
-  assert ds.test.images.shape == (24, 28, 28, 1) and ds.test.labels.shape == (24,)
-  assert ds.train.labels.max() < 10
+@pytest.mark.parametrize("make, message", [
+    (lambda d: None, "is empty; expected the four IDX files"),
+    (lambda d: (d / "notes.txt").write_text("hello"),
+     "holds none of the inputs it can read; expected the four IDX files .*PNG/JPEG"),
+    (lambda d: (d / "data.csv").write_text("1,2"), "is a file but not a .npz"),
+])
+def test_unknown_content_says_what_is_expected(tmp_path, make, message):
+  make(tmp_path)
+  target = tmp_path / "data.csv" if (tmp_path / "data.csv").exists() else tmp_path
+  with pytest.raises(UsageError, match=message):
+    data.load(_config(dataset="x", data_dir=str(target)))
 
 
-def test_tfds_offline_download_names_the_offline_options(tmp_path, monkeypatch):
-  """A real download attempt with no network (tfds retries cut to zero to be quick)."""
-  pytest.importorskip("tensorflow_datasets")
-  from tensorflow_datasets.core.download import downloader  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(downloader, "MAX_RETRIES", 0)
-  with pytest.raises(UsageError) as error:
-    data.load(_config(dataset="mnist", tfds_data_dir=str(tmp_path)))
-  message = str(error.value)
-  assert "could not load mnist" in message
-  assert "dataset=mnist_sample" in message and "data_dir" in message
-  assert "\n" not in message
+# ----------------------------------------------------------------------------
+# check_fits.
+
+
+class _FakeGpu:
+  """A device with GPU-like memory_stats()."""
+
+  process_index = 0
+
+  def __init__(self, limit, in_use=0):
+    self._stats = {"bytes_limit": limit, "bytes_in_use": in_use}
+
+  def memory_stats(self):
+    return self._stats
+
+  def __str__(self):
+    return "cuda:0"
+
+
+def test_check_fits_compares_with_device_memory():
+  ds = data.load(_config(dataset="mnist_sample"))  # 7,840,000 bytes.
+  data.check_fits(ds)  # The CPU, against host RAM.
+  data.check_fits(ds, [_FakeGpu(8_000_000)])
+  with pytest.raises(UsageError, match=r"7.5 MiB uint8: train 6.0 MiB \+ test 1.5 MiB\) do not "
+                                       r"fit on cuda:0: 7.5 MiB needed, 6.7 MiB free"):
+    data.check_fits(ds, [_FakeGpu(8_000_000, in_use=1_000_000)])
+  # Sharded over two devices, each needs half.
+  data.check_fits(ds, [_FakeGpu(4_000_000), _FakeGpu(4_000_000)])
+
+
+def test_check_fits_on_cpu_compares_with_available_host_memory(monkeypatch):
+  ds = data.load(_config(dataset="mnist_sample"))
+  monkeypatch.setattr(data, "_host_available_bytes", lambda: 5 * 2**20)
+  with pytest.raises(UsageError, match="do not fit in host memory: 7.5 MiB needed, 5.0 MiB available"):
+    data.check_fits(ds, jax.devices("cpu"))
+
+
+def test_host_available_bytes_reads_real_memory():
+  assert 2**26 < data._host_available_bytes() < 2**50  # pylint: disable=protected-access
+
+
+# ----------------------------------------------------------------------------
+# Pixels.
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_to_unit_interval_maps_bytes_exactly(jit):
+  scale = jax.jit(data.to_unit_interval) if jit else data.to_unit_interval
+  x = scale(jnp.array([0, 128, 255], jnp.uint8))
+  assert x.dtype == jnp.float32
+  assert float(x[0]) == 0.0 and float(x[2]) == 1.0
+  assert float(x[1]) == float(np.float32(128) / np.float32(255))
+  assert abs(float(x[1]) - 128 / 255) < 1e-7

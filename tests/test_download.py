@@ -93,7 +93,7 @@ def test_downloads_into_the_cache_then_uses_it(server, tmp_path):
   assert folder == tmp_path / "mnist"
   assert_cached(folder)
   assert server.hits("a") == 4
-  assert data.load_idx_dir(folder).train.images.shape == (8004, 28, 28)
+  assert data.load_idx_dir(folder).train.images.shape == (8004, 28, 28, 1)
   assert download.fetch("mnist", tmp_path, sources=src) == folder
   assert server.hits("a") == 4
 

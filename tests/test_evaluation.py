@@ -61,7 +61,8 @@ class LinearGaussian:
               + OBS_SCALE * rng.normal(size=(num_x, D)))
     shape = (1, 1, D)  # x as a 1 x 1 image of D channels.
     self.model = model_lib.VAE(model_lib.MLPEncoder(2 * D, L), model_lib.MLPDecoder(0, shape),
-                               shape, L, likelihoods.Gaussian(OBS_SCALE))
+                               latents=L, image_shape=shape,
+                               likelihood=likelihoods.Gaussian(OBS_SCALE))
 
   def params(self) -> dict:
     """float64 parameters (call under jax.enable_x64). The encoder's ReLU layer

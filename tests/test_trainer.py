@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import latest_params
+from conftest import latest_params, stop_after_chunks
 from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import epoch
@@ -73,28 +73,12 @@ def test_resume_after_k_epochs_equals_the_uninterrupted_run(tiny_config, tmp_pat
   assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
 
 
-def _stop_after_chunks(patch, chunks: int) -> None:
-  """Makes the run's stop flag set itself after `chunks` training chunks: a deterministic Ctrl-C."""
-  flag = trainer._StopFlag()
-  run_chunk = epoch.Runner.run_chunk
-
-  def counted(self, *args):
-    nonlocal chunks
-    chunks -= 1
-    if chunks == 0:
-      flag.signum = 2
-    return run_chunk(self, *args)
-
-  patch.setattr(trainer, "_StopFlag", lambda: flag)
-  patch.setattr(epoch.Runner, "run_chunk", counted)
-
-
 def test_stop_inside_an_epoch_saves_and_resumes_exactly(tiny_config, tmp_path, monkeypatch):
   trainer.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
   steps_per_epoch = 8004 // tiny_config.batch_size
   chunk = epoch.chunk_size(steps_per_epoch, tiny_config.chunks_per_epoch)
   with monkeypatch.context() as patch:  # Epoch 1 and two chunks of epoch 2.
-    _stop_after_chunks(patch, steps_per_epoch // chunk + 2)
+    stop_after_chunks(patch, steps_per_epoch // chunk + 2)
     result = trainer.train_and_evaluate(tiny_config, tmp_path / "stopped", verbose=False)
   assert result.interrupted_by == 2 and result.epochs_done == 1
   ckpt = checkpoints.Checkpointer(tmp_path / "stopped")

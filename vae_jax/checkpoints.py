@@ -326,6 +326,8 @@ def load(workdir, step: int | None = None, *, model: int = 0,
     raise UsageError(f"no trained model in {workdir}: it needs config.json and a checkpoint "
                      "(train one with python -m vae_jax.train --workdir=...)")
   module = module or _module_from_config(config, workdir)
+  if module.image_shape is None:
+    module = module.clone(image_shape=tuple(config.image_shape))
   num_models = config.get("num_models", 1)
   if not 0 <= model < num_models:
     raise UsageError(f"model {model} out of range: {workdir} holds {num_models} model(s) "

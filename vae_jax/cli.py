@@ -80,6 +80,7 @@ def define_config_flag(name: str = "config"):
   ml_collections applies the overrides found in sys.argv while defining the
   flag, so an unknown field fails here: it becomes a one-line error.
   """
+  _refuse_unknown_sweeps(name)
   holder = config_flags.DEFINE_config_file(
       name, None, f"A config by name ({', '.join(configs.names())}) or the path of a config "
       "file; fields can be overridden as --config.FIELD=VALUE.")
@@ -94,6 +95,18 @@ def define_config_flag(name: str = "config"):
   except (AttributeError, KeyError) as e:
     fail(f"unknown config field: {_first_line(e)}")
   return holder
+
+
+def _refuse_unknown_sweeps(name: str) -> None:
+  """Fails on `--config.sweep.FIELD=...` for a field that cannot be swept, saying why
+  (locked configs would only say the field is unknown)."""
+  from vae_jax import sweep  # pylint: disable=g-import-not-at-top
+  prefix = f"--{name}.sweep."
+  for arg in sys.argv[1:]:
+    if arg.startswith(prefix):
+      field = arg[len(prefix):].split("=", 1)[0]
+      if field not in sweep.SWEEPABLE:
+        fail(sweep.refusal(field))
 
 
 class _ConfigLoadError(Exception):
@@ -126,17 +139,21 @@ def errors_to_exit():
     fail(str(e), status=1)
 
 
-def define_trained_model_flags(out_help: str = "Output folder; default WORKDIR/images."):
-  """`--workdir` (required), `--step` and `--out`: the flags of the tools that read a trained model.
+def define_trained_model_flags(out_help: str = "Output folder; default WORKDIR/images.",
+                               model_help: str = "Which of the run's models (0-based).",
+                               model_default: int | None = 0):
+  """`--workdir` (required), `--step`, `--out` and `--model`: the flags of the tools that
+  read a trained model.
 
   Returns:
-    The three flag holders.
+    The four flag holders.
   """
   workdir = flags.DEFINE_string("workdir", None, "A folder written by `vae-jax train`.",
                                 required=True)
   step = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.", lower_bound=0)
   out = flags.DEFINE_string("out", None, out_help)
-  return workdir, step, out
+  model = flags.DEFINE_integer("model", model_default, model_help, lower_bound=0)
+  return workdir, step, out, model
 
 
 def run(main) -> None:

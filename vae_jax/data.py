@@ -1,41 +1,58 @@
-"""Input: MNIST-like datasets as uint8 numpy arrays, from IDX files or tfds.
+"""Input: image datasets as uint8 numpy arrays `(N, H, W, C)`, from files or tfds.
 
-Three sources, chosen by the config:
+`load(config)` picks the source from the config:
+  * `data_dir=PATH`: what PATH holds decides (`read_path`): the four IDX
+    files, one `.npz` file (PATH may be the file), or a folder of PNG/JPEG
+    images (`vae_jax.sources.image_folder` has the layouts). `dataset` is then
+    only the name results are labelled with, any string;
   * `dataset=mnist_sample`: 10,000 real MNIST digits shipped with the package;
-  * `data_dir=DIR`: the four standard IDX files in DIR (gzipped or not), read
-    with numpy alone: no network, no TensorFlow;
-  * otherwise `dataset=mnist|fashion_mnist` through tensorflow-datasets,
-    imported only then.
+  * `dataset=mnist|fashion_mnist`: MNIST or Fashion-MNIST, downloaded once into
+    a cache by `vae_jax.download` (no TensorFlow);
+  * `dataset=tfds:NAME`: any tensorflow-datasets image dataset.
+Only tfds imports TensorFlow. Every malformed input raises `UsageError` with
+one line, before anything is trained.
+
+Inputs without a test split (an image folder without `test/`, a tfds dataset
+with neither `test` nor `validation`) get one: a fraction `test_fraction` of
+the images, drawn by a permutation with the fixed seed `SPLIT_SEED` (not
+`config.seed`, so that runs with different seeds share their test set); both
+parts keep the source's order. `image_size=S > 0` centre-crops every image to
+a square and resizes it to S x S, whatever the source.
+
 Images stay uint8 on the host and on the device; `to_unit_interval` scales
 them to [0, 1] inside the jitted step.
 """
 import dataclasses
-import gzip
+import os
 import pathlib
-import struct
-import zlib
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import download
 from vae_jax.errors import UsageError
+from vae_jax.sources import idx
+from vae_jax.sources import image_folder
+from vae_jax.sources import npz
+from vae_jax.sources import pixels
 
-DATASETS = ("mnist", "fashion_mnist", "mnist_sample")
+DATASETS = ("mnist", "fashion_mnist", "mnist_sample")  # Names that need no data_dir.
+TFDS_PREFIX = "tfds:"
 SAMPLE_DIR = pathlib.Path(__file__).parent / "datasets" / "mnist_sample"
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-# IDX type codes (http://yann.lecun.com/exdb/mnist/), all big-endian.
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_OFFLINE_HINT = ("offline, use --config.dataset=mnist_sample (shipped) or "
-                 "--config.data_dir=DIR holding the four IDX files")
+SPLIT_SEED = 0
+read_idx = idx.read_idx  # The IDX parser, for other tools.
+_TFDS_HINT = ("offline, prepare it where there is network and pass --config.tfds_data_dir, "
+              "or use --config.data_dir with IDX, .npz or image files")
+_EXPECTED = ("the four IDX files (train-images-idx3-ubyte[.gz], ...), one .npz file "
+             "(x_train, x_test, ...), or PNG/JPEG images (directly, in class folders, "
+             "or under train/ and test/)")
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """One split: `images` (N, H, W, C) uint8 (C = 1 for grey) and `labels` (N,) int32."""
+  """One split: `images` `(N, H, W, C)` uint8 and `labels` `(N,)` int32, -1 where unknown."""
 
   images: np.ndarray
   labels: np.ndarray
@@ -43,32 +60,101 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
+  """Train and test splits of images of one shape.
+
+  Attributes:
+    name: what results are labelled with (`config.dataset`).
+    train: the training split.
+    test: the test split.
+    class_names: label i's name, when the source names classes (image
+      folders' class folders, tfds ClassLabels); None otherwise.
+  """
+
   name: str
   train: Split
   test: Split
+  class_names: tuple[str, ...] | None = None
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
-    """(H, W, C) of one image."""
+    """(H, W, C), C = 1 for grey and 3 for colour."""
     return tuple(self.train.images.shape[1:])
 
 
+def check_config(config) -> None:
+  """Raises UsageError naming the first invalid data field of `config` (reads no data)."""
+  name = config.dataset
+  if not name:
+    raise UsageError("dataset is empty; name the data (any name with data_dir)")
+  if not config.data_dir and name not in DATASETS and not name.startswith(TFDS_PREFIX):
+    raise UsageError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, "
+                     f"{TFDS_PREFIX}NAME (tensorflow-datasets), or set data_dir")
+  if name == TFDS_PREFIX:
+    raise UsageError(f"dataset={name!r} lacks the tfds name, e.g. {TFDS_PREFIX}cifar10")
+  if not 0 < config.get("test_fraction", 0.1) < 1:
+    raise UsageError(f"test_fraction must lie in (0, 1), got {config.test_fraction}")
+  if config.get("image_size", 0) < 0:
+    raise UsageError(f"image_size must be >= 0 (0 keeps the size), got {config.image_size}")
+
+
 def load(config) -> Dataset:
-  """Loads the dataset a config names (fields `dataset`, `data_dir`, `tfds_data_dir`).
+  """Loads the dataset a config names.
+
+  Fields read: `dataset`, `data_dir`, `cache_dir`, `tfds_data_dir`,
+  `test_fraction`, `image_size` (defaults when absent, as in configs saved
+  before they existed).
+
+  Returns:
+    The dataset, images `(N, H, W, C)` uint8.
 
   Raises:
-    UsageError: unknown dataset, unreadable or malformed IDX files, or tfds
-      unable to provide the data.
+    UsageError: an invalid field, or data that cannot be read (one line).
   """
-  if config.dataset not in DATASETS:
-    raise UsageError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(DATASETS)}")
-  if config.dataset == "mnist_sample":
-    if config.data_dir:
-      raise UsageError("dataset=mnist_sample is shipped with the package; leave data_dir empty")
-    return load_idx_dir(SAMPLE_DIR, name="mnist_sample")
+  check_config(config)
+  image_size = config.get("image_size", 0)
+  test_fraction = config.get("test_fraction", 0.1)
   if config.data_dir:
-    return load_idx_dir(config.data_dir, name=config.dataset)
-  return load_tfds(config.dataset, config.tfds_data_dir or None)
+    return read_path(config.data_dir, config.dataset, image_size=image_size,
+                     test_fraction=test_fraction)
+  if config.dataset == "mnist_sample":
+    return _resized(load_idx_dir(SAMPLE_DIR, name="mnist_sample"), image_size)
+  if config.dataset in download.DATASETS:
+    folder = download.fetch(config.dataset, config.get("cache_dir") or None)
+    return _resized(load_idx_dir(folder, name=config.dataset), image_size)
+  return load_tfds(config.dataset.removeprefix(TFDS_PREFIX), config.tfds_data_dir or None,
+                   name=config.dataset, image_size=image_size, test_fraction=test_fraction)
+
+
+def read_path(path, name: str, *, image_size: int = 0, test_fraction: float = 0.1) -> Dataset:
+  """Reads what `path` holds: IDX files, a `.npz` file (or a folder with one), or images.
+
+  Checked in that order: a folder holding any of the four IDX file names is
+  read as IDX (and must hold all four), else one holding a `.npz` as that
+  file, else one holding PNG/JPEG files as an image folder.
+
+  Raises:
+    UsageError: a missing path, an empty folder, unknown content (saying what
+      is expected), or a malformed file.
+  """
+  path = pathlib.Path(path)
+  if path.is_file():
+    if path.suffix != ".npz":
+      raise UsageError(f"data_dir {str(path)!r} is a file but not a .npz; expected a folder "
+                       "or a .npz file")
+    return _from_npz(path, name, image_size)
+  if not path.is_dir():
+    raise UsageError(f"data_dir {str(path)!r} is not a folder or a .npz file")
+  if idx.holds_idx(path):
+    return _resized(load_idx_dir(path, name=name), image_size)
+  if npz_file := npz.find(path):
+    return _from_npz(npz_file, name, image_size)
+  if image_folder.holds_images(path):
+    folder = image_folder.read(path, image_size)
+    return assemble(name, str(path), folder.splits, folder.class_names, test_fraction)
+  if not any(path.iterdir()):
+    raise UsageError(f"data_dir {str(path)!r} is empty; expected {_EXPECTED}")
+  raise UsageError(f"data_dir {str(path)!r} holds none of the inputs it can read; expected "
+                   f"{_EXPECTED}")
 
 
 def load_idx_dir(data_dir, name: str = "idx") -> Dataset:
@@ -76,87 +162,170 @@ def load_idx_dir(data_dir, name: str = "idx") -> Dataset:
   data_dir = pathlib.Path(data_dir)
   if not data_dir.is_dir():
     raise UsageError(f"data_dir {str(data_dir)!r} is not a folder")
-  splits = {}
-  for split, (images_name, labels_name) in IDX_FILES.items():
-    images = read_idx(_find_idx(data_dir, images_name), ndim=3)
-    labels = read_idx(_find_idx(data_dir, labels_name), ndim=1)
-    if len(images) != len(labels):
-      raise UsageError(f"{data_dir}: {images_name} has {len(images)} images but "
-                       f"{labels_name} has {len(labels)} labels")
-    splits[split] = Split(images.astype(np.uint8)[..., None], labels.astype(np.int32))
-  if splits["train"].images.shape[1:] != splits["test"].images.shape[1:]:
-    raise UsageError(f"{data_dir}: train and test images differ in shape")
-  return Dataset(name, splits["train"], splits["test"])
+  splits = {split: idx.read_split(data_dir, split) for split in idx.FILES}
+  return assemble(name, str(data_dir), splits)
 
 
-def _find_idx(data_dir: pathlib.Path, stem: str) -> pathlib.Path:
-  for path in (data_dir / f"{stem}.gz", data_dir / stem):
-    if path.is_file():
-      return path
-  wanted = ", ".join(f"{a}.gz, {b}.gz" for a, b in IDX_FILES.values())
-  raise UsageError(f"data_dir {str(data_dir)!r} lacks {stem}.gz (it needs {wanted})")
+def _from_npz(path: pathlib.Path, name: str, image_size: int) -> Dataset:
+  return _resized(assemble(name, str(path), npz.read(path)), image_size)
 
 
-def read_idx(path, ndim: int | None = None) -> np.ndarray:
-  """Parses one IDX file (gzipped if its name ends in .gz) into a numpy array.
+def load_tfds(tfds_name: str, data_dir: str | None = None, *, name: str | None = None,
+              image_size: int = 0, test_fraction: float = 0.1) -> Dataset:
+  """Loads tensorflow-datasets' `tfds_name` (see `vae_jax.sources.tfds`).
 
   Raises:
-    UsageError: not gzip or not IDX (bad magic), truncated, or of the wrong rank.
+    UsageError: tfds cannot provide the data (saying what to do offline), or the
+      dataset is not one of images.
   """
-  path = pathlib.Path(path)
+  from vae_jax.sources import tfds  # pylint: disable=g-import-not-at-top  # Imports TensorFlow.
   try:
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-  except (OSError, EOFError, zlib.error) as e:
-    raise UsageError(f"{path}: cannot read ({e})") from None
-  if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES:
-    raise UsageError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
-  rank = raw[3]
-  if ndim is not None and rank != ndim:
-    raise UsageError(f"{path}: IDX file of rank {rank}, expected rank {ndim}")
-  if len(raw) < 4 + 4 * rank:
-    raise UsageError(f"{path}: truncated IDX header")
-  shape = struct.unpack(f">{rank}I", raw[4:4 + 4 * rank])
-  dtype = np.dtype(_IDX_DTYPES[raw[2]])
-  body = raw[4 + 4 * rank:]
-  expected = int(np.prod(shape)) * dtype.itemsize
-  if len(body) != expected:
-    raise UsageError(f"{path}: truncated or padded IDX data ({len(body)} bytes for shape "
-                     f"{shape}, expected {expected})")
-  return np.frombuffer(body, dtype).reshape(shape)
+    splits, class_names = tfds.read(tfds_name, data_dir, image_size)
+  except tfds.TfdsFailure as e:
+    raise UsageError(f"tensorflow-datasets could not load {tfds_name}: {e}; {_TFDS_HINT}") from None
+  return assemble(name or tfds_name, f"tfds:{tfds_name}", splits, class_names, test_fraction)
 
 
-def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
-  """Loads `name` (mnist or fashion_mnist) through tensorflow-datasets.
+def _resized(dataset: Dataset, image_size: int) -> Dataset:
+  """`dataset` with every image centre-cropped and resized to image_size x image_size."""
+  if not image_size:
+    return dataset
+  resize = lambda s: Split(pixels.resize(s.images, image_size), s.labels)
+  return dataclasses.replace(dataset, train=resize(dataset.train), test=resize(dataset.test))
 
-  tfds downloads and prepares the data on first use, which needs network and
-  TensorFlow; every failure becomes a UsageError naming the offline options.
+
+# ----------------------------------------------------------------------------
+# Splits.
+
+
+def assemble(name: str, where: str, splits: dict[str, tuple[np.ndarray, np.ndarray]],
+             class_names: tuple[str, ...] | None = None, test_fraction: float = 0.1) -> Dataset:
+  """A checked Dataset from a source's splits, splitting off a test set if it has none.
+
+  Args:
+    name: the dataset's name.
+    where: names the source in error messages.
+    splits: "train" and optionally "test": (images `(N, H, W, C)` uint8,
+      labels `(N,)` int32).
+    class_names: label names, or None.
+    test_fraction: the share of "train" that becomes the test set when
+      there is no "test".
+
+  Raises:
+    UsageError: an empty split, images that are not 1 or 3 channels, or
+      train and test images of different shapes.
   """
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise UsageError(f"dataset={name} needs tensorflow-datasets ({e}); {_OFFLINE_HINT}") from None
-  try:
-    splits = {split: _tfds_split(tfds, name, split, data_dir) for split in ("train", "test")}
-  except Exception as e:  # pylint: disable=broad-except
-    # tfds raises many types (requests, tf, its own); all mean "no data".
-    reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-    raise UsageError(f"tensorflow-datasets could not load {name}: {reason}; {_OFFLINE_HINT}") from None
-  return Dataset(name, splits["train"], splits["test"])
+  if "test" in splits:
+    train, test = Split(*splits["train"]), Split(*splits["test"])
+  else:
+    train, test = split_off_test(Split(*splits["train"]), test_fraction, where)
+  for split, part in (("train", train), ("test", test)):
+    if not len(part.images):
+      raise UsageError(f"{where}: the {split} split holds no images")
+  shape = train.images.shape[1:]
+  if shape[2] not in (1, 3):
+    raise UsageError(f"{where}: images of {shape[2]} channels; expected 1 (grey) or 3 (colour)")
+  if test.images.shape[1:] != shape:
+    raise UsageError(f"{where}: train images are {_hwc(shape)} but test images are "
+                     f"{_hwc(test.images.shape[1:])}")
+  return Dataset(name, train, test, class_names)
 
 
-def _tfds_split(tfds, name: str, split: str, data_dir: str | None) -> Split:
-  ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
-  # Batches, not batch_size=-1: the latter needs split sizes that mock data lacks.
-  batches = list(tfds.as_numpy(ds.batch(10_000)))
-  images = np.concatenate([b["image"] for b in batches])
-  labels = np.concatenate([b["label"] for b in batches])
-  if images.ndim == 3:
-    images = images[..., None]
-  return Split(images.astype(np.uint8), labels.astype(np.int32))
+def split_off_test(split: Split, fraction: float, where: str = "data") -> tuple[Split, Split]:
+  """Splits `split` into (train, test), test holding round(N * fraction) images.
+
+  The test images are drawn by a permutation seeded with SPLIT_SEED; both
+  parts keep the order of `split`.
+
+  Raises:
+    UsageError: too few images for both parts to be non-empty.
+  """
+  n = len(split.images)
+  num_test = round(n * fraction)
+  if not 0 < num_test < n:
+    raise UsageError(f"{where}: {n} images and test_fraction={fraction} leave an empty "
+                     f"{'test' if num_test == 0 else 'training'} split; add images or a "
+                     "test/ folder")
+  is_test = np.zeros(n, bool)
+  is_test[np.random.default_rng(SPLIT_SEED).permutation(n)[:num_test]] = True
+  return (Split(split.images[~is_test], split.labels[~is_test]),
+          Split(split.images[is_test], split.labels[is_test]))
+
+
+def _hwc(shape) -> str:
+  return "x".join(map(str, shape))
+
+
+# ----------------------------------------------------------------------------
+# Memory.
+
+
+def check_fits(dataset: Dataset, devices: Sequence[jax.Device] | None = None) -> None:
+  """Raises UsageError if the uint8 train + test images would not fit in device memory.
+
+  The images are taken to be sharded evenly over `devices` (default: all),
+  as training does. An accelerator is checked against its free memory
+  (`memory_stats()`: bytes_limit - bytes_in_use); CPU devices, whose copy
+  lives in host RAM next to the numpy arrays, against the host's available
+  memory (/proc/meminfo's MemAvailable, else sysconf). Training also needs
+  room for the parameters and one shuffled copy of the training set per epoch,
+  so passing is necessary, not sufficient.
+
+  Args:
+    dataset: the loaded data.
+    devices: the devices the data will be sharded over.
+  """
+  devices = list(devices or jax.devices())
+  need = dataset.train.images.nbytes + dataset.test.images.nbytes
+  share = -(-need // len(devices))
+  spread = f", over {len(devices)} devices" if len(devices) > 1 else ""
+  what = (f"the images ({_size(need)} uint8: train {_size(dataset.train.images.nbytes)} + "
+          f"test {_size(dataset.test.images.nbytes)}{spread})")
+  host_need = 0
+  for device in devices:
+    if device.process_index != jax.process_index():
+      continue
+    stats = device.memory_stats() or {}
+    if "bytes_limit" not in stats:
+      host_need += share
+    elif share > stats["bytes_limit"] - stats.get("bytes_in_use", 0):
+      free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+      raise UsageError(f"{what} do not fit on {device}: {_size(share)} needed, {_size(free)} "
+                       "free; use --config.image_size=S for smaller images, or fewer of them")
+  free = _host_available_bytes()
+  if host_need and free is not None and host_need > free:
+    raise UsageError(f"{what} do not fit in host memory: {_size(host_need)} needed, "
+                     f"{_size(free)} available; use --config.image_size=S for smaller images, "
+                     "or fewer of them")
+
+
+def _host_available_bytes() -> int | None:
+  """Available host RAM: MemAvailable (counts reclaimable caches), else free pages, else None."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def _size(num_bytes: int) -> str:
+  if num_bytes >= 2**30:
+    return f"{num_bytes / 2**30:.2f} GiB"
+  return f"{num_bytes / 2**20:.1f} MiB"
+
+
+# ----------------------------------------------------------------------------
+# Pixels on the device.
 
 
 def to_unit_interval(images: jax.Array) -> jax.Array:
-  """uint8 images (N, ...) -> float32 in [0, 1]: x / 255, so 0 and 255 map exactly to 0 and 1."""
+  """uint8 pixels, any shape -> float32 in [0, 1] (x / 255: 0 -> 0.0, 255 -> 1.0)."""
   # Scaled as one flat row per image and reshaped back: XLA then compiles the
   # MLP's training step exactly as when images were flat vectors, which keeps
   # its results bit-identical to those of earlier versions.

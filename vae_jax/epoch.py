@@ -81,7 +81,8 @@ def train_chunk(model, step_config, state, batches, step_keys, settings, start, 
       batch = jax.lax.dynamic_index_in_dim(batches, step, keepdims=False)
       return train_step_lib.step_one(model, step_config, state, batch,
                                      jax.random.fold_in(step_key, step), settings)
-    return jax.lax.scan(body, state, jnp.arange(num_steps))
+    after, metrics = jax.lax.scan(body, state, jnp.arange(num_steps))
+    return train_step_lib.freeze_diverged(state, after, metrics), metrics
 
   # The whole scan is mapped over the models (not each step), so one model runs
   # exactly the single-model loop.

@@ -19,9 +19,13 @@ SCATTER_INCHES = 6
 SCATTER_DPI = 100  # The scatter PNG is SCATTER_INCHES * SCATTER_DPI pixels square.
 
 
-def output_dir(workdir, out: str | None) -> pathlib.Path:
-  """`out` when given, else `workdir/images` (where training writes its figures)."""
-  return pathlib.Path(out) if out else pathlib.Path(workdir) / "images"
+def output_dir(workdir, out: str | None, model: TrainedModel | None = None) -> pathlib.Path:
+  """`out` when given, else where training writes the model's figures: `workdir/images`,
+  or `workdir/images/model_I` for model I of a run of several."""
+  if out:
+    return pathlib.Path(out)
+  several = model is not None and model.config and model.config.get("num_models", 1) > 1
+  return pathlib.Path(workdir) / "images" / (f"model_{model.index}" if several else "")
 
 
 def test_set(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:

@@ -45,8 +45,8 @@ def as_pictures(images):
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
-  """[0, 1] floats -> uint8, clipped."""
-  return np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
+  """[0, 1] floats -> uint8, clipped (NaN, from a diverged model, as 0)."""
+  return np.round(np.clip(np.nan_to_num(x, nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def save_png(path, grid: np.ndarray) -> pathlib.Path:

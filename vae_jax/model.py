@@ -150,15 +150,15 @@ class VAE(nn.Module):
   Attributes:
     encoder: images (..., H, W, C) in [0, 1] -> (mean, logvar), each (..., latents).
     decoder: z (..., latents) -> distribution parameters (..., H, W, C).
-    likelihood: a module of `vae_jax.likelihoods` scoring x under those parameters.
-    image_shape: (H, W, C) of one image.
     latents: dimension of z.
+    image_shape: (H, W, C) of one image; `train_and_evaluate` fills it from the data.
+    likelihood: a module of `vae_jax.likelihoods` scoring x under the decoder's outputs.
   """
 
   encoder: nn.Module
   decoder: nn.Module
-  image_shape: tuple[int, int, int]
   latents: int
+  image_shape: tuple[int, int, int] | None = None
   likelihood: nn.Module = dataclasses.field(default_factory=likelihoods.Bernoulli)
 
   def __call__(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -274,7 +274,7 @@ def from_config(config: ml_collections.ConfigDict, image_shape=None) -> VAE:
     encoder = MLPEncoder(arch.hidden, arch.latents, dtype)
     hidden = 0 if arch.decoder == "linear" else arch.hidden
     decoder = MLPDecoder(hidden, arch.image_shape, dtype)
-  return VAE(encoder, decoder, arch.image_shape, arch.latents, _likelihood(arch))
+  return VAE(encoder, decoder, arch.latents, arch.image_shape, _likelihood(arch))
 
 
 def _likelihood(arch: Architecture) -> nn.Module:

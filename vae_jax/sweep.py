@@ -57,7 +57,7 @@ def _swept_values(config) -> dict[str, list]:
   values = {}
   for name in sweep:
     if name not in SWEEPABLE:
-      raise UsageError(_refusal(name))
+      raise UsageError(refusal(name))
   for name, (kind, _) in SWEEPABLE.items():
     text = str(sweep.get(name, "") or "").strip()
     if text:
@@ -65,7 +65,8 @@ def _swept_values(config) -> dict[str, list]:
   return values
 
 
-def _refusal(name: str) -> str:
+def refusal(name: str) -> str:
+  """Why `sweep.NAME` is refused, in one line."""
   if name in {f.name for f in model_lib.Architecture.__dataclass_fields__.values()}:
     return (f"sweep.{name}: {name} changes the parameter shapes, and models of different "
             "shapes cannot be stacked; train them in separate runs")

@@ -28,8 +28,9 @@ from vae_jax import optim
 class TrainState:
   """Per model (each field with a leading axis of N models): steps taken, parameters,
   optimizer state, and `alive`, False once the model's loss turned non-finite (it is
-  then frozen at its last finite parameters). Inside a per-model function
-  (`step_one`) the same fields without the axis."""
+  then frozen at its state from the start of that chunk of steps, see
+  `freeze_diverged`). Inside a per-model function (`step_one`) the same fields
+  without the axis."""
 
   step: jax.Array
   params: dict
@@ -124,8 +125,8 @@ def step_one(model, step_config: StepConfig, state: TrainState, batch: jax.Array
 
   Returns:
     The new state and the metrics `loss` (the batch's mean negative ELBO) and
-    `objective` (what was minimised; equal to `loss` unless weighted). A model
-    whose loss or gradient is not finite keeps its parameters and is no longer alive.
+    `objective` (what was minimised; equal to `loss` unless weighted). Models
+    whose loss turns non-finite are frozen by `freeze_diverged`, per chunk.
   """
   z_key, binarize_key = jax.random.split(key)
   x = data.to_unit_interval(batch)
@@ -144,8 +145,27 @@ def step_one(model, step_config: StepConfig, state: TrainState, batch: jax.Array
   tx = step_config.tx(settings.learning_rate)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  ok = state.alive & jnp.isfinite(objective) & jnp.isfinite(optax.tree.norm(grads))
+  return (TrainState(state.step + 1, params, opt_state, state.alive),
+          {"loss": loss, "objective": objective})
+
+
+def freeze_diverged(before: TrainState, after: TrainState, metrics: dict) -> TrainState:
+  """One model's state after a chunk of steps, unless it diverged: then the state before.
+
+  A model stays alive while every loss of the chunk and its new parameters are
+  finite. Checked once per chunk rather than per step, this costs one pass
+  over the parameters per chunk, and the step itself stays the plain update.
+
+  Args:
+    before, after: the model's state at the start and the end of the chunk.
+    metrics: the chunk's metrics, each (steps,).
+
+  Returns:
+    `after`, or for a model that is (or became) not alive `before`'s parameters
+    and optimizer state, with `after`'s step and `alive` False.
+  """
+  finite = lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+  ok = before.alive & finite(metrics) & finite(after.params)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-  new_state = TrainState(state.step + 1, keep(params, state.params),
-                         keep(opt_state, state.opt_state), ok)
-  return new_state, {"loss": loss, "objective": objective}
+  return TrainState(after.step, keep(after.params, before.params),
+                    keep(after.opt_state, before.opt_state), ok)

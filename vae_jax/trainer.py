@@ -71,6 +71,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for field in ("num_epochs", "eval_iwae_every", "beta", "kl_warmup_steps", "free_bits"):
     if config[field] < 0:
       raise UsageError(f"{field} must be >= 0, got {config[field]}")
+  data.check_config(config)
   model_lib.Architecture.from_config(config).check()  # Again with the data's image shape later.
   optim.check(config)
   sweep.model_settings(config)
@@ -203,6 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   """
   check_config(config)
   dataset = data.load(config)
+  data.check_fits(dataset)
   config = resolve_config(config, dataset, model)
   module = _module(config, dataset, model)
   workdir = pathlib.Path(workdir)
@@ -403,7 +405,7 @@ def _advance(run: _Run, progress: Progress, metrics: dict, alive_before: np.ndar
     if run.num_models > 1 and alive_after.any():
       _warn(run, f"warning: model {i} ({_settings_text(run.settings[i])}): non-finite loss in "
             f"epoch {progress.epoch + 1} (step {bad + 1} of {run.steps_per_epoch}); it is frozen "
-            "at its last finite parameters, the other models go on")
+            "at its parameters from before that chunk of steps, the other models go on")
   if not alive_after.any():
     kept = (f"last good checkpoint kept (step {run.good_step})" if run.good_step is not None
             else "no checkpoint had been saved yet")
@@ -462,8 +464,13 @@ def _evaluate_epoch(run: _Run, state, progress: Progress, evaluation_data: _Eval
     if iwae is not None:
       record.update(test_iwae_nll=iwae[i][0], test_iwae_nll_stderr=iwae[i][1],
                     iwae_k=config.eval_iwae_k, iwae_seconds=iwae_seconds)
-    records.append(record)
+    records.append({k: _finite_or_none(v) for k, v in record.items()})
   return records
+
+
+def _finite_or_none(value):
+  """NaN and infinities (a diverged model's losses) as None: JSON has no NaN."""
+  return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def _kl_weight(settings: dict, step: int):

@@ -1,17 +1,19 @@
 """Evaluates a trained VAE like the literature: `vae-jax evaluate --workdir=DIR`.
 
-    vae-jax evaluate --workdir=/tmp/vae [--k=5000] [--split=test] [--step=N]
+    vae-jax evaluate --workdir=/tmp/vae [--k=5000] [--split=test] [--step=N] [--model=I]
 
 Prints a short table and writes `eval.json` (default `DIR/eval.json`): the
 ELBO, the negative log-likelihood estimated with k importance samples (IWAE
 bound, Burda et al. 2015), bits per dimension, active units and the KL per
-latent dimension. `python -m vae_jax.evaluate` is the same command. Exit
+latent dimension. For a run of several models it evaluates each (or only
+`--model`) and adds their mean and standard deviation. `python -m vae_jax.evaluate` is the same command. Exit
 status: 0 done, 2 bad input (one line on stderr).
 """
 import json
 import pathlib
 
 import jax
+import numpy as np
 from absl import flags
 
 from vae_jax import checkpoints
@@ -19,8 +21,9 @@ from vae_jax import cli
 from vae_jax import data
 from vae_jax import evaluation
 
-_WORKDIR, _STEP, _OUT = cli.define_trained_model_flags(
-    "Where to write eval.json; default WORKDIR/eval.json.")
+_WORKDIR, _STEP, _OUT, _MODEL = cli.define_trained_model_flags(
+    "Where to write eval.json; default WORKDIR/eval.json.",
+    "Which of the run's models (0-based); default all.", model_default=None)
 _K = flags.DEFINE_integer("k", 5000, "Importance samples per example.", lower_bound=1)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Which split to evaluate.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the importance samples.")
@@ -38,37 +41,71 @@ _EXAMPLE_CHUNK = flags.DEFINE_integer(
 def main(argv):
   del argv  # cli.run refuses stray arguments.
   with cli.errors_to_exit():
-    trained = checkpoints.load(_WORKDIR.value, _STEP.value)
-    result = run(trained, _SPLIT.value)
+    first = checkpoints.load(_WORKDIR.value, _STEP.value, model=_MODEL.value or 0)
+    count = first.config.get("num_models", 1)
+    indices = [_MODEL.value] if _MODEL.value is not None else range(count)
+    dataset, inputs = _inputs(first.config, _SPLIT.value)
+    records = []
+    for i in indices:
+      trained = first if i == first.index else checkpoints.load(_WORKDIR.value, first.step, model=i)
+      records.append(run(trained, dataset, inputs, _SPLIT.value))
+      print(format_table(records[-1]), flush=True)
+  result = records[0] if len(records) == 1 else summarize_models(records)
   out = pathlib.Path(_OUT.value) if _OUT.value else pathlib.Path(_WORKDIR.value) / "eval.json"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=2) + "\n")
-  print(format_table(result))
+  if len(records) > 1:
+    print(format_summary(result))
   print(f"wrote {out}")
 
 
-def run(trained: checkpoints.TrainedModel, split: str) -> dict:
-  """Evaluates `trained` on `split` of its dataset with the flags' settings."""
-  config = trained.config
+def _inputs(config, split: str):
+  """The dataset and the uint8 images of `split` as every evaluation sees them."""
   dataset = data.load(config)
   inputs = evaluation.evaluation_inputs(getattr(dataset, split).images, config)
-  if _NUM_EXAMPLES.value is not None:
-    inputs = inputs[:_NUM_EXAMPLES.value]
+  return dataset, inputs[:_NUM_EXAMPLES.value] if _NUM_EXAMPLES.value is not None else inputs
+
+
+def run(trained: checkpoints.TrainedModel, dataset, inputs, split: str) -> dict:
+  """Evaluates `trained` on uint8 images (N, H, W, C) with the flags' settings."""
+  config = trained.config
   result = evaluation.evaluate(
       trained, inputs, k=_K.value, key=jax.random.key(_SEED.value),
       sample_chunk=_SAMPLE_CHUNK.value or config.iwae_sample_chunk,
       example_chunk=_EXAMPLE_CHUNK.value or config.iwae_example_chunk)
   header = {"workdir": str(_WORKDIR.value), "dataset": dataset.name, "split": split,
             "binarize": config.binarize, "likelihood": config.likelihood,
-            "step": trained.step, "seed": _SEED.value}
+            "step": trained.step, "seed": _SEED.value, "model": trained.index}
   return {**header, **result}
+
+
+SUMMARIZED = ("elbo", "recon", "kl", "nll", "bits_per_dim", "active_units")
+
+
+def summarize_models(records: list[dict]) -> dict:
+  """eval.json for several models: the shared header, `models` (one record each) and
+  `mean` / `std` (standard deviation over models, ddof 1) of the main figures."""
+  values = {name: np.array([r[name] for r in records], np.float64) for name in SUMMARIZED}
+  shared = {k: records[0][k] for k in ("workdir", "dataset", "split", "binarize", "likelihood",
+                                       "step", "seed", "k", "num_examples")}
+  return {**shared, "num_models": len(records), "models": records,
+          "mean": {k: float(v.mean()) for k, v in values.items()},
+          "std": {k: float(v.std(ddof=1)) for k, v in values.items()}}
+
+
+def format_summary(r: dict) -> str:
+  pm = lambda name: f"{r['mean'][name]:10.2f} ± {r['std'][name]:.2f}"
+  return "\n".join([
+      f"{r['num_models']} models, mean ± standard deviation over models:",
+      f"  ELBO             {pm('elbo')}", f"  NLL (IWAE)       {pm('nll')}",
+      f"  active units     {pm('active_units')}"])
 
 
 def format_table(r: dict) -> str:
   """A few lines for the terminal from an eval.json record."""
   pm = lambda name: f"{r[name]:10.2f} ± {r[name + '_stderr'] or 0:.2f} nats"
   return "\n".join([
-      f"{r['dataset']} {r['split']}, {r['num_examples']:,} examples, checkpoint step "
+      f"{r['dataset']} {r['split']}, model {r['model']}, {r['num_examples']:,} examples, checkpoint step "
       f"{r['step']}, k = {r['k']:,}, {r['seconds']:.1f} s",
       f"  ELBO             {pm('elbo')}   (recon {r['recon']:.2f}, KL {r['kl']:.2f})",
       f"  NLL (IWAE)       {pm('nll')}   ({r['bits_per_dim']:.4f} bits/dim)",

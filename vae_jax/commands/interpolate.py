@@ -19,7 +19,7 @@ from vae_jax import images
 from vae_jax import latent
 from vae_jax.errors import UsageError
 
-_WORKDIR, _STEP, _OUT = cli.define_trained_model_flags()
+_WORKDIR, _STEP, _OUT, _MODEL = cli.define_trained_model_flags()
 _FROM_DIGIT = flags.DEFINE_integer("from_digit", 0, "Label of the start images.")
 _TO_DIGIT = flags.DEFINE_integer("to_digit", 6, "Label of the end images.")
 _PAIRS = flags.DEFINE_integer("pairs", 4, "Pairs of test images picked by label, one row each.")
@@ -36,13 +36,13 @@ def main(argv):
   del argv  # cli.run refuses stray arguments.
   _check_flags()
   with cli.errors_to_exit():
-    model = checkpoints.load(_WORKDIR.value, _STEP.value)
+    model = checkpoints.load(_WORKDIR.value, _STEP.value, model=_MODEL.value)
     inputs, labels = figures.test_set(model)
     start, end, stem = _choose_pairs(labels)
   paths = np.asarray(latent.interpolate(model, inputs[start], inputs[end], _STEPS.value,
                                         _METHOD.value))
   originals = images.as_pictures(inputs / 255.0)
-  out = figures.output_dir(_WORKDIR.value, _OUT.value)
+  out = figures.output_dir(_WORKDIR.value, _OUT.value, model)
   path = images.save_png(out / f"{stem}.png", figures.interpolation_grid(
       originals[start], paths, originals[end]))
   print(f"wrote {path}: {len(start)} pairs x {_STEPS.value} {_METHOD.value} steps "

@@ -15,7 +15,7 @@ from vae_jax import figures
 from vae_jax import images
 from vae_jax import latent
 
-_WORKDIR, _STEP, _OUT = cli.define_trained_model_flags()
+_WORKDIR, _STEP, _OUT, _MODEL = cli.define_trained_model_flags()
 _SIZE = flags.DEFINE_integer("size", 20, "Manifold grid: images per side (2-D latents only).")
 
 
@@ -24,10 +24,10 @@ def main(argv):
   if _SIZE.value < 1:
     cli.fail(f"size must be >= 1, got {_SIZE.value}")
   with cli.errors_to_exit():
-    model = checkpoints.load(_WORKDIR.value, _STEP.value)
+    model = checkpoints.load(_WORKDIR.value, _STEP.value, model=_MODEL.value)
     inputs, labels = figures.test_set(model)
   means = np.asarray(latent.encode(model, inputs)[0])  # 10,000 MNIST digits: one call.
-  out = figures.output_dir(_WORKDIR.value, _OUT.value)
+  out = figures.output_dir(_WORKDIR.value, _OUT.value, model)
   path = figures.save_latent_scatter(out / "latent_map.png", means, labels,
                                      title=f"{model.config.dataset} test set, step {model.step}")
   print(f"wrote {path}: {len(means):,} test images")

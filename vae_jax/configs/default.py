@@ -3,8 +3,9 @@
     python -m vae_jax.train --workdir=/tmp/vae
 
 Offline, `--config.dataset=mnist_sample` trains on the 8,004 real digits
-shipped with the package, and `--config.data_dir=DIR` reads the data in DIR.
-Every field below can be overridden as `--config.FIELD=VALUE`.
+shipped with the package, and `--config.data_dir=DIR` reads IDX files, a .npz
+file or a folder of PNG/JPEG images from DIR. Every field below can be
+overridden as `--config.FIELD=VALUE`.
 """
 import ml_collections
 
@@ -14,9 +15,19 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   # Data.
-  config.dataset = "mnist"  # mnist | fashion_mnist | mnist_sample | tfds:NAME; names data_dir's data.
-  config.data_dir = ""  # IDX files, an .npz or an image folder; empty: the dataset's own source.
-  config.tfds_data_dir = ""  # Where tfds keeps prepared data; empty: its default.
+  # mnist | fashion_mnist (downloaded) | mnist_sample (shipped) | tfds:NAME; with data_dir,
+  # any name for the results.
+  config.dataset = "mnist"
+  # IDX files, one .npz (or the file itself), or PNG/JPEG images (see vae_jax.data);
+  # empty: the dataset by name.
+  config.data_dir = ""
+  # Where mnist and fashion_mnist are downloaded to; empty: $VAE_JAX_CACHE or ~/.cache/vae_jax.
+  config.cache_dir = ""
+  config.tfds_data_dir = ""  # Where tfds keeps prepared data (dataset=tfds:NAME); empty: its default.
+  # Share of the images held out for testing when the input has no test split,
+  # drawn with a fixed seed (not `seed`), so every run tests on the same images.
+  config.test_fraction = 0.1
+  config.image_size = 0  # S > 0: centre-crop every image to a square, resize to S x S; 0: keep.
   config.binarize = "none"  # none: grey levels as targets; dynamic: Bernoulli draw per step.
 
   # Model: the network and p(x|z). The image shape comes from the data.

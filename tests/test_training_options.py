@@ -1,0 +1,150 @@
+"""Objective and optimizer options: beta, KL warm-up, free bits, AdamW, schedules, clipping."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import vae_jax
+from conftest import latest_params, stop_after_chunks
+from vae_jax import objectives
+from vae_jax import optim
+from vae_jax import reporting
+from vae_jax import trainer
+from vae_jax.configs import default
+from vae_jax.errors import UsageError
+
+
+@pytest.mark.parametrize("step, beta, warmup, expected", [
+    (0, 1.0, 0, 1.0), (10, 4.0, 0, 4.0),  # No warm-up: beta from the start.
+    (0, 4.0, 100, 0.0), (25, 4.0, 100, 1.0), (50, 2.0, 100, 1.0), (100, 4.0, 100, 4.0),
+    (250, 4.0, 100, 4.0),
+])
+def test_kl_weight_rises_linearly_to_beta(step, beta, warmup, expected):
+  weight = objectives.kl_weight(jnp.float32(step), jnp.float32(beta), jnp.int32(warmup))
+  np.testing.assert_allclose(weight, expected, rtol=1e-6)
+
+
+def _terms(kl_per_dimension):
+  kl = jnp.asarray(kl_per_dimension, jnp.float32)
+  return {"recon": jnp.array([10.0, 12.0]), "kl_per_dimension": kl, "kl": kl.sum(-1),
+          "loss": jnp.array([10.0, 12.0]) + kl.sum(-1)}
+
+
+def test_weighted_objective_is_the_elbo_at_weight_one_without_free_bits():
+  terms = _terms([[0.5, 2.0], [1.5, 0.0]])
+  np.testing.assert_allclose(objectives.weighted_objective(terms, 1.0, 0.0),
+                             jnp.mean(terms["loss"]), rtol=1e-6)
+  np.testing.assert_allclose(objectives.weighted_objective(terms, 3.0, 0.0),
+                             11.0 + 3.0 * (1.0 + 1.0), rtol=1e-6)
+
+
+def test_free_bits_floor_each_latent_and_stop_its_gradient():
+  terms = _terms([[0.5, 2.0], [1.5, 0.0]])  # Batch means: 1.0 and 1.0.
+  np.testing.assert_allclose(objectives.weighted_objective(terms, 1.0, 1.5), 11.0 + 1.5 + 1.5)
+  kl = jnp.array([[0.5, 4.0], [1.5, 2.0]])  # Means 1.0 (below 1.5) and 3.0 (above).
+  grad = jax.grad(lambda k: objectives.weighted_objective(
+      {"recon": jnp.zeros(2), "kl_per_dimension": k}, 1.0, 1.5))(kl)
+  np.testing.assert_allclose(grad, [[0.0, 0.5], [0.0, 0.5]])  # Only the latent above the floor.
+
+
+def test_beta_trains_on_the_weighted_objective_and_reports_the_true_elbo(tmp_path, tiny_config):
+  tiny_config.num_epochs, tiny_config.beta, tiny_config.kl_warmup_steps = 1, 4.0, 100
+  vae_jax.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  (record,) = reporting.read_metrics(tmp_path)
+  assert record["kl_weight"] == 4.0  # 125 steps > 100 warm-up steps.
+  assert record["train_objective"] != record["train_loss"]
+  np.testing.assert_allclose(record["test_loss"], record["test_recon"] + record["test_kl"],
+                             rtol=1e-6)  # The true ELBO: KL at weight 1.
+  model = vae_jax.load(tmp_path)
+  x = np.asarray(vae_jax.sample(model, jax.random.key(0), 8))
+  assert x.shape == (8, 28, 28)
+
+
+def test_beta_one_without_warm_up_takes_the_unweighted_path(trained_workdir):
+  """Default settings train on the plain mean negative ELBO (so the tiny run matches the
+  values recorded before these options existed: test_networks), logging no objective."""
+  assert all("train_objective" not in r for r in reporting.read_metrics(trained_workdir))
+
+
+def _optimizer_config(**overrides):
+  config = default.get_config()
+  config.update(overrides)
+  return config
+
+
+def test_the_default_optimizer_is_adam_step_for_step():
+  params = {"w": jnp.array([0.5, -1.0, 2.0])}
+  grads = {"w": jnp.array([0.1, 0.2, -0.3])}
+  ours, theirs = optim.make(_optimizer_config(), 1e-3, 100), optax.adam(1e-3)
+  a, b = ours.init(params), theirs.init(params)
+  for _ in range(3):
+    (ua, a), (ub, b) = ours.update(grads, a, params), theirs.update(grads, b, params)
+    np.testing.assert_array_equal(ua["w"], ub["w"])
+
+
+def test_schedules_warm_up_then_decay():
+  factor = optim.schedule_factor(_optimizer_config(lr_schedule="cosine", warmup_steps=10), 110)
+  np.testing.assert_allclose([factor(0), factor(5), factor(10), factor(60), factor(110)],
+                             [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+  assert optim.schedule_factor(_optimizer_config(), 100) is None
+
+
+def test_clipping_is_optax_clip_then_adam():
+  config = _optimizer_config(grad_clip_norm=1.0)
+  params = {"w": jnp.zeros(2)}
+  grads = [{"w": jnp.array([300.0, 400.0])}, {"w": jnp.array([0.3, -0.4])},
+           {"w": jnp.array([-30.0, 40.0])}]
+  txs = {"ours": optim.make(config, 1e-3, 10),
+         "clip+adam": optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3)),
+         "adam": optax.adam(1e-3)}
+  states = {name: tx.init(params) for name, tx in txs.items()}
+  updates = {name: [] for name in txs}
+  for g in grads:
+    for name, tx in txs.items():
+      u, states[name] = tx.update(g, states[name], params)
+      updates[name].append(u["w"])
+  np.testing.assert_array_equal(np.array(updates["ours"]), np.array(updates["clip+adam"]))
+  # Clipping changed Adam's second moments, hence the later steps.
+  assert np.abs(np.array(updates["ours"][1:]) - np.array(updates["adam"][1:])).max() > 1e-4
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"optimizer": "sgd"}, "unknown optimizer 'sgd'"),
+    ({"lr_schedule": "step"}, "unknown lr_schedule 'step'"),
+    ({"weight_decay": 1e-4}, "weight_decay needs --config.optimizer=adamw"),
+    ({"grad_clip_norm": -1.0}, "grad_clip_norm must be >= 0"),
+])
+def test_bad_optimizer_settings_are_refused(overrides, message):
+  with pytest.raises(UsageError, match=message):
+    optim.check(_optimizer_config(**overrides))
+
+
+@pytest.mark.parametrize("overrides", [
+    {"optimizer": "adamw", "weight_decay": 1e-2},
+    {"lr_schedule": "cosine", "warmup_steps": 50},
+    {"grad_clip_norm": 5.0},
+])
+def test_every_optimizer_setting_trains_and_loads(tmp_path, tiny_config, overrides):
+  tiny_config.update(overrides)
+  tiny_config.num_epochs = 1
+  vae_jax.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  assert np.isfinite(reporting.read_metrics(tmp_path)[0]["test_loss"])
+  model = vae_jax.load(tmp_path)  # Reads the parameters alone: no optimizer involved.
+  assert vae_jax.sample(model, jax.random.key(0), 2).shape == (2, 28, 28)
+
+
+def test_resume_mid_warm_up_and_schedule_is_bit_exact(tmp_path, tiny_config, monkeypatch):
+  tiny_config.update({"lr_schedule": "cosine", "warmup_steps": 60, "kl_warmup_steps": 200,
+                      "beta": 2.0, "free_bits": 0.1, "num_epochs": 2})
+  trainer.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
+  with monkeypatch.context() as patch:  # Stop at step 150: inside both warm-ups.
+    stop_after_chunks(patch, 6)
+    result = trainer.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
+  assert result.interrupted_by == 2 and result.state.steps_done == 150
+  trainer.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
+  jax.tree.map(np.testing.assert_array_equal, latest_params(tmp_path / "straight"),
+               latest_params(tmp_path / "resumed"))
+  a, b = (reporting.read_metrics(tmp_path / d) for d in ("straight", "resumed"))
+  assert [r["train_objective"] for r in a] == [r["train_objective"] for r in b]
+  assert [r["kl_weight"] for r in a] == [1.25, 2.0]  # 125 / 200 * 2, then beta.
