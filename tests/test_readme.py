@@ -38,6 +38,7 @@ import re
 import shlex
 import subprocess
 import sys
+import typing
 
 import pytest
 
@@ -67,44 +68,45 @@ class Command:
   skip_block: bool = False
 
 
+class _Block(typing.NamedTuple):
+  fence: str  # The opening ``` (or ~~~), which the closing one repeats.
+  tag: str  # The language tag: sh, text, python, ...
+  skipped: bool  # The line above the fence is SKIP_BLOCK.
+
+
+_FENCE = re.compile(r"^\s*(```+|~~~+)\s*([\w-]*)")
+
+
 def shell_commands(markdown: str) -> list[Command]:
   """The commands of the markdown's fenced shell blocks, in order."""
-  commands, section, block, previous = [], "", None, ""
-  pending, start = [], 0
+  commands, section, block, previous, pending = [], "", None, "", []
   for number, line in enumerate(markdown.splitlines(), 1):
-    fence = re.match(r"^\s*(```+|~~~+)\s*([\w-]*)", line)
+    fence = _FENCE.match(line)
     if block is None:
-      if line.startswith("#"):
+      if fence:
+        block = _Block(fence.group(1), fence.group(2).lower(), previous.strip() == SKIP_BLOCK)
+      elif line.startswith("#"):
         section = line.lstrip("#").strip()
-      elif fence:
-        block = (fence.group(1), fence.group(2).lower(), previous.strip() == SKIP_BLOCK)
       previous = line if line.strip() else previous
-      continue
-    if fence and line.strip() == block[0]:
+    elif fence and line.strip() == block.fence:
       block, previous = None, ""
-      continue
-    if block[1] not in SHELL_TAGS:
-      continue
-    if not pending:
-      start = number
-    pending.append(line.strip())
-    if line.rstrip().endswith("\\"):
-      continue
-    command = _command(" ".join(p.rstrip("\\").strip() for p in pending), start, section)
-    pending = []
-    if command is not None:
-      command.skip_block = block[2]
-      commands.append(command)
+    elif block.tag in SHELL_TAGS:
+      pending.append((number, line.strip()))
+      if not line.rstrip().endswith("\\"):
+        commands += _command(pending, section, block.skipped)
+        pending = []
   return commands
 
 
-def _command(text: str, line: int, section: str) -> Command | None:
-  text = text.removeprefix("$ ").strip()
+def _command(lines: list[tuple[int, str]], section: str, skipped: bool) -> list[Command]:
+  """The command on `lines` (number, text), joined at their `\\`; none for a comment line."""
+  text = " ".join(line.rstrip("\\").strip() for _, line in lines).removeprefix("$ ")
   comment = re.search(r"(?:^|\s)#\s*(.*)$", text)
-  words = text[:comment.start()].strip() if comment else text
+  words = text[:comment.start()].strip() if comment else text.strip()
   if not words:
-    return None
-  return Command(line, words, section, comment.group(1).strip() if comment else "")
+    return []
+  return [Command(lines[0][0], words, section, comment.group(1).strip() if comment else "",
+                  skipped)]
 
 
 @dataclasses.dataclass
@@ -141,7 +143,7 @@ def plan(command: Command, sandbox: pathlib.Path) -> Plan:
   if subcommand == "train" and _downloads(flags):
     return Plan(skip="downloads a dataset")
   flags = [_sandboxed(f, sandbox) for f in _scale_down(subcommand, flags)]
-  values = dict(_flag_item(f) for f in flags if "=" in f)
+  values = _values(flags)
   return Plan(argv=[*program, *flags], env=env, workdir=values.get("workdir", ""),
               trains=subcommand == "train" and "--help" not in flags,
               data_dir=values.get("config.data_dir", ""))
@@ -206,8 +208,13 @@ def _flag_item(word: str) -> tuple[str, str]:
   return name, value
 
 
+def _values(flags: list[str]) -> dict[str, str]:
+  """{name: value} of the `--name=value` flags."""
+  return dict(_flag_item(f) for f in flags if f.startswith("-") and "=" in f)
+
+
 def _downloads(flags: list[str]) -> bool:
-  values = dict(_flag_item(f) for f in flags if "=" in f)
+  values = _values(flags)
   return bool(_DOWNLOADED.match(values.get("config.dataset", ""))) and not values.get(
       "config.data_dir")
 
