@@ -1,0 +1,344 @@
+"""What survives what, in process: damaged checkpoints, the workdir lock, torn metrics,
+stops and resumes at chunk boundaries, divergence, and an epoch's independence from
+its chunking. The same faults from the command line are in test_faults_cli.py."""
+import json
+import os
+import shutil
+import socket
+
+import jax
+import numpy as np
+import pytest
+
+import vae_jax
+from conftest import latest_params
+from vae_jax import checkpoints
+from vae_jax import epoch
+from vae_jax import evaluation
+from vae_jax import lock
+from vae_jax import model as model_lib
+from vae_jax import parallel
+from vae_jax import reporting
+from vae_jax import sweep
+from vae_jax import train_step
+from vae_jax import trainer
+from vae_jax.errors import TrainingDiverged
+from vae_jax.errors import UsageError
+
+# Fields of a metrics record that measure time, which no two runs share.
+TIMING = {"epoch_seconds", "examples_per_second", "eval_seconds", "compile_seconds", "iwae_seconds"}
+
+
+def _same_params(a, b) -> None:
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def _untimed(workdir) -> list[dict]:
+  return [{k: v for k, v in r.items() if k not in TIMING} for r in reporting.read_metrics(workdir)]
+
+
+@pytest.fixture
+def copy_of(trained_workdir, tmp_path):
+  """A fresh copy of the session's 2-epoch tiny run (checkpoints 125 and 250)."""
+  workdir = tmp_path / "copy"
+  shutil.copytree(trained_workdir, workdir)
+  return workdir
+
+
+def _flip_middle_bytes(paths) -> None:
+  for path in paths:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _array_files(step_dir):
+  """The files holding a checkpoint's params arrays (orbax's OCDBT data files)."""
+  return sorted((step_dir / "params").glob("ocdbt.process_*/d/*"))
+
+
+def _flip_bytes(step_dir) -> None:
+  """Overwrites a byte in the middle of every params data file: they still parse, and
+  only the digest shows the change."""
+  _flip_middle_bytes(_array_files(step_dir))
+
+
+# ----------------------------------------------------------------------------
+# Chunking and resumes never change the result.
+
+
+def test_the_chunking_of_an_epoch_never_changes_the_result(tiny_config, trained_workdir, tmp_path):
+  """One chunk per epoch against the fixture's five: step s of an epoch must draw from
+  the key of s, whatever chunk it falls in (a key folded with the index inside the
+  chunk would only differ between chunkings)."""
+  tiny_config.chunks_per_epoch = 1
+  trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  _same_params(latest_params(trained_workdir), latest_params(tmp_path))
+  a, b = reporting.read_metrics(trained_workdir), reporting.read_metrics(tmp_path)
+  assert [r["test_loss"] for r in a] == [r["test_loss"] for r in b]
+  # The train loss is a sum over chunks, so only its rounding may change.
+  np.testing.assert_allclose([r["train_loss"] for r in a], [r["train_loss"] for r in b], rtol=1e-6)
+
+
+class _Clock:
+  """A `time` module whose perf_counter advances one second per call: each chunk of
+  training then takes exactly one second, however fast the machine."""
+
+  def __init__(self):
+    self.now = 0.0
+
+  def perf_counter(self) -> float:
+    self.now += 1.0
+    return self.now
+
+
+def _stop_when(patch, when) -> None:
+  """Sets the run's stop flag (as SIGINT would) after the training chunk that brings
+  the run to a global step for which `when(step)` holds."""
+  flag = trainer._StopFlag()
+  run_chunk = epoch.Runner.run_chunk
+
+  def counted(self, state, batches, keys, settings, start):
+    result = run_chunk(self, state, batches, keys, settings, start)
+    if when(int(result[0].step[0])):
+      flag.signum = 2
+    return result
+
+  patch.setattr(trainer, "_StopFlag", lambda: flag)
+  patch.setattr(epoch.Runner, "run_chunk", counted)
+
+
+def test_the_epoch_after_a_resume_reports_its_whole_time(tiny_config, trained_workdir, tmp_path,
+                                                         monkeypatch):
+  """Stopped 2 of 5 chunks into epoch 2 and resumed: epoch 2 took 5 chunk-seconds in all,
+  and its speed is counted over all of them, not over the 3 after the resume."""
+  monkeypatch.setattr(trainer, "time", _Clock())
+  with monkeypatch.context() as patch:
+    _stop_when(patch, lambda step: step == 125 + 50)
+    result = trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  assert result.interrupted_by == 2 and result.epochs_done == 1
+  trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  records = reporting.read_metrics(tmp_path)
+  assert [r["epoch_seconds"] for r in records] == [5.0, 5.0]
+  assert records[1]["examples_per_second"] == 125 * 64 / 5.0
+  _same_params(latest_params(trained_workdir), latest_params(tmp_path))
+
+
+def test_a_stop_during_evaluation_resumes_with_the_evaluation(tiny_config, trained_workdir,
+                                                             tmp_path, monkeypatch):
+  """Stopped between evaluation chunks after epoch 2: the checkpoint holds the whole
+  epoch's training, and the resumed run evaluates it as the uninterrupted one did."""
+  flag = trainer._StopFlag()
+  run = evaluation.run
+  passes = 0
+
+  def stopping(statistic, chunks, **kwargs):
+    nonlocal passes
+    passes += 1
+
+    def statistic_then_stop(images, c):
+      if passes == 2 and int(c) == 1:
+        flag.signum = 15
+      return statistic(images, c)
+
+    return run(statistic_then_stop, chunks, **kwargs)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(trainer, "_StopFlag", lambda: flag)
+    patch.setattr(evaluation, "run", stopping)
+    result = trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  assert result.interrupted_by == 15 and result.epochs_done == 1
+  assert checkpoints.Checkpointer(tmp_path).all_steps() == [125, 250]
+  assert len(reporting.read_metrics(tmp_path)) == 1
+  trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  _same_params(latest_params(trained_workdir), latest_params(tmp_path))
+  assert _untimed(tmp_path) == _untimed(trained_workdir)
+  # The completed evaluation is recorded with the checkpoint: a rerun has nothing to do.
+  assert trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False).already_done
+
+
+# ----------------------------------------------------------------------------
+# Damaged checkpoints.
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_exactly(
+    tiny_config, trained_workdir, copy_of, capsys):
+  _flip_bytes(copy_of / "checkpoints" / "250")
+  capsys.readouterr()
+  trainer.train_and_evaluate(tiny_config, copy_of, verbose=False)
+  warnings = capsys.readouterr().err.strip().splitlines()
+  assert len(warnings) == 1, warnings
+  assert warnings[0].startswith(f"warning: checkpoint 250 in {copy_of / 'checkpoints'} is damaged "
+                                "(the params arrays do not match their SHA-256 digest); moved it to ")
+  assert warnings[0].endswith("resuming from step 125")
+  assert (copy_of / "checkpoints.damaged" / "250" / "params").is_dir()
+  # Trained again from step 125: the same parameters and records as before the damage.
+  assert checkpoints.Checkpointer(copy_of).all_steps() == [125, 250]
+  _same_params(latest_params(trained_workdir), latest_params(copy_of))
+  assert _untimed(copy_of) == _untimed(trained_workdir)
+
+
+def _truncate_arrays(step_dir):
+  for path in _array_files(step_dir):
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+
+
+DAMAGE = {
+    "bytes flipped": (_flip_bytes, "do not match their SHA-256 digest"),
+    "arrays truncated": (_truncate_arrays, "OUT_OF_RANGE"),
+    "index checksum": (lambda d: _flip_middle_bytes((d / "params" / "d").iterdir()),
+                       "DATA_LOSS: .* CRC-32C checksum verification failed"),
+    "array item deleted": (lambda d: shutil.rmtree(d / "opt_state"), "opt_state"),
+    "meta deleted": (lambda d: shutil.rmtree(d / "meta"), "meta record is unreadable"),
+    "meta not JSON": (lambda d: (d / "meta" / "metadata").write_text("{\"step\": 25"),
+                      "meta record is unreadable"),
+    "meta of another step": (
+        lambda d: (d / "meta" / "metadata").write_text(json.dumps(
+            dict(json.loads((d / "meta" / "metadata").read_text()), step=7))),
+        "its meta record says step 7"),
+    "array metadata garbled": (lambda d: (d / "params" / "_METADATA").write_text("garbage"),
+                               "Expecting value"),
+}
+
+
+def _abstract_state(config):
+  """The shapes, dtypes and placement of the tiny config's train state, as the trainer
+  restores into them."""
+  model = model_lib.from_config(config, (28, 28, 1))
+  settings = train_step.Settings.of(sweep.model_settings(config))
+  step_config = train_step.StepConfig.from_config(config, settings, total_steps=250)
+  create = lambda: train_step.create(model, step_config, jax.random.key(0)[None], settings)
+  return checkpoints.abstract_like(jax.eval_shape(create),
+                                   parallel.replicated(parallel.make_mesh()))
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_every_kind_of_damage_is_caught_by_restore_and_load(tiny_config, copy_of, kind):
+  damage, reason = DAMAGE[kind]
+  damage(copy_of / "checkpoints" / "250")
+  ckpt = checkpoints.Checkpointer(copy_of, create=False)
+  rebuild = lambda step, params, opt_state, alive: step
+  with pytest.raises(checkpoints.DamagedCheckpoint, match=reason):
+    ckpt.restore(_abstract_state(tiny_config), rebuild, 250)
+  assert ckpt.restore(_abstract_state(tiny_config), rebuild, 125)[0] == 125
+  if kind != "array item deleted":  # Loading reads the params and the meta record only.
+    with pytest.raises(UsageError, match=f"checkpoint 250 .* is damaged .*{reason}"):
+      vae_jax.load(copy_of, step=250)
+    assert vae_jax.load(copy_of).step == 125  # The newest intact one, with a warning.
+
+
+def test_load_warns_about_a_damaged_newest_checkpoint_and_takes_the_one_before(copy_of, capsys):
+  _flip_bytes(copy_of / "checkpoints" / "250")
+  capsys.readouterr()
+  model = vae_jax.load(copy_of)
+  assert model.step == 125
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"warning: checkpoint 250 in {copy_of / 'checkpoints'} is damaged (the params "
+                 "arrays do not match their SHA-256 digest); using step 125, the newest intact one"]
+  assert (copy_of / "checkpoints" / "250").is_dir()  # A reader moves nothing.
+
+
+def test_when_every_checkpoint_is_damaged_the_message_says_so(tiny_config, copy_of):
+  for step in (125, 250):
+    _flip_bytes(copy_of / "checkpoints" / str(step))
+  tiny_config.num_epochs = 3
+  with pytest.raises(UsageError) as error:
+    trainer.train_and_evaluate(tiny_config, copy_of, verbose=False)
+  message = str(error.value)
+  assert "every checkpoint in" in message and "step 250: the params arrays" in message
+  assert "corrupt or incomplete, not those of another model" in message
+  assert "backup" in message and "\n" not in message
+  assert checkpoints.Checkpointer(copy_of).all_steps() == [125, 250]  # Nothing moved.
+  with pytest.raises(UsageError, match="every checkpoint .* is damaged"):
+    vae_jax.load(copy_of)
+
+
+def test_another_optimizer_state_is_named_as_such_not_as_damage(tiny_config, copy_of):
+  tiny_config.num_epochs, tiny_config.grad_clip_norm = 3, 1.0  # Adds a state to the chain.
+  with pytest.raises(checkpoints.OtherLayout, match="checkpoint 250 holds other opt_state arrays"):
+    trainer.train_and_evaluate(tiny_config, copy_of, verbose=False)
+  assert checkpoints.Checkpointer(copy_of).all_steps() == [125, 250]
+  assert not (copy_of / "checkpoints.damaged").exists()
+
+
+# ----------------------------------------------------------------------------
+# Divergence: the message names only a checkpoint it has verified.
+
+
+def test_divergence_on_a_fresh_workdir_says_that_nothing_was_saved(tiny_config, tmp_path):
+  tiny_config.learning_rate = 1e9
+  with pytest.raises(TrainingDiverged) as error:
+    trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  assert "no checkpoint had been saved yet" in str(error.value)
+  assert "None" not in str(error.value)
+  assert not (tmp_path / "config.json").exists()
+  assert not checkpoints.Checkpointer(tmp_path).all_steps()
+
+
+def test_divergence_after_a_damaged_resume_names_the_verified_checkpoint(tiny_config, copy_of):
+  """Resumed past a damaged checkpoint 250, the run diverges: the message names 125,
+  the checkpoint it verified, which is kept; config.json is not rewritten."""
+  _flip_bytes(copy_of / "checkpoints" / "250")
+  config_before = (copy_of / "config.json").read_bytes()
+  tiny_config.learning_rate, tiny_config.num_epochs = 1e9, 3
+  with pytest.raises(TrainingDiverged, match=r"last good checkpoint kept \(step 125\)"):
+    trainer.train_and_evaluate(tiny_config, copy_of, verbose=False)
+  assert checkpoints.Checkpointer(copy_of).all_steps() == [125]
+  assert vae_jax.load(copy_of).step == 125  # It verifies.
+  assert (copy_of / "config.json").read_bytes() == config_before
+
+
+# ----------------------------------------------------------------------------
+# The lock and the order of checks.
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_warning(tmp_path, capsys):
+  dead = {"host": socket.gethostname(), "pid": 999_999_999, "since": "2026-01-01T00:00:00+00:00"}
+  (tmp_path / lock.LOCK_FILE).write_text(json.dumps(dead))
+  with lock.WorkdirLock(tmp_path):
+    holder = json.loads((tmp_path / lock.LOCK_FILE).read_text())
+    assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+  assert capsys.readouterr().err.strip() == (
+      f"warning: taking over {tmp_path / lock.LOCK_FILE}, left by pid 999999999 on host "
+      f"{socket.gethostname()} since 2026-01-01T00:00:00+00:00, which is no longer running")
+  assert not (tmp_path / lock.LOCK_FILE).exists()
+
+
+def test_a_lock_of_another_host_is_refused_with_the_way_out(tmp_path):
+  (tmp_path / lock.LOCK_FILE).write_text(json.dumps({"host": "elsewhere", "pid": 1, "since": "x"}))
+  with pytest.raises(UsageError, match=r"locked by pid 1 on host elsewhere since x, which cannot "
+                     r"be checked from .*; if that run is gone, delete .*run.lock"):
+    lock.WorkdirLock(tmp_path).acquire()
+
+
+def test_a_held_lock_stops_training_but_not_readers(tiny_config, trained_workdir):
+  tiny_config.num_epochs = 3
+  before = {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")}
+  with lock.WorkdirLock(trained_workdir):
+    with pytest.raises(UsageError, match=f"in use by pid {os.getpid()} on host "
+                       f"{socket.gethostname()} since 20"):
+      trainer.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
+    assert vae_jax.load(trained_workdir).step == 250  # Readers take no lock.
+    after = {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*") if p.name != lock.LOCK_FILE}
+  assert after == before
+
+
+@pytest.mark.parametrize("obstacle", ["locked", "another model"])
+def test_nothing_is_rewritten_before_the_lock_and_the_checkpoint_are_checked(
+    tiny_config, copy_of, obstacle):
+  """A torn metrics line is only dropped by a run that will go on."""
+  with open(copy_of / reporting.METRICS_FILE, "a") as f:
+    f.write('{"epoch": 3, "train_loss": 1')
+  tiny_config.num_epochs = 3
+  if obstacle == "another model":
+    tiny_config.latents = 8
+  before = {p: p.read_bytes() for p in copy_of.rglob("*") if p.is_file()}
+  holder = lock.WorkdirLock(copy_of)
+  if obstacle == "locked":
+    holder.acquire()
+  try:
+    with pytest.raises(UsageError):
+      trainer.train_and_evaluate(tiny_config, copy_of, verbose=False)
+  finally:
+    holder.release()
+  assert {p: p.read_bytes() for p in copy_of.rglob("*") if p.is_file()} == before
