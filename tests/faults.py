@@ -13,7 +13,8 @@ FAULT says what happens to this process, and where:
   SIGNAL-after-step:S      send itself SIGNAL (sigterm or sigint) after the chunk ending at S
   SIGNAL-in-eval:N:C       send itself SIGNAL during chunk C (0-based) of the N-th (1-based)
                            evaluation pass of this process
-  SIGNAL-in-startup        send itself SIGNAL while the data loads
+  SIGNAL-in-startup        send itself SIGNAL as the run, holding the workdir's lock,
+                           reads config.json to restore
   none                     no fault
 
 Signals are sent by the process to itself at the point named, so where they land
@@ -97,14 +98,14 @@ def _in_eval(n: int, chunk: int, signum: int) -> None:
 
 
 def _in_startup(signum: int) -> None:
-  from vae_jax import data  # pylint: disable=g-import-not-at-top
-  load = data.load
+  from vae_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  read_config = checkpoints.read_config
 
-  def patched(config):
+  def patched(workdir):
     _kill(signum)
-    return load(config)
+    return read_config(workdir)
 
-  data.load = patched
+  checkpoints.read_config = patched
 
 
 def inject(fault: str) -> None:

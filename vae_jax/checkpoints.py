@@ -14,10 +14,12 @@ the damaged ones to `checkpoints.damaged/`. Orbax writes each checkpoint into
 a temporary folder and renames it when complete, so readers never see half of
 one; the writer deletes the temporary folders of saves killed midway.
 """
+import contextlib
 import dataclasses
 import errno
 import hashlib
 import json
+import logging
 import pathlib
 import re
 import shutil
@@ -179,18 +181,21 @@ class Checkpointer:
             "digests": {"params": digest(state.params), "opt_state": digest(state.opt_state)},
             "layout": {"params": layout(state.params), "opt_state": layout(state.opt_state)}}
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          params=ocp.args.StandardSave(state.params),
-          opt_state=ocp.args.StandardSave(state.opt_state),
-          meta=ocp.args.JsonSave(meta)), force=True)
-      self._manager.wait_until_finished()
+      with _orbax_errors_held_back():
+        self._manager.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            opt_state=ocp.args.StandardSave(state.opt_state),
+            meta=ocp.args.JsonSave(meta)), force=True)
+        self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
       self._remove_partial(step)
       if _is_disk_full(e):
         needed = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state)))
+        free = shutil.disk_usage(self.directory).free
         raise UsageError(f"disk full while saving checkpoint {step} to {self.directory} "
-                         f"(about {needed / 2**20:.1f} MiB needed); the partial checkpoint was "
-                         "removed and older checkpoints are intact") from None
+                         f"(about {needed / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free); "
+                         "the partial checkpoint was removed and older checkpoints are "
+                         "intact") from None
       raise
     return True
 
@@ -360,6 +365,20 @@ def _check_layout(step: int, item: str, meta: dict, abstract) -> None:
 def _verify(tree, meta: dict, item: str) -> None:
   if digest(tree) != meta["digests"].get(item):
     raise DamagedCheckpoint(f"the {item} arrays do not match their SHA-256 digest")
+
+
+@contextlib.contextmanager
+def _orbax_errors_held_back():
+  """Drops orbax's own log lines while saving: on a failed write each of its threads
+  logs a traceback, and the error that `save` raises says it all in a line. After a
+  failure the filter stays, since those threads go on logging after `save` returns."""
+  orbax_dir = str(pathlib.Path(ocp.__file__).parent)
+  drop = logging.Filter()
+  drop.filter = lambda record: not record.pathname.startswith(orbax_dir)
+  logger = logging.getLogger("absl")
+  logger.addFilter(drop)
+  yield
+  logger.removeFilter(drop)
 
 
 def _is_disk_full(e: BaseException) -> bool:
