@@ -157,6 +157,55 @@ def test_a_stop_during_evaluation_resumes_with_the_evaluation(tiny_config, train
   assert trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False).already_done
 
 
+def _stop_inside(patch, owner, name: str, calls: int = 1) -> None:
+  """Sets the run's stop flag (as SIGTERM would) during the `calls`-th call of `owner.name`."""
+  flag = trainer._StopFlag()
+  original = getattr(owner, name)
+  count = 0
+
+  def stopping(*args, **kwargs):
+    nonlocal count
+    count += 1
+    if count == calls:
+      flag.signum = 15
+    return original(*args, **kwargs)
+
+  patch.setattr(trainer, "_StopFlag", lambda: flag)
+  patch.setattr(owner, name, stopping)
+
+
+def test_a_stop_while_compiling_returns_before_training(tiny_config, tmp_path, monkeypatch):
+  with monkeypatch.context() as patch:
+    _stop_inside(patch, epoch.Runner, "compile")
+    result = trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  assert result.interrupted_by == 15 and result.state.steps_done == 0
+  assert not checkpoints.Checkpointer(tmp_path).all_steps()
+
+
+def test_a_stop_while_writing_figures_ends_that_epoch_and_saves_it(tiny_config, tmp_path,
+                                                                   monkeypatch):
+  with monkeypatch.context() as patch:
+    _stop_inside(patch, trainer, "_write_figures")
+    result = trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  assert result.interrupted_by == 15 and result.epochs_done == 1
+  assert checkpoints.Checkpointer(tmp_path).all_steps() == [125]
+  assert [r["epoch"] for r in reporting.read_metrics(tmp_path)] == [1]
+
+
+def test_a_stop_during_the_iwae_bound_resumes_with_it(tiny_config, tmp_path, monkeypatch):
+  tiny_config.num_epochs, tiny_config.eval_iwae_every, tiny_config.eval_iwae_k = 1, 1, 4
+  tiny_config.iwae_example_chunk = 500  # 4 chunks of the test set.
+  trainer.train_and_evaluate(tiny_config, tmp_path / "whole", verbose=False)
+  with monkeypatch.context() as patch:  # Stops after the IWAE bound's second chunk of 4.
+    _stop_inside(patch, evaluation, "importance_statistics", calls=2)
+    result = trainer.train_and_evaluate(tiny_config, tmp_path / "cut", verbose=False)
+  assert result.interrupted_by == 15 and result.epochs_done == 0
+  assert checkpoints.Checkpointer(tmp_path / "cut").all_steps() == [125]
+  trainer.train_and_evaluate(tiny_config, tmp_path / "cut", verbose=False)
+  assert _untimed(tmp_path / "cut") == _untimed(tmp_path / "whole")
+  assert "test_iwae_nll" in reporting.read_metrics(tmp_path / "cut")[0]
+
+
 # ----------------------------------------------------------------------------
 # Damaged checkpoints.
 
