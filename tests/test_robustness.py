@@ -76,8 +76,9 @@ def test_the_chunking_of_an_epoch_never_changes_the_result(tiny_config, trained_
   _same_params(latest_params(trained_workdir), latest_params(tmp_path))
   a, b = reporting.read_metrics(trained_workdir), reporting.read_metrics(tmp_path)
   assert [r["test_loss"] for r in a] == [r["test_loss"] for r in b]
-  # The train loss is a sum over chunks, so only its rounding may change.
-  np.testing.assert_allclose([r["train_loss"] for r in a], [r["train_loss"] for r in b], rtol=1e-6)
+  # The train loss adds the chunks' float32 sums (each with relative rounding up to
+  # ~5e-7), so 1 or 5 chunks may differ by ~1e-6; a chunk counted twice or missed, by 20 %.
+  np.testing.assert_allclose([r["train_loss"] for r in a], [r["train_loss"] for r in b], rtol=1e-5)
 
 
 class _Clock:
