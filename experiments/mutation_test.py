@@ -31,6 +31,7 @@ import concurrent.futures
 import json
 import os
 import pathlib
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -154,6 +155,8 @@ def run(out: pathlib.Path, workers: int, deadline: float, timeout: float,
   done_path = out / "results.jsonl"
   done = {json.loads(line)["job_id"] for line in open(done_path)} if done_path.exists() else set()
   pending = [m for m in mutants if m["job_id"] not in done]
+  # In random order: a run cut short is then a fair sample of every module.
+  random.Random(0).shuffle(pending)
   copies = [_copy_repo(out / f"work{i}") for i in range(workers)]
   free = list(range(workers))
   stop_at = time.monotonic() + deadline
@@ -172,10 +175,11 @@ def run(out: pathlib.Path, workers: int, deadline: float, timeout: float,
 
 
 def _copy_repo(folder: pathlib.Path) -> pathlib.Path:
+  """A fresh copy of the package and its tests (a run killed midway may have left a mutant)."""
   repo = folder / "repo"
-  if not repo.exists():
-    for part in ("vae_jax", "tests"):
-      shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+  shutil.rmtree(repo, ignore_errors=True)
+  for part in ("vae_jax", "tests"):
+    shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
   return repo
 
 

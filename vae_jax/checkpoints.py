@@ -284,7 +284,9 @@ class Checkpointer:
   def _meta(self, step: int) -> dict:
     """The checked meta record of `step`."""
     try:
-      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+      with _orbax_errors_held_back():
+        meta = self._manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore())).meta
     except Exception as e:  # pylint: disable=broad-except
       raise DamagedCheckpoint(f"its meta record is unreadable: {_reason(e)}") from None
     return _checked_meta(meta, step)
@@ -295,8 +297,9 @@ class Checkpointer:
     for item, tree in abstract.items():
       _check_layout(step, item, meta, tree)
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          **{item: ocp.args.StandardRestore(tree) for item, tree in abstract.items()}))
+      with _orbax_errors_held_back():
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            **{item: ocp.args.StandardRestore(tree) for item, tree in abstract.items()}))
     except Exception as e:  # pylint: disable=broad-except
       raise DamagedCheckpoint(_reason(e)) from None
     for item in abstract:
@@ -369,16 +372,22 @@ def _verify(tree, meta: dict, item: str) -> None:
 
 @contextlib.contextmanager
 def _orbax_errors_held_back():
-  """Drops orbax's own log lines while saving: on a failed write each of its threads
-  logs a traceback, and the error that `save` raises says it all in a line. After a
-  failure the filter stays, since those threads go on logging after `save` returns."""
+  """Drops orbax's own reports while it saves or restores: on a failed write or read
+  each of its threads logs a traceback, and tensorstore's threads print "Event loop
+  is closed" for requests that end after orbax gave up; the error raised here says
+  it all in a line. After a failure the filters stay, since those threads go on."""
   orbax_dir = str(pathlib.Path(ocp.__file__).parent)
   drop = logging.Filter()
   drop.filter = lambda record: not record.pathname.startswith(orbax_dir)
   logger = logging.getLogger("absl")
   logger.addFilter(drop)
+  hooks = sys.excepthook, sys.unraisablehook
+  closed = lambda e: isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
+  sys.excepthook = lambda kind, e, tb: None if closed(e) else hooks[0](kind, e, tb)
+  sys.unraisablehook = lambda u: None if closed(u.exc_value) else hooks[1](u)
   yield
   logger.removeFilter(drop)
+  sys.excepthook, sys.unraisablehook = hooks
 
 
 def _is_disk_full(e: BaseException) -> bool:
