@@ -75,6 +75,7 @@ def test_gaussian_densities_and_the_kl_match_their_formulas():
                                              (10, 100)])
 def test_sample_chunks_cover_k_in_equal_chunks_no_larger_than_asked(k, sample_chunk):
   num_chunks, chunk = objectives.sample_chunking(k, sample_chunk)
+  assert type(num_chunks) is int and type(chunk) is int  # Static shapes of the scan.
   assert num_chunks * chunk >= k > (num_chunks - 1) * chunk  # No chunk only of padding.
   assert chunk <= min(sample_chunk or k, k)
   assert num_chunks * chunk - k < num_chunks  # At most one padded sample per chunk.
@@ -98,6 +99,13 @@ def test_the_iwae_bound_lies_above_the_elbo_of_the_same_samples():
   gap = objectives.iwae_bound(module, params, x, key, 64) - objectives.elbo(module, params, x,
                                                                             key, 64)
   assert float(jnp.min(gap)) > 0.05
+
+
+def test_the_elbo_defaults_to_one_sample():
+  module, params = _small_vae()
+  x = jax.random.uniform(jax.random.key(4), (3, 4, 4, 1))
+  np.testing.assert_array_equal(objectives.elbo(module, params, x, jax.random.key(5)),
+                                objectives.elbo(module, params, x, jax.random.key(5), 1))
 
 
 def test_per_example_keys_follow_the_example_not_its_batch():
@@ -210,6 +218,20 @@ def test_the_weighted_step_with_beta_1_and_no_free_bits_is_the_plain_step():
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     assert np.linalg.norm(x - y) <= 1e-4 * np.linalg.norm(x)
   assert int(a.step) == 1 and bool(a.alive)
+
+
+@pytest.mark.parametrize("field, value, weighted", [
+    (None, None, False), ("beta", 4.0, True), ("beta", 0.0, True), ("kl_warmup_steps", 10, True),
+    ("free_bits", 0.5, True), ("learning_rate", 0.01, False)])
+def test_the_step_weighs_the_kl_exactly_when_a_setting_asks_for_it(field, value, weighted):
+  """Otherwise it minimises the plain negative ELBO (and logs no train_objective)."""
+  config = tiny.get_config()
+  if field:
+    config[field] = value
+  settings = train_step.Settings.of([dict(learning_rate=config.learning_rate, beta=config.beta,
+                                          kl_warmup_steps=config.kl_warmup_steps,
+                                          free_bits=config.free_bits)])
+  assert train_step.StepConfig.from_config(config, settings, 10).weighted is weighted
 
 
 def test_the_kl_warm_up_starts_from_the_reconstruction_alone():

@@ -277,6 +277,21 @@ def test_every_kind_of_damage_is_caught_by_restore_and_load(tiny_config, copy_of
     assert vae_jax.load(copy_of).step == 125  # The newest intact one, with a warning.
 
 
+def test_load_refuses_a_model_index_out_of_range_and_reads_older_configs(copy_of):
+  with pytest.raises(UsageError, match=r"model 1 out of range: .* holds 1 model\(s\) \(0 .. 0\)"):
+    vae_jax.load(copy_of, model=1)
+  config = json.loads((copy_of / "config.json").read_text())
+  del config["num_models"]  # As written before runs could stack models.
+  (copy_of / "config.json").write_text(json.dumps(config))
+  assert vae_jax.load(copy_of).step == 250
+
+
+def test_an_unreadable_config_json_is_named(copy_of):
+  (copy_of / "config.json").write_text('{"latents": 4,')
+  with pytest.raises(UsageError, match=r"config.json: unreadable config \(Expecting"):
+    vae_jax.load(copy_of)
+
+
 def test_load_warns_about_a_damaged_newest_checkpoint_and_takes_the_one_before(copy_of, capsys):
   _flip_bytes(copy_of / "checkpoints" / "250")
   capsys.readouterr()
