@@ -17,6 +17,7 @@ from conftest import finish
 from conftest import run_module
 from conftest import start_training
 from test_robustness import _flip_bytes
+from test_robustness import _truncate_arrays
 from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import lock
@@ -145,10 +146,16 @@ def test_a_signal_before_training_starts_is_one_line_and_128_plus_the_signal(tmp
 
 def test_when_every_checkpoint_is_damaged_training_and_evaluation_exit_2_saying_so(
     trained_workdir, tmp_path):
+  """First the newest checkpoint alone is truncated: evaluation warns in one line (orbax's
+  reports of the failed read held back) and evaluates the one before."""
   workdir = tmp_path / "damaged"
   shutil.copytree(trained_workdir, workdir)
-  for step in (125, 250):
-    _flip_bytes(workdir / "checkpoints" / str(step))
+  _truncate_arrays(workdir / "checkpoints" / "250")
+  result = run_module("vae_jax.evaluate", f"--workdir={workdir}", "--k=2", "--num_examples=4")
+  assert result.returncode == 0, result.stderr[-3000:]
+  warning, = result.stderr.strip().splitlines()
+  assert warning.startswith("warning: checkpoint 250 in ") and "using step 125" in warning
+  _flip_bytes(workdir / "checkpoints" / "125")
   code, _, err = _train(workdir, "--config.num_epochs=3")
   line = _one_error_line(err)
   assert code == 2 and "every checkpoint in" in line and "is damaged" in line

@@ -71,6 +71,12 @@ def test_gaussian_densities_and_the_kl_match_their_formulas():
   np.testing.assert_allclose(objectives.gaussian_kl(mean, logvar), kl.sum(), rtol=1e-6)
 
 
+def test_log_mean_exp_reduces_the_last_axis_by_default():
+  a = jax.random.normal(jax.random.key(0), (2, 3, 4))
+  np.testing.assert_allclose(objectives.log_mean_exp(a), objectives.log_mean_exp(a, axis=2))
+  assert objectives.log_mean_exp(a).shape == (2, 3)
+
+
 @pytest.mark.parametrize("k, sample_chunk", [(1, None), (7, None), (7, 3), (7, 7), (10, 4),
                                              (10, 100)])
 def test_sample_chunks_cover_k_in_equal_chunks_no_larger_than_asked(k, sample_chunk):
@@ -145,18 +151,26 @@ def test_the_negative_elbo_is_the_likelihoods_score_plus_the_analytic_kl(likelih
     assert 0 <= float(images.min()) and float(images.max()) <= 1
 
 
-def test_the_conv_vae_maps_images_to_their_own_shape():
+@pytest.mark.parametrize("features", [(4, 8), (2, 4, 8)])
+def test_the_conv_vae_maps_images_to_their_own_shape(features):
   config = tiny.get_config()
-  config.model, config.latents, config.conv_features = "conv", 3, (4, 8)
-  module = model_lib.from_config(config, (8, 12, 1))
+  config.model, config.latents, config.conv_features = "conv", 3, features
+  module = model_lib.from_config(config, (8, 16, 1))
   # Shapes only: jax.eval_shape traces without compiling.
   params = jax.eval_shape(lambda: model_lib.init_params(module, jax.random.key(0)))
   outputs, mean, logvar = jax.eval_shape(lambda p: module.apply(
-      {"params": p}, jnp.zeros((2, 8, 12, 1)), jax.random.key(1)), params)
-  assert outputs.shape == (2, 8, 12, 1) and mean.shape == logvar.shape == (2, 3)
-  kernels = {name: p["kernel"].shape for name, p in params["encoder"].items()}
-  assert kernels == {"conv0": (3, 3, 1, 4), "conv1": (3, 3, 4, 8), "stats": (2 * 3 * 8, 6)}
-  assert params["decoder"]["project"]["kernel"].shape == (3, 2 * 3 * 8)
+      {"params": p}, jnp.zeros((2, 8, 16, 1)), jax.random.key(1)), params)
+  assert outputs.shape == (2, 8, 16, 1) and mean.shape == logvar.shape == (2, 3)
+  n, last = len(features), features[-1]
+  smallest = (8 >> n) * (16 >> n) * last  # The feature map after n halvings.
+  encoder = {name: p["kernel"].shape for name, p in params["encoder"].items()}
+  channels = (1, *features)
+  assert encoder == {**{f"conv{i}": (3, 3, channels[i], channels[i + 1]) for i in range(n)},
+                     "stats": (smallest, 6)}
+  decoder = {name: p["kernel"].shape for name, p in params["decoder"].items()}
+  widths = (*reversed(features), 1)  # Back up to one channel, 3x3 each.
+  assert decoder == {"project": (3, smallest),
+                     **{f"deconv{i}": (3, 3, widths[i], widths[i + 1]) for i in range(n)}}
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -169,6 +183,15 @@ def test_impossible_conv_models_are_refused(field, value, message):
   arch = model_lib.Architecture(model="conv", conv_features=(4, 8), image_shape=(8, 8, 1))
   arch = dataclasses.replace(arch, **{field: value})
   with pytest.raises(UsageError, match=message):
+    arch.check()
+
+
+@pytest.mark.parametrize("field, value", [("model", "resnet"), ("decoder", "deep"),
+                                          ("likelihood", "poisson"), ("logistic_scale", "image"),
+                                          ("compute_dtype", "float16")])
+def test_unknown_model_choices_are_refused_naming_the_choices(field, value):
+  arch = dataclasses.replace(model_lib.Architecture(), **{field: value})
+  with pytest.raises(UsageError, match=f"unknown {field} '{value}'; choose one of "):
     arch.check()
 
 
@@ -273,3 +296,40 @@ def test_an_epoch_draws_each_real_example_at_most_once_and_never_the_padding():
   for drawn in (first, second):
     assert len(drawn) == 8 and len(set(drawn)) == 8 and set(drawn) <= set(range(1, 11))
   assert list(first) != list(second)
+
+
+def test_independent_orders_give_each_model_its_own_permutation():
+  images = np.arange(1, 11, dtype=np.uint8).reshape(10, 1, 1, 1)
+  mesh = parallel.make_mesh()
+  keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
+  shuffle = lambda keys, ndim: np.asarray(epoch.shuffle_batches(
+      jnp.asarray(images), keys, num_examples=10, batch_size=4,
+      sharding=parallel.sharded(mesh, ndim - 4, ndim)))
+  both = shuffle(keys, 6)
+  assert both.shape == (2, 2, 4, 1, 1, 1)
+  for i in range(2):
+    np.testing.assert_array_equal(both[i], shuffle(keys[i:i + 1], 5))
+  assert not np.array_equal(both[0], both[1])
+
+
+def test_each_stacked_model_runs_exactly_its_own_single_model_loop():
+  """Two models with their own seeds, data orders and step keys, in one program:
+  model i ends as it would alone (up to vmap's batched matrix products)."""
+  config = tiny.get_config()
+  config.hidden, config.latents = 16, 3
+  model = model_lib.from_config(config, (4, 4, 1))
+  state, step_config, settings = _state(config, model, num_models=2)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.integers(0, 256, (2, 3, 8, 4, 4, 1)), jnp.uint8)  # (N, S, B, ...)
+  step_keys = jnp.stack([jax.random.key(10), jax.random.key(11)])
+  chunk = jax.jit(epoch.train_chunk, static_argnums=(0, 1), static_argnames="num_steps")
+  stack, metrics = chunk(model, step_config, state, images, step_keys, settings, 0, num_steps=3)
+  assert metrics["loss"].shape == (2, 3)
+  for i in range(2):
+    alone, alone_metrics = chunk(model, step_config, stacked.stack(stacked.index(state, i)),
+                                 images[i], step_keys[i:i + 1], stacked.stack(
+                                     stacked.index(settings, i)), 0, num_steps=3)
+    np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"][0], rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(stacked.index(stack.params, i)), jax.tree.leaves(alone.params)):
+      assert np.linalg.norm(x - y[0]) <= 1e-4 * np.linalg.norm(x)
+

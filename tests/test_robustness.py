@@ -7,6 +7,7 @@ import shutil
 import socket
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -22,6 +23,7 @@ from vae_jax import reporting
 from vae_jax import sweep
 from vae_jax import train_step
 from vae_jax import trainer
+from vae_jax.configs import tiny
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
 
@@ -262,19 +264,58 @@ def _abstract_state(config):
                                    parallel.replicated(parallel.make_mesh()))
 
 
+def _rebuild(step, params, opt_state, alive):
+  return train_step.TrainState(jnp.full(len(alive), step, jnp.int32), params, opt_state,
+                               jnp.asarray(alive))
+
+
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
 def test_every_kind_of_damage_is_caught_by_restore_and_load(tiny_config, copy_of, kind):
   damage, reason = DAMAGE[kind]
   damage(copy_of / "checkpoints" / "250")
   ckpt = checkpoints.Checkpointer(copy_of, create=False)
-  rebuild = lambda step, params, opt_state, alive: step
   with pytest.raises(checkpoints.DamagedCheckpoint, match=reason):
-    ckpt.restore(_abstract_state(tiny_config), rebuild, 250)
-  assert ckpt.restore(_abstract_state(tiny_config), rebuild, 125)[0] == 125
+    ckpt.restore(_abstract_state(tiny_config), _rebuild, 250)
+  assert ckpt.restore(_abstract_state(tiny_config), _rebuild, 125)[0].steps_done == 125
   if kind != "array item deleted":  # Loading reads the params and the meta record only.
     with pytest.raises(UsageError, match=f"checkpoint 250 .* is damaged .*{reason}"):
       vae_jax.load(copy_of, step=250)
     assert vae_jax.load(copy_of).step == 125  # The newest intact one, with a warning.
+
+
+def test_a_reader_leaves_a_save_in_progress_alone(copy_of):
+  """Only the run holding the lock deletes the temporary folders of saves."""
+  in_progress = copy_of / "checkpoints" / "375.orbax-checkpoint-tmp-1700000000"
+  shutil.copytree(copy_of / "checkpoints" / "250", in_progress)
+  assert vae_jax.load(copy_of).step == 250
+  assert in_progress.is_dir()
+
+
+def test_a_save_that_fails_for_another_reason_is_not_called_a_full_disk(copy_of, monkeypatch):
+  ckpt = checkpoints.Checkpointer(copy_of)
+  state, _ = ckpt.restore(_abstract_state(tiny.get_config()), _rebuild, 250)
+  assert ckpt.save(state, {}) is False  # Step 250 exists: kept as it is.
+
+  def failing(*args, **kwargs):
+    raise ValueError("the file system said no")
+
+  monkeypatch.setattr(ckpt._manager, "save", failing)
+  state = state.replace(step=state.step + 1)
+  with pytest.raises(ValueError, match="the file system said no"):
+    ckpt.save(state, {})
+  assert ckpt.all_steps() == [125, 250]
+
+
+def test_a_step_damaged_again_is_set_aside_beside_the_first(copy_of, trained_workdir, capsys):
+  ckpt = checkpoints.Checkpointer(copy_of)
+  abstract = _abstract_state(tiny.get_config())
+  for _ in range(2):
+    _flip_bytes(copy_of / "checkpoints" / "250")
+    assert ckpt.restore_newest_intact(abstract, _rebuild)[2] == 125
+    shutil.copytree(trained_workdir / "checkpoints" / "250", copy_of / "checkpoints" / "250")
+    ckpt = checkpoints.Checkpointer(copy_of)
+  assert sorted(p.name for p in (copy_of / "checkpoints.damaged").iterdir()) == ["250", "250.1"]
+  assert capsys.readouterr().err.count("is damaged") == 2
 
 
 def test_load_refuses_a_model_index_out_of_range_and_reads_older_configs(copy_of):

@@ -384,10 +384,20 @@ def _orbax_errors_held_back():
   hooks = sys.excepthook, sys.unraisablehook
   closed = lambda e: isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
   sys.excepthook = lambda kind, e, tb: None if closed(e) else hooks[0](kind, e, tb)
-  sys.unraisablehook = lambda u: None if closed(u.exc_value) else hooks[1](u)
+  # Orbax's abandoned coroutines also raise again when they are collected.
+  sys.unraisablehook = lambda u: None if closed(u.exc_value) or _raised_in(
+      u.exc_traceback, orbax_dir) else hooks[1](u)
   yield
   logger.removeFilter(drop)
   sys.excepthook, sys.unraisablehook = hooks
+
+
+def _raised_in(traceback, folder: str) -> bool:
+  while traceback is not None:
+    if traceback.tb_frame.f_code.co_filename.startswith(folder):
+      return True
+    traceback = traceback.tb_next
+  return False
 
 
 def _is_disk_full(e: BaseException) -> bool:
