@@ -110,7 +110,8 @@ def _mutants(out: pathlib.Path, module: str, contexts: dict, only: dict | None) 
   subprocess.run(["cr-filter-operators", str(session), str(config)], check=True)
   source = path.read_text()
   lines = source.splitlines()
-  wanted = None if only is None else {(s["operator"], s["occurrence"]) for s in only.get(module, [])}
+  wanted = None if only is None else {_signature(s["operator"], s["diff"])
+                                      for s in only.get(module, [])}
   db = sqlite3.connect(session)
   rows = db.execute("SELECT job_id, operator_name, operator_args, occurrence, start_pos_row, "
                     "definition_name FROM mutation_specs WHERE job_id NOT IN "
@@ -120,18 +121,26 @@ def _mutants(out: pathlib.Path, module: str, contexts: dict, only: dict | None) 
     if module == "trainer" and not (definition in KEY_HANDLING or (
         definition is None and "_STREAM" in lines[row - 1])):
       continue
-    if wanted is not None and (op, occurrence) not in wanted:
-      continue
     op_args = json.loads(op_args)  # Stored as JSON of a JSON string.
     operator = plugins.get_operator(op)(**(json.loads(op_args) if isinstance(op_args, str) else op_args))
     mutated = mutating.mutate_code(source, operator, occurrence)
     if mutated is None:
       continue
     diff = "\n".join(mutating._make_diff(source, mutated, f"vae_jax/{module}.py"))  # pylint: disable=protected-access
+    if wanted is not None and _signature(op, diff) not in wanted:
+      continue
     mutants.append({"job_id": job, "module": module, "operator": op, "occurrence": occurrence,
                     "line": row, "function": definition, "diff": diff, "code": mutated,
                     "tests": _tests_of_line(contexts.get(module, {}), row, definition)})
   return mutants
+
+
+def _signature(operator: str, diff: str) -> tuple:
+  """A mutant by its operator and the lines it changes: the same mutant in code whose
+  other lines moved (occurrence numbers shift when code is added)."""
+  changed = [line.strip() for line in diff.splitlines()
+             if line[:1] in "-+" and not line.startswith(("---", "+++"))]
+  return operator, tuple(changed)
 
 
 def _tests_of_line(by_line: dict, row: int, definition) -> list[str]:
