@@ -195,6 +195,37 @@ def test_unknown_model_choices_are_refused_naming_the_choices(field, value):
     arch.check()
 
 
+def test_the_conv_decoder_ends_without_a_relu():
+  """Its last transposed convolution gives logits, which must be free to be negative."""
+  config = tiny.get_config()
+  config.model, config.latents, config.conv_features = "conv", 3, (2, 4)
+  module = model_lib.from_config(config, (8, 8, 1))
+  params = jax.jit(model_lib.init_params, static_argnums=0)(module, jax.random.key(0))
+  z = jax.random.normal(jax.random.key(1), (16, 3))
+  logits = jax.jit(lambda p, z: module.apply({"params": p}, z, method=module.decode))(params, z)
+  assert float(logits.min()) < 0 < float(logits.max())
+
+
+def test_the_config_builds_what_it_names():
+  config = tiny.get_config()
+  config.likelihood, config.decoder = "gaussian", "linear"
+  module = model_lib.from_config(config, (4, 4, 1))
+  assert isinstance(module.likelihood, likelihoods.Gaussian)
+  assert module.decoder.hidden == 0 and module.encoder.dtype is None  # float32: flax's default.
+  config.likelihood, config.compute_dtype = "logistic", "bfloat16"
+  module = model_lib.from_config(config, (4, 4, 1))
+  assert isinstance(module.likelihood, likelihoods.DiscretizedLogistic)
+  assert module.encoder.dtype == jnp.bfloat16 and module.decoder.dtype == jnp.bfloat16
+  config.likelihood = "bernoulli"
+  assert isinstance(model_lib.from_config(config, (4, 4, 1)).likelihood, likelihoods.Bernoulli)
+
+
+def test_the_architecture_defaults_are_the_default_configs():
+  """What a config.json without a field (an older run's) is read with."""
+  from vae_jax.configs import default  # pylint: disable=g-import-not-at-top
+  assert model_lib.Architecture.from_config(default.get_config()) == model_lib.Architecture()
+
+
 def test_only_fields_that_fix_shapes_make_another_model():
   arch = model_lib.Architecture()
   same = dataclasses.replace(arch, obs_scale=0.3, compute_dtype="bfloat16")

@@ -5,6 +5,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import time
 
 import jax
 import jax.numpy as jnp
@@ -74,9 +76,12 @@ def test_the_chunking_of_an_epoch_never_changes_the_result(tiny_config, trained_
   the key of s, whatever chunk it falls in (a key folded with the index inside the
   chunk would only differ between chunkings)."""
   tiny_config.chunks_per_epoch = 1
+  start = time.perf_counter()
   trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  seconds = time.perf_counter() - start
   _same_params(latest_params(trained_workdir), latest_params(tmp_path))
   a, b = reporting.read_metrics(trained_workdir), reporting.read_metrics(tmp_path)
+  assert 0 < b[0]["compile_seconds"] < seconds and "compile_seconds" not in b[1]
   assert [r["test_loss"] for r in a] == [r["test_loss"] for r in b]
   # The train loss adds the chunks' float32 sums (each with relative rounding up to
   # ~5e-7), so 1 or 5 chunks may differ by ~1e-6; a chunk counted twice or missed, by 20 %.
@@ -318,7 +323,76 @@ def test_a_step_damaged_again_is_set_aside_beside_the_first(copy_of, trained_wor
   assert capsys.readouterr().err.count("is damaged") == 2
 
 
+def test_a_full_disk_during_a_save_is_one_line_naming_the_space(copy_of, tmp_path):
+  """In process, on a real file system too small for a checkpoint (see test_faults_cli
+  for the command line)."""
+  small = tmp_path / "small"
+  small.mkdir()
+  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs",
+                                          str(small)], capture_output=True).returncode:
+    pytest.skip("mounting a small file system needs root")
+  try:
+    state, _ = checkpoints.Checkpointer(copy_of).restore(_abstract_state(tiny.get_config()),
+                                                         _rebuild, 250)
+    ckpt = checkpoints.Checkpointer(small)
+    free = shutil.disk_usage(small).free / 2**20
+    needed = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state))) / 2**20
+    with pytest.raises(UsageError) as error:
+      ckpt.save(state, {})
+    assert str(error.value) == (
+        f"disk full while saving checkpoint 250 to {small / 'checkpoints'} (about "
+        f"{needed:.1f} MiB needed, {free:.1f} MiB free); the partial checkpoint was removed "
+        "and older checkpoints are intact")
+    assert round(needed, 1) == 1.2 and list((small / "checkpoints").iterdir()) == []
+  finally:
+    subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_the_keys_of_each_epoch_and_stream_are_their_own(tiny_config):
+  """fold_in(fold_in(seed key, stream), epoch): a key that ignored the epoch would
+  replay epoch 1's order and noise forever, and every run would agree with itself."""
+  tiny_config.num_models, tiny_config.independent_data_order = 2, True
+  run = trainer._Run(tiny_config, None, None, sweep.model_settings(tiny_config),
+                     trainer._roots(tiny_config), None, None, None, False, None, 125)
+  data_of = lambda keys: [jax.random.key_data(k).tolist() for k in keys]
+  for stream, epoch_number in ((trainer.TRAIN_STREAM, 0), (trainer.EVAL_STREAM, 3)):
+    expected = [jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), stream), epoch_number)
+                for seed in (0, 1)]
+    assert data_of(run.stream_keys(stream, epoch_number)) == data_of(expected)
+  shuffle, steps = trainer._epoch_keys(run, 0)
+  assert shuffle.shape == steps.shape == (2,)
+  assert data_of(trainer._epoch_keys(run, 1)[1]) != data_of(steps)
+  tiny_config.independent_data_order = False  # One order, model 0's, for all.
+  assert data_of(trainer._epoch_keys(run, 0)[0]) == data_of(shuffle[:1])
+  streams = (trainer.INIT_STREAM, trainer.TRAIN_STREAM, trainer.EVAL_STREAM,
+             trainer.FIGURE_STREAM, trainer.IWAE_STREAM, evaluation.TEST_BINARIZE_STREAM)
+  assert len(set(streams)) == len(streams)
+
+
+@pytest.mark.parametrize("content, says", [("[]", "a JSON list"), ("{}", "an empty object"),
+                                           ('{"latents": 4}', "an object without image_shape")])
+def test_config_json_that_is_not_a_runs_is_described(tmp_path, content, says):
+  (tmp_path / "config.json").write_text(content)
+  with pytest.raises(UsageError, match=f"is not the config.json of a vae_jax run \\(it holds {says}\\)"):
+    checkpoints.read_config(tmp_path)
+
+
+def test_a_model_is_the_same_with_or_without_a_recorded_num_models(copy_of):
+  saved = checkpoints.read_config(copy_of)
+  older = checkpoints.read_config(copy_of)
+  del older["num_models"]
+  checkpoints.check_same_model(older, saved, copy_of)
+  checkpoints.check_same_model(saved, older, copy_of)
+  saved.num_models = 2
+  with pytest.raises(UsageError, match="num_models 2 vs 1"):
+    checkpoints.check_same_model(saved, older, copy_of)
+  with pytest.raises(UsageError, match="num_models 1 vs 2"):
+    checkpoints.check_same_model(older, saved, copy_of)
+
+
 def test_load_refuses_a_model_index_out_of_range_and_reads_older_configs(copy_of):
+  with pytest.raises(UsageError, match=r"no checkpoint at step 7 in .* \(steps: 125, 250\)"):
+    vae_jax.load(copy_of, step=7)
   with pytest.raises(UsageError, match=r"model 1 out of range: .* holds 1 model\(s\) \(0 .. 0\)"):
     vae_jax.load(copy_of, model=1)
   config = json.loads((copy_of / "config.json").read_text())
