@@ -26,7 +26,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, latest_params
+from conftest import REPO, finish, latest_params, start_training
+from vae_jax import checkpoints
 from vae_jax import reporting
 from vae_jax import trainer
 from vae_jax.configs import tiny
@@ -34,17 +35,12 @@ from vae_jax.configs import tiny
 RELATIVE_L2_TOLERANCE = 1e-4
 
 
-def _train(workdir, devices: int, *args: str, process_id=None, port=None, wait=True):
+def _train(workdir, devices: int, *args: str):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   command = [sys.executable, "-m", "vae_jax.train", f"--workdir={workdir}",
              "--config=vae_jax/configs/tiny.py", "--config.num_epochs=1", *args]
-  if process_id is not None:
-    command += [f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                f"--process_id={process_id}"]
   process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-  if not wait:
-    return process
   out, err = process.communicate(timeout=600)
   assert process.returncode == 0, err[-3000:]
   return out
@@ -81,19 +77,72 @@ def test_four_devices_give_the_parameters_of_one(one_device_run, four_device_run
   assert abs(one["test_loss"] - four["test_loss"]) < 1e-2
 
 
-def test_two_processes_give_the_parameters_of_one(one_device_run, tmp_path):
+def _two_processes(workdir, *args: str, faults=("none", "none"), env=None) -> list[tuple]:
+  """Runs 2 processes of 2 CPU devices each on loopback, process i with `faults[i]`
+  (tests/faults.py); returns their (exit status, stdout, stderr). Neither outlives the call."""
   with socket.socket() as s:  # A free port for the coordinator.
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
-  workdir = tmp_path / "two_processes"
-  processes = [_train(workdir, 2, process_id=i, port=port, wait=False) for i in range(2)]
-  outputs = [p.communicate(timeout=600) for p in processes]
-  for p, (_, err) in zip(processes, outputs):
-    assert p.returncode == 0, err[-3000:]
-  assert "on 4 cpu device(s)" in outputs[0][0]
-  assert "epoch" in outputs[0][0] and "epoch" not in outputs[1][0]  # Only process 0 reports.
+  env = dict(env or {}, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  processes = [start_training(
+      fault, f"--workdir={workdir}", "--config=tiny", "--config.num_epochs=1", *args,
+      f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
+      env=env) for i, fault in enumerate(faults)]
+  try:
+    return [finish(p, timeout=300) for p in processes]
+  finally:
+    for p in processes:  # One that failed may leave the other waiting in a collective.
+      if p.poll() is None:
+        p.kill()
+        p.communicate()
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory, compilation_cache):
+  workdir = tmp_path_factory.mktemp("two_processes")
+  results = _two_processes(workdir, env=compilation_cache)
+  for code, _, err in results:
+    assert code == 0, err[-3000:]
+  return workdir, [out for _, out, _ in results]
+
+
+def test_two_processes_give_the_parameters_of_one(one_device_run, two_process_run):
+  workdir, outputs = two_process_run
+  assert "on 4 cpu device(s)" in outputs[0]
+  assert "epoch" in outputs[0] and "epoch" not in outputs[1]  # Only process 0 reports.
   assert len(reporting.read_metrics(workdir)) == 1
   _assert_close(latest_params(one_device_run), latest_params(workdir))
+
+
+TIMING = {"epoch_seconds", "examples_per_second", "eval_seconds", "compile_seconds"}
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_resumes_exactly(
+    two_process_run, tmp_path, compilation_cache):
+  """Process 1 alone gets SIGTERM, mid-epoch and then mid-evaluation: both processes
+  stop at the same chunk boundary, save one checkpoint together and exit with 143; the
+  rerun ends with the uninterrupted run's parameters and metrics, bit for bit."""
+  workdir = tmp_path / "preempted"
+  codes = lambda results: [code for code, _, _ in results]
+  results = _two_processes(workdir, faults=("none", "sigterm-after-step:50"), env=compilation_cache)
+  assert codes(results) == [143, 143], results[0][2][-3000:]
+  assert ("interrupted during training in epoch 1 (50 of 125 steps done); checkpoint saved at "
+          "step 50") in results[0][1]
+  assert checkpoints.Checkpointer(workdir, create=False).all_steps() == [50]
+
+  results = _two_processes(workdir, faults=("none", "sigterm-in-eval:1:1"), env=compilation_cache)
+  assert codes(results) == [143, 143], results[0][2][-3000:]
+  assert "interrupted during evaluation in epoch 1" in results[0][1]
+  assert checkpoints.Checkpointer(workdir, create=False).all_steps() == [50, 125]
+  assert not reporting.read_metrics(workdir)
+
+  results = _two_processes(workdir, env=compilation_cache)
+  assert codes(results) == [0, 0], results[0][2][-3000:]
+  uninterrupted = two_process_run[0]
+  jax.tree.map(np.testing.assert_array_equal, latest_params(uninterrupted), latest_params(workdir))
+  untimed = lambda w: [{k: v for k, v in r.items() if k not in TIMING}
+                       for r in reporting.read_metrics(w)]
+  assert untimed(workdir) == untimed(uninterrupted)
 
 
 def test_a_four_device_checkpoint_continues_on_one_device(four_device_run, tmp_path):

@@ -41,7 +41,11 @@ def test_one_update_lowers_the_loss_on_a_fixed_batch(tiny_config, key):
   one = stacked.index(state, 0)
   new, metrics = jax.jit(train_step.step_one, static_argnums=(0, 1))(
       model, step_config, one, jnp.asarray(images), step_key, stacked.index(settings, 0))
-  np.testing.assert_allclose(metrics["loss"], loss(one.params), rtol=1e-6)
+  # The jitted step and this eager loss are different programs: their sums over 784
+  # pixels and 64 images may round differently on another CPU (a few 1e-7 relative).
+  # A real mistake moves the loss far more: another z draw 8e-4, the loss after the
+  # step 1e-2.
+  np.testing.assert_allclose(metrics["loss"], loss(one.params), rtol=1e-4)
   assert loss(new.params) < loss(one.params)
   assert int(new.step) == 1 and bool(new.alive)
 

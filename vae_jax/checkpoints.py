@@ -4,17 +4,24 @@ A workdir holds `config.json` (what rebuilds the model) and `checkpoints/STEP/`
 with three orbax items:
   * `params` and `opt_state`: the stacked models' arrays (leading model axis);
   * `meta`: JSON with the step, which models are alive, the trainer's
-    progress within the run, and a SHA-256 digest of each array item.
-A restore recomputes the digests, so truncated, deleted or overwritten files
-are caught (orbax itself does not verify content); the trainer then falls
-back to the newest intact checkpoint. Orbax writes each checkpoint into a
-temporary folder and renames it when complete, so readers never see half of one.
+    progress within the run, and per array item its layout (leaf paths, dtypes,
+    shapes) and a SHA-256 digest of its contents.
+A restore first compares the layout, so another model or optimizer is named
+as such, then recomputes the digests, so truncated, deleted or overwritten
+files are caught (orbax itself does not verify content); the trainer and
+`load` then fall back to the newest intact checkpoint, and the trainer moves
+the damaged ones to `checkpoints.damaged/`. Orbax writes each checkpoint into
+a temporary folder and renames it when complete, so readers never see half of
+one; the writer deletes the temporary folders of saves killed midway.
 """
+import contextlib
 import dataclasses
 import errno
 import hashlib
 import json
+import logging
 import pathlib
+import re
 import shutil
 import sys
 
@@ -34,6 +41,11 @@ CUSTOM_MODEL = "custom"  # config.model of a run trained with a user-defined VAE
 
 class DamagedCheckpoint(Exception):
   """A checkpoint's files are missing, unreadable or fail their digest."""
+
+
+class OtherLayout(UsageError):
+  """A checkpoint holds arrays of other names or shapes than the state restored into:
+  another model or optimizer, not damage."""
 
 
 # ----------------------------------------------------------------------------
@@ -92,6 +104,12 @@ def check_same_model(saved: ml_collections.ConfigDict, config: ml_collections.Co
 # Digests
 
 
+def layout(tree) -> dict[str, list]:
+  """{leaf path: [dtype, *shape]} of a pytree of arrays or ShapeDtypeStructs, JSON-ready."""
+  return {jax.tree_util.keystr(path): [str(np.dtype(leaf.dtype)), *map(int, leaf.shape)]
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 def digest(tree) -> str:
   """SHA-256 over a pytree's leaves: their paths, dtypes, shapes and bytes."""
   h = hashlib.sha256()
@@ -116,10 +134,21 @@ class Checkpointer:
   """
 
   def __init__(self, workdir, keep: int = 3, create: bool = True):
+    """
+    Args:
+      workdir: the run's folder; checkpoints go to `workdir/checkpoints`.
+      keep: how many checkpoints to keep.
+      create: this is the run's writer (it holds the workdir's lock): create the
+        folder, and delete what saves killed midway left behind. Readers pass False
+        and touch nothing, so they never remove a save in progress.
+    """
+    workdir = pathlib.Path(workdir).absolute()
+    self._damaged_dir = workdir / "checkpoints.damaged"
     self._manager = ocp.CheckpointManager(
-        pathlib.Path(workdir).absolute() / "checkpoints",
+        workdir / "checkpoints",
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=create, enable_async_checkpointing=False))
+            max_to_keep=keep, create=create, cleanup_tmp_directories=create,
+            enable_async_checkpointing=False))
 
   @property
   def directory(self) -> pathlib.Path:
@@ -131,30 +160,42 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, state, progress: dict) -> bool:
+  def save(self, state, progress: dict, replace: bool = False) -> bool:
     """Writes a checkpoint at `state.steps_done` unless one exists there; returns whether it wrote.
+
+    Args:
+      state: the train state.
+      progress: JSON-ready progress to save with it.
+      replace: overwrite a checkpoint of the same step (deleted first: a crash in
+        between leaves the one before as the newest).
 
     Raises:
       UsageError: the disk is full; the partial checkpoint is removed, older ones stay.
     """
     step = state.steps_done
     if step in self._manager.all_steps():
-      return False
+      if not replace:
+        return False
+      self._manager.delete(step)
     meta = {"step": step, "alive": np.asarray(state.alive).tolist(), "progress": progress,
-            "digests": {"params": digest(state.params), "opt_state": digest(state.opt_state)}}
+            "digests": {"params": digest(state.params), "opt_state": digest(state.opt_state)},
+            "layout": {"params": layout(state.params), "opt_state": layout(state.opt_state)}}
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          params=ocp.args.StandardSave(state.params),
-          opt_state=ocp.args.StandardSave(state.opt_state),
-          meta=ocp.args.JsonSave(meta)), force=True)
-      self._manager.wait_until_finished()
+      with _orbax_errors_held_back():
+        self._manager.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            opt_state=ocp.args.StandardSave(state.opt_state),
+            meta=ocp.args.JsonSave(meta)), force=True)
+        self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
       self._remove_partial(step)
       if _is_disk_full(e):
         needed = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state)))
+        free = shutil.disk_usage(self.directory).free
         raise UsageError(f"disk full while saving checkpoint {step} to {self.directory} "
-                         f"(about {needed / 2**20:.1f} MiB needed); the partial checkpoint was "
-                         "removed and older checkpoints are intact") from None
+                         f"(about {needed / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free); "
+                         "the partial checkpoint was removed and older checkpoints are "
+                         "intact") from None
       raise
     return True
 
@@ -168,58 +209,120 @@ class Checkpointer:
 
     Raises:
       UsageError: no checkpoint at `step`.
+      OtherLayout: it holds another model's or optimizer's arrays.
       DamagedCheckpoint: its files are missing, unreadable or altered.
     """
     step = self._existing(step)
-    try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(abstract_state.params),
-          opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
-          meta=ocp.args.JsonRestore()))
-    except Exception as e:  # pylint: disable=broad-except
-      raise DamagedCheckpoint(_first_line(e)) from None
-    meta = _checked_meta(restored.meta, step)
-    _verify(restored.params, meta, "params")
-    _verify(restored.opt_state, meta, "opt_state")
-    state = rebuild(meta["step"], restored.params, restored.opt_state, np.asarray(meta["alive"]))
+    meta = self._meta(step)
+    items = {"params": abstract_state.params, "opt_state": abstract_state.opt_state}
+    restored = self._restore_items(step, meta, items)
+    state = rebuild(meta["step"], restored["params"], restored["opt_state"],
+                    np.asarray(meta["alive"]))
     return state, meta["progress"]
 
   def restore_newest_intact(self, abstract_state, rebuild, warn=None):
     """The newest checkpoint that restores and verifies: (state, progress, step), or None
     when there are no checkpoints.
 
-    Each damaged checkpoint passed over gets one `warn` line naming its step and why.
+    The damaged checkpoints passed over are moved to `checkpoints.damaged/` (by
+    process 0; the caller holds the workdir's lock), so that the run can save
+    those steps again, and each gets one `warn` line naming its step and why.
 
     Raises:
-      UsageError: there are checkpoints, but every one is damaged.
+      UsageError: there are checkpoints, but every one is damaged (nothing is moved),
+        or they hold another model (`OtherLayout`).
     """
-    failures = []
+    damaged = []
     for step in reversed(self.all_steps()):
       try:
         state, progress = self.restore(abstract_state, rebuild, step)
       except DamagedCheckpoint as e:
-        failures.append(f"step {step}: {e}")
-        (warn or _warn)(f"warning: checkpoint {step} in {self.directory} is damaged ({e}); "
-                        "trying the one before")
+        damaged.append((step, str(e)))
         continue
+      self._set_aside(damaged, step, warn or _warn)
       return state, progress, step
-    if failures:
-      raise UsageError(f"every checkpoint in {self.directory} is damaged ({'; '.join(failures)}); "
-                       "the files cannot be trusted. Restore them from a backup, or move "
-                       "checkpoints/ away to train from scratch")
+    if damaged:
+      reasons = "; ".join(f"step {s}: {why}" for s, why in damaged)
+      raise UsageError(f"every checkpoint in {self.directory} is damaged ({reasons}): their "
+                       "files are corrupt or incomplete, not those of another model. Restore "
+                       "them from a backup, or move checkpoints/ away to train from scratch")
     return None
 
   def restore_params(self, abstract_params, step: int | None = None):
     """The `params` item alone at `step` (default: the latest), verified; the optimizer
-    state is not read, so no optimizer setting can stand in the way."""
+    state is not read, so no optimizer setting can stand in the way.
+
+    Raises: as `restore`.
+    """
     step = self._existing(step)
+    return self._restore_items(step, self._meta(step), {"params": abstract_params})["params"]
+
+  def newest_intact_params(self, abstract_params, warn=None) -> tuple[object, int]:
+    """(params, step) of the newest checkpoint whose params verify; a `warn` line for each
+    newer one that is damaged. Moves nothing: readers do not hold the lock.
+
+    Raises:
+      UsageError: no checkpoint, or every one damaged.
+    """
+    damaged = []
+    for step in reversed(self.all_steps()):
+      try:
+        params = self.restore_params(abstract_params, step)
+      except DamagedCheckpoint as e:
+        damaged.append((step, str(e)))
+        continue
+      for bad, why in damaged:
+        (warn or _warn)(f"warning: checkpoint {bad} in {self.directory} is damaged ({why}); "
+                        f"using step {step}, the newest intact one")
+      return params, step
+    if not damaged:
+      raise UsageError(f"no checkpoint in {self.directory}")
+    reasons = "; ".join(f"step {s}: {why}" for s, why in damaged)
+    raise UsageError(f"every checkpoint in {self.directory} is damaged ({reasons}): their files "
+                     "are corrupt or incomplete; restore them from a backup")
+
+  def _meta(self, step: int) -> dict:
+    """The checked meta record of `step`."""
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+      with _orbax_errors_held_back():
+        meta = self._manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore())).meta
     except Exception as e:  # pylint: disable=broad-except
-      raise DamagedCheckpoint(_first_line(e)) from None
-    _verify(restored.params, _checked_meta(restored.meta, step), "params")
-    return restored.params
+      raise DamagedCheckpoint(f"its meta record is unreadable: {_reason(e)}") from None
+    return _checked_meta(meta, step)
+
+  def _restore_items(self, step: int, meta: dict, abstract: dict) -> dict:
+    """The array items `abstract` names at `step`, checked against the layout and the
+    digests in `meta`."""
+    for item, tree in abstract.items():
+      _check_layout(step, item, meta, tree)
+    try:
+      with _orbax_errors_held_back():
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            **{item: ocp.args.StandardRestore(tree) for item, tree in abstract.items()}))
+    except Exception as e:  # pylint: disable=broad-except
+      raise DamagedCheckpoint(_reason(e)) from None
+    for item in abstract:
+      _verify(restored[item], meta, item)
+    return {item: restored[item] for item in abstract}
+
+  def _set_aside(self, damaged: list[tuple[int, str]], restored_step: int, warn) -> None:
+    """Moves the `damaged` (step, reason) checkpoints into `checkpoints.damaged/`."""
+    if not damaged:
+      return
+    if parallel.is_main_process():
+      for step, why in damaged:
+        target = self._damaged_dir / str(step)
+        for n in range(1, 1000):  # An earlier damaged copy of the step stays too.
+          if not target.exists():
+            break
+          target = self._damaged_dir / f"{step}.{n}"
+        self._damaged_dir.mkdir(exist_ok=True)
+        shutil.move(self.directory / str(step), target)
+        warn(f"warning: checkpoint {step} in {self.directory} is damaged ({why}); moved it to "
+             f"{target}, resuming from step {restored_step}")
+    parallel.any_process(False)  # The others wait for the move before looking again.
+    self._manager.reload()
 
   def close(self) -> None:
     self._manager.close()
@@ -247,9 +350,54 @@ def _checked_meta(meta, step: int) -> dict:
   return meta
 
 
+def _check_layout(step: int, item: str, meta: dict, abstract) -> None:
+  """Raises OtherLayout when the arrays `meta` records for `item` are not `abstract`'s."""
+  saved = meta.get("layout", {}).get(item)
+  if saved is None:
+    return  # Saved before layouts were recorded; the restore itself will fail on a mismatch.
+  ours = layout(abstract)
+  if saved == ours:
+    return
+  diffs = [f"{path} {saved.get(path, 'absent')} vs {ours.get(path, 'absent')}"
+           for path in sorted(saved.keys() | ours.keys()) if saved.get(path) != ours.get(path)]
+  raise OtherLayout(f"checkpoint {step} holds other {item} arrays than this model and optimizer "
+                    f"({len(diffs)} differ: {'; '.join(diffs[:3])}{' ...' if len(diffs) > 3 else ''}); "
+                    "use the settings it was trained with, or a new --workdir")
+
+
 def _verify(tree, meta: dict, item: str) -> None:
   if digest(tree) != meta["digests"].get(item):
     raise DamagedCheckpoint(f"the {item} arrays do not match their SHA-256 digest")
+
+
+@contextlib.contextmanager
+def _orbax_errors_held_back():
+  """Drops orbax's own reports while it saves or restores: on a failed write or read
+  each of its threads logs a traceback, and tensorstore's threads print "Event loop
+  is closed" for requests that end after orbax gave up; the error raised here says
+  it all in a line. After a failure the filters stay, since those threads go on."""
+  orbax_dir = str(pathlib.Path(ocp.__file__).parent)
+  drop = logging.Filter()
+  drop.filter = lambda record: not record.pathname.startswith(orbax_dir)
+  logger = logging.getLogger("absl")
+  logger.addFilter(drop)
+  hooks = sys.excepthook, sys.unraisablehook
+  closed = lambda e: isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
+  sys.excepthook = lambda kind, e, tb: None if closed(e) else hooks[0](kind, e, tb)
+  # Orbax's abandoned coroutines also raise again when they are collected.
+  sys.unraisablehook = lambda u: None if closed(u.exc_value) or _raised_in(
+      u.exc_traceback, orbax_dir) else hooks[1](u)
+  yield
+  logger.removeFilter(drop)
+  sys.excepthook, sys.unraisablehook = hooks
+
+
+def _raised_in(traceback, folder: str) -> bool:
+  while traceback is not None:
+    if traceback.tb_frame.f_code.co_filename.startswith(folder):
+      return True
+    traceback = traceback.tb_next
+  return False
 
 
 def _is_disk_full(e: BaseException) -> bool:
@@ -263,6 +411,16 @@ def _is_disk_full(e: BaseException) -> bool:
 def _first_line(e: BaseException) -> str:
   text = str(e).strip()
   return (text.splitlines()[0][:200] if text else type(e).__name__)
+
+
+def _reason(e: BaseException) -> str:
+  """Why orbax or tensorstore could not read a checkpoint, in a line: the start and the
+  end of the innermost error's message, which hold the kind of error and its cause."""
+  while e.__cause__ is not None:  # Orbax wraps tensorstore's error in one that prints specs.
+    e = e.__cause__
+  text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+  text = re.sub(r" \[tensorstore_spec.*", "", text)
+  return text if len(text) <= 160 else f"{text[:60]} ... {text[-95:]}"
 
 
 def _warn(message: str) -> None:
@@ -318,7 +476,9 @@ def load(workdir, step: int | None = None, *, model: int = 0,
 
   Raises:
     UsageError: no config or checkpoint in `workdir`, no checkpoint at `step`,
-      no such model, a user-defined network not given, or damaged files.
+      no such model, a user-defined network not given, or damaged files (without
+      `step`, a damaged newest checkpoint is passed over with a warning, as
+      training does, and the newest intact one loaded).
   """
   config = read_config(workdir)
   checkpointer = Checkpointer(workdir, create=False) if config is not None else None
@@ -336,12 +496,14 @@ def load(workdir, step: int | None = None, *, model: int = 0,
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((num_models, *a.shape), a.dtype), abstract)
   # Placed replicated over this process's devices, whatever the saving run used.
   abstract = abstract_like(abstract, parallel.replicated(parallel.make_mesh()))
-  step = checkpointer.latest_step() if step is None else step
-  try:
-    params = checkpointer.restore_params(abstract, step)
-  except DamagedCheckpoint as e:
-    raise UsageError(f"checkpoint {step} in {checkpointer.directory} is damaged ({e}); "
-                     f"load another with step= (steps: {checkpointer.all_steps()})") from None
+  if step is None:  # The newest intact one, as training resumes from.
+    params, step = checkpointer.newest_intact_params(abstract)
+  else:
+    try:
+      params = checkpointer.restore_params(abstract, step)
+    except DamagedCheckpoint as e:
+      raise UsageError(f"checkpoint {step} in {checkpointer.directory} is damaged ({e}); "
+                       f"load another with step= (steps: {checkpointer.all_steps()})") from None
   return TrainedModel(module, stacked.index(params, model), config, step, model)
 
 

@@ -3,15 +3,19 @@
     vae-jax COMMAND [--flag=value ...]      # or: python -m vae_jax COMMAND ...
     vae-jax COMMAND --help                  # the command's flags
 
-Bad input (a `UsageError`, a bad flag, an unknown command) prints one line on
-stderr and exits with status 2; a diverged training run exits with status 1;
---help prints on stdout and exits with status 0.
+Bad input (a `UsageError`, a bad flag, an unknown command, a file that cannot
+be read or written) prints one line on stderr and exits with status 2; a
+diverged training run exits with status 1; SIGINT (Ctrl-C) or SIGTERM where
+the command does not handle it prints one line and exits with 128 + the
+signal's number; --help prints on stdout and exits with status 0.
 """
 import contextlib
 import importlib
 import inspect
 import itertools
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from absl import app
@@ -54,7 +58,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "vae-jax") -> None:
   # ml_collections reads the --config.FIELD=VALUE overrides from sys.argv itself.
   sys.argv = [argv[0], *argv[2:]]
   command = importlib.import_module(commands.module_name(argv[1]))
-  run(command.main)
+  run(command.main, getattr(command, "INTERRUPTED", "stopped"))
 
 
 def _command_list(prog: str) -> str:
@@ -156,9 +160,24 @@ def define_trained_model_flags(out_help: str = "Output folder; default WORKDIR/i
   return workdir, step, out, model
 
 
-def run(main) -> None:
+class Terminated(KeyboardInterrupt):
+  """SIGTERM, raised like Ctrl-C's KeyboardInterrupt where nothing else handles it."""
+
+
+def _raise_terminated(signum, frame):
+  del signum, frame
+  raise Terminated()
+
+
+def run(main, interrupted: str = "stopped") -> None:
   """absl's app.run for a command's `main`: --help on stdout with exit status 0,
-  flag errors and stray arguments as one line with exit status 2.
+  flag errors and stray arguments as one line with exit status 2, SIGINT and
+  SIGTERM (unless the command handles them) as one line with 128 + the signal,
+  and a file that cannot be read or written as one line with exit status 2.
+
+  Args:
+    main: the command's `main(argv)`.
+    interrupted: what the line on SIGINT or SIGTERM says after "interrupted by SIG...; ".
   """
   command = sys.modules[main.__module__]
 
@@ -171,7 +190,17 @@ def run(main) -> None:
       fail(f"unexpected arguments: {' '.join(argv[1:])}")
     return main(argv)
 
-  app.run(checked_main, flags_parser=parse_flags)
+  if threading.current_thread() is threading.main_thread():
+    # Unhandled, SIGTERM would kill the process at once: no finally block would
+    # run (the workdir's lock would stay behind) and nothing would be said.
+    signal.signal(signal.SIGTERM, _raise_terminated)
+  try:
+    app.run(checked_main, flags_parser=parse_flags)
+  except KeyboardInterrupt as e:
+    signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+    fail(f"interrupted by {signum.name}; {interrupted}", status=128 + signum)
+  except OSError as e:  # A read-only folder, a full disk, ...: the user's to fix.
+    fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else _first_line(e))
 
 
 def _print_help_if_asked(argv: Sequence[str], command) -> None:

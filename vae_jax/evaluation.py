@@ -32,6 +32,7 @@ from vae_jax import objectives
 from vae_jax import parallel
 from vae_jax import stacked
 from vae_jax.errors import Interrupted
+from vae_jax.errors import UsageError
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015, section 5.2.
 TEST_BINARIZE_STREAM = 4  # The key stream (under the seed) that binarises evaluation inputs.
@@ -65,7 +66,7 @@ class Chunks:
   def place(cls, images: np.ndarray, size: int, mesh) -> "Chunks":
     """Cuts uint8 images (N, H, W, C) into chunks of `size` (a multiple of the device count)."""
     if len(images) == 0:
-      raise ValueError("no examples to evaluate")
+      raise UsageError("no examples to evaluate: the split has no images")
     padded = parallel.pad_to_multiple(images, size)
     chunks = padded.reshape(-1, size, *images.shape[1:])
     return cls(parallel.put(chunks, parallel.sharded(mesh, 1, chunks.ndim)), len(images))

@@ -3,4 +3,4 @@ from vae_jax import cli
 from vae_jax.commands import train
 
 if __name__ == "__main__":
-  cli.run(train.main)
+  cli.run(train.main, train.INTERRUPTED)

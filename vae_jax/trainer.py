@@ -88,6 +88,9 @@ def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
   if config.batch_size > len(dataset.train.images):
     raise UsageError(f"batch_size={config.batch_size} is larger than the training set "
                      f"({len(dataset.train.images)} images)")
+  if not len(dataset.test.images):
+    raise UsageError(f"the test split of {dataset.name} has no images; every epoch is "
+                     "evaluated on it")
   resolved = ml_collections.ConfigDict(config.to_dict())
   resolved.image_shape = tuple(dataset.image_shape)
   resolved.num_models = len(sweep.model_settings(config))
@@ -157,6 +160,7 @@ class _Run:
   stop: "_StopFlag"
   steps_per_epoch: int
   good_step: int | None = None  # The newest checkpoint known intact (verified or written here).
+  good_progress: "Progress | None" = None  # The progress saved with it.
   config_written: bool = False
 
   @property
@@ -321,7 +325,8 @@ def _init_or_restore(run: _Run) -> tuple[train_step.TrainState, Progress]:
       raise
     raise UsageError(f"cannot restore the checkpoints in {run.ckpt.directory} into this model "
                      f"({str(e).splitlines()[0][:160]}); use a new --workdir") from None
-  return state, Progress(**progress)
+  run.good_progress = Progress(**progress)
+  return state, run.good_progress
 
 
 
@@ -510,23 +515,27 @@ def _write_figures(run: _Run, state, evaluation_data: _EvaluationData, epoch: in
 
 
 def _save(run: _Run, state, progress: Progress) -> bool:
-  """Saves a checkpoint of the state unless there is one of its step already, or it is
-  untrained; the first save of a process writes config.json first (so a run that fails
+  """Saves a checkpoint of the state unless it is untrained or saved already with this
+  progress; the first save of a process writes config.json first (so a run that fails
   before its first checkpoint leaves the workdir's config as it was).
+
+  A checkpoint of the same step with other progress (saved when a stop came during
+  the epoch's evaluation, which has since completed) is replaced: otherwise a rerun
+  would find that evaluation still pending and do it again.
 
   Returns:
     Whether a checkpoint of the state's step now exists.
   """
   if state.steps_done == 0:
     return False
-  if state.steps_done == run.good_step:
+  if state.steps_done == run.good_step and progress == run.good_progress:
     return True
   if not run.config_written and parallel.is_main_process():
     checkpoints.write_config(run.workdir, run.config)
     run.reporter.write_config(run.config.to_dict(), _tensorboard_settings(run))
   run.config_written = True
-  run.ckpt.save(state, dataclasses.asdict(progress))
-  run.good_step = state.steps_done
+  run.ckpt.save(state, dataclasses.asdict(progress), replace=state.steps_done == run.good_step)
+  run.good_step, run.good_progress = state.steps_done, progress
   return True
 
 
