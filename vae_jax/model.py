@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vae_jax import convolution
 from vae_jax import likelihoods
 from vae_jax.errors import UsageError
 
@@ -118,7 +119,8 @@ class ConvEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     for i, f in enumerate(self.features):
-      x = nn.relu(nn.Conv(f, (3, 3), strides=2, name=f"conv{i}", dtype=self.dtype)(x))
+      x = nn.relu(nn.Conv(f, (3, 3), strides=2, name=f"conv{i}", dtype=self.dtype,
+                          conv_general_dilated=convolution.conv_general_dilated)(x))
     x = x.reshape(*x.shape[:-3], -1)
     return _split_stats(nn.Dense(2 * self.latents, name="stats", dtype=self.dtype)(x))
 
@@ -139,7 +141,11 @@ class ConvDecoder(nn.Module):
     x = x.reshape(*x.shape[:-1], *start)
     widths = [*reversed(self.features[:-1]), c]
     for i, f in enumerate(widths):
-      x = nn.ConvTranspose(f, (3, 3), strides=(2, 2), name=f"deconv{i}", dtype=self.dtype)(x)
+      # flax's ConvTranspose(f, (3, 3), strides=2, padding="SAME") as the convolution it
+      # runs (the same parameters, initialisation and XLA op), so that on CPU it can be
+      # one matrix product (`vae_jax.convolution`).
+      x = nn.Conv(f, (3, 3), input_dilation=2, padding=((2, 1), (2, 1)), name=f"deconv{i}",
+                  dtype=self.dtype, conv_general_dilated=convolution.conv_general_dilated)(x)
       x = nn.relu(x) if i + 1 < len(widths) else x
     return x
 
