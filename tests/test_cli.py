@@ -136,3 +136,13 @@ def test_a_shipped_name_works_from_any_directory_and_loads_that_config(tmp_path,
   with pytest.raises(UsageError, match=r"^cannot load config vae_jax/configs/tiny.py: no such "
                      r"file, and no shipped config of that name \(default, tiny\)$"):
     configs.path_of("vae_jax/configs/tiny.py")
+
+
+def test_a_model_too_large_for_the_device_is_one_line_naming_the_flags(tmp_path):
+  """XLA's RESOURCE_EXHAUSTED (a model or batch beyond the device's memory: here a
+  784 x 4e8 float32 kernel, 1.25 TB, which XLA refuses before touching memory)
+  is one line and exit 2, not a traceback; nothing trained is at stake."""
+  result = _run(*PYTHON_M, "train", "--workdir=run", "--config=tiny",
+                "--config.hidden=400000000", cwd=tmp_path)
+  line = _one_error_line(result)
+  assert line.startswith("error: out of device memory (") and "--config.batch_size" in line, line

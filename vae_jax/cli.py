@@ -4,10 +4,11 @@
     vae-jax COMMAND --help                  # the command's flags
 
 Bad input (a `UsageError`, a bad flag, an unknown command, a file that cannot
-be read or written) prints one line on stderr and exits with status 2; a
-diverged training run exits with status 1; SIGINT (Ctrl-C) or SIGTERM where
-the command does not handle it prints one line and exits with 128 + the
-signal's number; --help prints on stdout and exits with status 0.
+be read or written, a batch too large for the device's memory) prints one line
+on stderr and exits with status 2; a diverged training run exits with status 1;
+SIGINT (Ctrl-C) or SIGTERM where the command does not handle it prints one line
+and exits with 128 + the signal's number; --help prints on stdout and exits
+with status 0.
 """
 import contextlib
 import importlib
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from vae_jax import commands
@@ -201,6 +203,18 @@ def run(main, interrupted: str = "stopped") -> None:
     fail(f"interrupted by {signum.name}; {interrupted}", status=128 + signum)
   except OSError as e:  # A read-only folder, a full disk, ...: the user's to fix.
     fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else _first_line(e))
+  except jax.errors.JaxRuntimeError as e:
+    if not str(e).startswith("RESOURCE_EXHAUSTED"):
+      raise  # A bug (ours or XLA's): its traceback is what a report needs.
+    fail(out_of_memory(e))
+
+
+def out_of_memory(e: Exception) -> str:
+  """One line for XLA's out-of-memory error: what ran out, and the flags that use less."""
+  return (f"out of device memory ({_first_line(e).removeprefix('RESOURCE_EXHAUSTED: ')}); "
+          "use smaller batches or chunks (--config.batch_size, --config.eval_batch_size, "
+          "--config.iwae_example_chunk, --config.iwae_sample_chunk; for evaluate "
+          "--example_chunk, --sample_chunk) or fewer --config.num_models")
 
 
 def _print_help_if_asked(argv: Sequence[str], command) -> None:
