@@ -211,7 +211,8 @@ def run(main, interrupted: str = "stopped") -> None:
 
 def out_of_memory(e: Exception) -> str:
   """One line for XLA's out-of-memory error: what ran out, and the flags that use less."""
-  return (f"out of device memory ({_first_line(e).removeprefix('RESOURCE_EXHAUSTED: ')}); "
+  what = _first_line(e).removeprefix("RESOURCE_EXHAUSTED: ").rstrip(".")
+  return (f"out of device memory ({what}); "
           "use smaller batches or chunks (--config.batch_size, --config.eval_batch_size, "
           "--config.iwae_example_chunk, --config.iwae_sample_chunk; for evaluate "
           "--example_chunk, --sample_chunk) or fewer --config.num_models")
