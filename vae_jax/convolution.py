@@ -1,11 +1,13 @@
-"""2-D convolutions as one matrix product, for XLA's CPU backend inside loops.
+"""2-D convolutions as matrix products, for XLA's CPU backend inside loops.
 
 XLA:CPU runs a convolution inside a `while` loop (every `lax.scan`: the
 trainer's chunks of steps, the evaluation's chunks) 10 to 20 times slower than
 the same convolution outside one (jax-ml/jax#12868): on 2 cores the conv VAE's
 training step took 66 ms alone and 630 ms inside a scan. Its matrix products
 do not slow down there, so on CPU `conv_general_dilated` gathers the kernel's
-taps with strided slices into patches (im2col) and multiplies once. Other
+taps with strided slices into patches (im2col) and multiplies the patches by the
+kernel; a transposed convolution takes one product per output phase, skipping
+the zeros of its dilated input. Other
 platforms, and convolutions it does not cover (grouped, kernel-dilated,
 layouts other than NHWC/HWIO), go to `lax.conv_general_dilated` unchanged, so
 results there are XLA's own bit for bit.
@@ -24,7 +26,7 @@ _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None):
-  """`lax.conv_general_dilated`'s signature and result; on CPU, one matrix product.
+  """`lax.conv_general_dilated`'s signature and result; on CPU, by matrix products.
 
   The form `flax.linen.Conv(conv_general_dilated=...)` calls; a transposed
   convolution is this one with `lhs_dilation` (flax's `input_dilation`).
@@ -63,17 +65,16 @@ def conv2d_by_matmul(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
     padding = lax.padtype_to_pads(dilated, (kh, kw), strides, padding)
   out = [(n + lo + hi - k) // s + 1
          for n, (lo, hi), k, s in zip(dilated, padding, (kh, kw), strides)]
-  product = lambda patches, taps: jnp.matmul(
-      patches, kernel[taps].reshape(-1, f), precision=precision,
+  product = lambda patches, taps: jnp.matmul(  # taps: (TH, TW, C, F) of the kernel.
+      patches, taps.reshape(-1, f), precision=precision,
       preferred_element_type=preferred_element_type)
   if lhs_dilation != (1, 1) and strides == (1, 1) and all(
       o % d == 0 and k >= d for o, d, k in zip(out, lhs_dilation, (kh, kw))):
-    return _by_phases(x, product, (kh, kw), padding, lhs_dilation, out)
+    return _by_phases(x, kernel, product, padding, lhs_dilation, out)
   zero = jnp.zeros((), x.dtype)
   x = lax.pad(x, zero, [(0, 0, 0), (*padding[0], lhs_dilation[0] - 1),
                         (*padding[1], lhs_dilation[1] - 1), (0, 0, 0)])
-  every = (slice(None), slice(None))
-  return product(_patches(x, [(i, j) for i in range(kh) for j in range(kw)], out, strides), every)
+  return product(_patches(x, [(i, j) for i in range(kh) for j in range(kw)], out, strides), kernel)
 
 
 def _patches(x: jax.Array, offsets: Sequence[tuple[int, int]], out: Sequence[int],
@@ -87,7 +88,7 @@ def _patches(x: jax.Array, offsets: Sequence[tuple[int, int]], out: Sequence[int
                                    x.shape[3]), (1, sh, sw, 1)) for i, j in offsets], axis=-1)
 
 
-def _by_phases(x, product, kernel_size, padding, dilation, out):
+def _by_phases(x, kernel, product, padding, dilation, out):
   """A stride-1 convolution of the lhs-dilated x without multiplying its zeros.
 
   Output row o = D * a + r of the dilated input's convolution meets real input rows
@@ -95,7 +96,7 @@ def _by_phases(x, product, kernel_size, padding, dilation, out):
   So each phase (r, s) of the output is a convolution of x itself with some of the
   kernel's taps (D^2 times fewer products in all), and the phases interleave.
   """
-  phases = [_phases(*args) for args in zip(kernel_size, (lo for lo, _ in padding), dilation)]
+  phases = [_phases(*args) for args in zip(kernel.shape[:2], (lo for lo, _ in padding), dilation)]
   # x padded with zeros so that every row a + offset (a < out / D) of every phase is
   # inside it: rows outside x are zeros of the dilated input too.
   pads = [(max(0, -min(o for _, offs in p for o in offs)),
@@ -108,7 +109,7 @@ def _by_phases(x, product, kernel_size, padding, dilation, out):
     for taps_j, offs_j in phases[1]:
       offsets = [(oi + pads[0][0], oj + pads[1][0]) for oi in offs_i for oj in offs_j]
       patches = _patches(x, offsets, (out[0] // dilation[0], out[1] // dilation[1]), (1, 1))
-      row.append(product(patches, np.ix_(taps_i, taps_j)))
+      row.append(product(patches, kernel[np.ix_(taps_i, taps_j)]))
     rows.append(jnp.stack(row, axis=3))  # (B, A, Bw, DW, F)
   y = jnp.stack(rows, axis=2)  # (B, A, DH, Bw, DW, F)
   b, a, dh, bw, dw, f = y.shape
@@ -118,5 +119,8 @@ def _by_phases(x, product, kernel_size, padding, dilation, out):
 def _phases(k: int, lo: int, d: int) -> list[tuple[list[int], list[int]]]:
   """Per output phase r = 0 .. d - 1 along one axis: the kernel taps that meet real
   input rows, and the input row offsets they meet."""
-  return [([i for i in range(k) if (r + i - lo) % d == 0],
-           [(r + i - lo) // d for i in range(k) if (r + i - lo) % d == 0]) for r in range(d)]
+  phases = []
+  for r in range(d):
+    taps = [i for i in range(k) if (r + i - lo) % d == 0]
+    phases.append((taps, [(r + i - lo) // d for i in taps]))
+  return phases
