@@ -370,25 +370,49 @@ def _verify(tree, meta: dict, item: str) -> None:
     raise DamagedCheckpoint(f"the {item} arrays do not match their SHA-256 digest")
 
 
+_orbax_failed = False  # A save or restore failed: orbax's threads may still be failing.
+
+
+def orbax_failed() -> bool:
+  """Whether a save or restore of this process failed. Its threads and futures then
+  live on and may report their errors up to the interpreter's exit (the command line
+  exits without waiting for them)."""
+  return _orbax_failed
+
+
 @contextlib.contextmanager
 def _orbax_errors_held_back():
   """Drops orbax's own reports while it saves or restores: on a failed write or read
   each of its threads logs a traceback, and tensorstore's threads print "Event loop
-  is closed" for requests that end after orbax gave up; the error raised here says
-  it all in a line. After a failure the filters stay, since those threads go on."""
+  is closed" for requests that end after orbax gave up, and asyncio reports orbax's
+  failed futures that nobody awaited ("exception was never retrieved") when they are
+  collected; the error raised here says it all in a line. After a failure the
+  filters stay, since those threads and futures live on."""
   orbax_dir = str(pathlib.Path(ocp.__file__).parent)
   drop = logging.Filter()
   drop.filter = lambda record: not record.pathname.startswith(orbax_dir)
   logger = logging.getLogger("absl")
   logger.addFilter(drop)
+  # The futures' exceptions come from orbax's code or straight from tensorstore's
+  # C++ (no Python traceback); nothing else in a vae_jax process uses asyncio.
+  unretrieved = logging.Filter()
+  unretrieved.filter = lambda record: not (record.exc_info and (
+      record.exc_info[2] is None or _raised_in(record.exc_info[2], orbax_dir)))
+  logging.getLogger("asyncio").addFilter(unretrieved)
   hooks = sys.excepthook, sys.unraisablehook
   closed = lambda e: isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
   sys.excepthook = lambda kind, e, tb: None if closed(e) else hooks[0](kind, e, tb)
   # Orbax's abandoned coroutines also raise again when they are collected.
   sys.unraisablehook = lambda u: None if closed(u.exc_value) or _raised_in(
       u.exc_traceback, orbax_dir) else hooks[1](u)
-  yield
+  global _orbax_failed
+  try:
+    yield
+  except BaseException:
+    _orbax_failed = True
+    raise
   logger.removeFilter(drop)
+  logging.getLogger("asyncio").removeFilter(unretrieved)
   sys.excepthook, sys.unraisablehook = hooks
 
 

@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import inspect
 import itertools
+import os
 import signal
 import sys
 import threading
@@ -75,6 +76,14 @@ def _command_list(prog: str) -> str:
 def fail(message: str, status: int = USAGE_ERROR):
   """Prints `error: message` on stderr and exits with `status`."""
   print(f"error: {message}", file=sys.stderr, flush=True)
+  checkpoints = sys.modules.get("vae_jax.checkpoints")  # Not imported: no orbax threads.
+  if checkpoints is not None and checkpoints.orbax_failed():
+    # After a failed save (a full disk) orbax's threads and tensorstore's futures are
+    # still failing, and would print their tracebacks while the interpreter shuts
+    # down. Everything of ours is closed by now (the lock, metrics.jsonl, TensorBoard:
+    # `finally` blocks on the way here), so exit without waiting for them.
+    sys.stdout.flush()
+    os._exit(status)
   sys.exit(status)
 
 
