@@ -78,23 +78,28 @@ def _in_metrics(epoch_number: int) -> None:
   reporting.Reporter.write_metrics = patched
 
 
-def _in_eval(n: int, chunk: int, signum: int) -> None:
-  from vae_jax import evaluation  # pylint: disable=g-import-not-at-top
-  run = evaluation.run
+def at_eval_chunk(run, n: int, chunk: int, act):
+  """`run` (`vae_jax.evaluation.run`) that calls `act()` before chunk `chunk` (0-based)
+  of its `n`-th (1-based) pass; also for the in-process tests."""
   passes = 0
 
   def patched(statistic, chunks, **kwargs):
     nonlocal passes
     passes += 1
 
-    def signalling(images, c):
-      if passes == n and int(c) == chunk:
-        _kill(signum)
+    def acting(images, c):
+      if int(c) == chunk:
+        act()
       return statistic(images, c)
 
-    return run(signalling if passes == n else statistic, chunks, **kwargs)
+    return run(acting if passes == n else statistic, chunks, **kwargs)
 
-  evaluation.run = patched
+  return patched
+
+
+def _in_eval(n: int, chunk: int, signum: int) -> None:
+  from vae_jax import evaluation  # pylint: disable=g-import-not-at-top
+  evaluation.run = at_eval_chunk(evaluation.run, n, chunk, lambda: _kill(signum))
 
 
 def _in_startup(signum: int) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import faults
 import vae_jax
 from conftest import latest_params
 from vae_jax import checkpoints
@@ -141,23 +142,10 @@ def test_a_stop_during_evaluation_resumes_with_the_evaluation(tiny_config, train
   """Stopped between evaluation chunks after epoch 2: the checkpoint holds the whole
   epoch's training, and the resumed run evaluates it as the uninterrupted one did."""
   flag = trainer._StopFlag()
-  run = evaluation.run
-  passes = 0
-
-  def stopping(statistic, chunks, **kwargs):
-    nonlocal passes
-    passes += 1
-
-    def statistic_then_stop(images, c):
-      if passes == 2 and int(c) == 1:
-        flag.signum = 15
-      return statistic(images, c)
-
-    return run(statistic_then_stop, chunks, **kwargs)
-
+  stop = lambda: setattr(flag, "signum", 15)
   with monkeypatch.context() as patch:
     patch.setattr(trainer, "_StopFlag", lambda: flag)
-    patch.setattr(evaluation, "run", stopping)
+    patch.setattr(evaluation, "run", faults.at_eval_chunk(evaluation.run, 2, 1, stop))
     result = trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   assert result.interrupted_by == 15 and result.epochs_done == 1
   assert checkpoints.Checkpointer(tmp_path).all_steps() == [125, 250]
