@@ -227,11 +227,16 @@ def test_the_architecture_defaults_are_the_default_configs():
 
 
 def test_only_fields_that_fix_shapes_make_another_model():
-  arch = model_lib.Architecture()
-  same = dataclasses.replace(arch, obs_scale=0.3, compute_dtype="bfloat16")
-  assert arch.differences(same) == []
-  other = dataclasses.replace(arch, latents=5, likelihood="gaussian")
-  assert arch.differences(other) == ["latents 20 vs 5", "likelihood 'bernoulli' vs 'gaussian'"]
+  from vae_jax import schema  # pylint: disable=g-import-not-at-top
+  from vae_jax.configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  same = dict(config.to_dict(), obs_scale=0.3, compute_dtype="bfloat16", learning_rate=0.1,
+              conv_features=[32, 64])  # As config.json gives it back: a list.
+  assert schema.differences(config, same) == []
+  other = dict(config.to_dict(), latents=5, likelihood="gaussian")
+  assert schema.differences(config, other) == ["latents 20 vs 5",
+                                               "likelihood 'bernoulli' vs 'gaussian'"]
+  assert schema.differences({}, dict(num_models=3)) == ["num_models 1 vs 3"]  # Older files.
 
 
 def test_layers_start_like_pytorchs_linear():
@@ -252,9 +257,8 @@ def test_layers_start_like_pytorchs_linear():
 
 
 def _state(config, model, num_models=1):
-  settings = train_step.Settings.of([dict(learning_rate=config.learning_rate, beta=config.beta,
-                                          kl_warmup_steps=config.kl_warmup_steps,
-                                          free_bits=config.free_bits)] * num_models)
+  settings = train_step.Settings.of([{n: config[n] for n in train_step.Settings._fields}]
+                                    * num_models)
   step_config = train_step.StepConfig.from_config(config, settings, total_steps=100)
   keys = jnp.stack([jax.random.key(i) for i in range(num_models)])
   create = jax.jit(train_step.create, static_argnums=(0, 1))  # Not op by op: see _small_vae.
@@ -289,9 +293,7 @@ def test_the_step_weighs_the_kl_exactly_when_a_setting_asks_for_it(field, value,
   config = tiny.get_config()
   if field:
     config[field] = value
-  settings = train_step.Settings.of([dict(learning_rate=config.learning_rate, beta=config.beta,
-                                          kl_warmup_steps=config.kl_warmup_steps,
-                                          free_bits=config.free_bits)])
+  settings = train_step.Settings.of([{n: config[n] for n in train_step.Settings._fields}])
   assert train_step.StepConfig.from_config(config, settings, 10).weighted is weighted
 
 

@@ -12,6 +12,7 @@ from vae_jax import model as model_lib
 from vae_jax import objectives
 from vae_jax import reporting
 from vae_jax import stacked
+from vae_jax import schema
 from vae_jax import train_step
 from vae_jax import trainer
 from vae_jax.configs import default
@@ -20,9 +21,7 @@ from vae_jax.errors import UsageError
 
 
 def _one_model_state(model, config, key):
-  settings = train_step.Settings(*(jnp.asarray([v], d) for v, d in (
-      (config.learning_rate, jnp.float32), (config.beta, jnp.float32),
-      (config.kl_warmup_steps, jnp.int32), (config.free_bits, jnp.float32))))
+  settings = train_step.Settings.of([{name: config[name] for name in schema.TRACED}])
   step_config = train_step.StepConfig.from_config(config, settings, total_steps=100)
   return train_step.create(model, step_config, key[None], settings), step_config, settings
 

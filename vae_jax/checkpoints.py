@@ -32,6 +32,7 @@ import orbax.checkpoint as ocp
 
 from vae_jax import model as model_lib
 from vae_jax import parallel
+from vae_jax import schema
 from vae_jax import stacked
 from vae_jax.errors import UsageError
 
@@ -76,6 +77,7 @@ def read_config(workdir) -> ml_collections.ConfigDict | None:
   if not isinstance(values, dict) or "image_shape" not in values:
     raise UsageError(f"{path} is not the config.json of a vae_jax run (it holds "
                      f"{_describe_json(values)}); move it away or use a new --workdir")
+  values = schema.upgrade(values)
   values["image_shape"] = tuple(values["image_shape"])
   return ml_collections.ConfigDict(values)
 
@@ -91,10 +93,7 @@ def check_same_model(saved: ml_collections.ConfigDict, config: ml_collections.Co
   """Raises UsageError when `config` describes other parameter shapes than `saved`."""
   if CUSTOM_MODEL in (saved.get("model"), config.get("model")):
     return  # The restore itself checks a user-defined network's shapes.
-  ours = model_lib.Architecture.from_config(saved)
-  diffs = ours.differences(model_lib.Architecture.from_config(config))
-  if saved.get("num_models", 1) != config.get("num_models", 1):
-    diffs.append(f"num_models {saved.get('num_models', 1)} vs {config.get('num_models', 1)}")
+  diffs = schema.differences(saved, config)
   if diffs:
     raise UsageError(f"workdir {workdir} holds a checkpoint of a different model "
                      f"({'; '.join(diffs)}); use a new --workdir or the same settings")
@@ -512,7 +511,7 @@ def load(workdir, step: int | None = None, *, model: int = 0,
   module = module or _module_from_config(config, workdir)
   if module.image_shape is None:
     module = module.clone(image_shape=tuple(config.image_shape))
-  num_models = config.get("num_models", 1)
+  num_models = config.num_models
   if not 0 <= model < num_models:
     raise UsageError(f"model {model} out of range: {workdir} holds {num_models} model(s) "
                      f"(0 .. {num_models - 1})")

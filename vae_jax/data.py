@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import download
+from vae_jax import schema
 from vae_jax.errors import UsageError
 from vae_jax.sources import idx
 from vae_jax.sources import image_folder
@@ -42,12 +43,13 @@ DATASETS = ("mnist", "fashion_mnist", "mnist_sample")  # Names that need no data
 TFDS_PREFIX = "tfds:"
 SAMPLE_DIR = pathlib.Path(__file__).parent / "datasets" / "mnist_sample"
 SPLIT_SEED = 0
-read_idx = idx.read_idx  # The IDX parser, for other tools.
 _TFDS_HINT = ("offline, prepare it where there is network and pass --config.tfds_data_dir, "
               "or use --config.data_dir with IDX, .npz or image files")
 _EXPECTED = ("the four IDX files (train-images-idx3-ubyte[.gz], ...), one .npz file "
              "(x_train, x_test, ...), or PNG/JPEG images (directly, in class folders, "
              "or under train/ and test/)")
+
+_TEST_FRACTION = schema.FIELDS["test_fraction"].default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,18 +93,16 @@ def check_config(config) -> None:
                      f"{TFDS_PREFIX}NAME (tensorflow-datasets), or set data_dir")
   if name == TFDS_PREFIX:
     raise UsageError(f"dataset={name!r} lacks the tfds name, e.g. {TFDS_PREFIX}cifar10")
-  if not 0 < config.get("test_fraction", 0.1) < 1:
-    raise UsageError(f"test_fraction must lie in (0, 1), got {config.test_fraction}")
-  if config.get("image_size", 0) < 0:
-    raise UsageError(f"image_size must be >= 0 (0 keeps the size), got {config.image_size}")
+  for name in ("test_fraction", "image_size"):
+    schema.FIELDS[name].check(config[name])
 
 
 def load(config) -> Dataset:
   """Loads the dataset a config names.
 
   Fields read: `dataset`, `data_dir`, `cache_dir`, `tfds_data_dir`,
-  `test_fraction`, `image_size` (defaults when absent, as in configs saved
-  before they existed).
+  `test_fraction`, `image_size` (a config.json written before some of them
+  existed is completed by `schema.upgrade` when it is read).
 
   Returns:
     The dataset, images `(N, H, W, C)` uint8.
@@ -111,21 +111,21 @@ def load(config) -> Dataset:
     UsageError: an invalid field, or data that cannot be read (one line).
   """
   check_config(config)
-  image_size = config.get("image_size", 0)
-  test_fraction = config.get("test_fraction", 0.1)
+  image_size, test_fraction = config.image_size, config.test_fraction
   if config.data_dir:
     return read_path(config.data_dir, config.dataset, image_size=image_size,
                      test_fraction=test_fraction)
   if config.dataset == "mnist_sample":
     return _resized(load_idx_dir(SAMPLE_DIR, name="mnist_sample"), image_size)
   if config.dataset in download.DATASETS:
-    folder = download.fetch(config.dataset, config.get("cache_dir") or None)
+    folder = download.fetch(config.dataset, config.cache_dir or None)
     return _resized(load_idx_dir(folder, name=config.dataset), image_size)
   return load_tfds(config.dataset.removeprefix(TFDS_PREFIX), config.tfds_data_dir or None,
                    name=config.dataset, image_size=image_size, test_fraction=test_fraction)
 
 
-def read_path(path, name: str, *, image_size: int = 0, test_fraction: float = 0.1) -> Dataset:
+def read_path(path, name: str, *, image_size: int = 0,
+              test_fraction: float = _TEST_FRACTION) -> Dataset:
   """Reads what `path` holds: IDX files, a `.npz` file (or a folder with one), or images.
 
   Checked in that order: a folder holding any of the four IDX file names is
@@ -171,7 +171,7 @@ def _from_npz(path: pathlib.Path, name: str, image_size: int) -> Dataset:
 
 
 def load_tfds(tfds_name: str, data_dir: str | None = None, *, name: str | None = None,
-              image_size: int = 0, test_fraction: float = 0.1) -> Dataset:
+              image_size: int = 0, test_fraction: float = _TEST_FRACTION) -> Dataset:
   """Loads tensorflow-datasets' `tfds_name` (see `vae_jax.sources.tfds`).
 
   Raises:
@@ -199,7 +199,8 @@ def _resized(dataset: Dataset, image_size: int) -> Dataset:
 
 
 def assemble(name: str, where: str, splits: dict[str, tuple[np.ndarray, np.ndarray]],
-             class_names: tuple[str, ...] | None = None, test_fraction: float = 0.1) -> Dataset:
+             class_names: tuple[str, ...] | None = None,
+             test_fraction: float = _TEST_FRACTION) -> Dataset:
   """A checked Dataset from a source's splits, splitting off a test set if it has none.
 
   Args:

@@ -24,7 +24,7 @@ def output_dir(workdir, out: str | None, model: TrainedModel | None = None) -> p
   or `workdir/images/model_I` for model I of a run of several."""
   if out:
     return pathlib.Path(out)
-  several = model is not None and model.config and model.config.get("num_models", 1) > 1
+  several = model is not None and model.config and model.config.num_models > 1
   return pathlib.Path(workdir) / "images" / (f"model_{model.index}" if several else "")
 
 

@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import objectives
+from vae_jax import schema
 
-LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
-SCALES = ("channel", "pixel")  # What a learned logistic scale is shared over.
+LIKELIHOODS = schema.choices("likelihood")
+SCALES = schema.choices("logistic_scale")  # What a learned logistic scale is shared over.
 
 
 def _flat(a: jax.Array) -> jax.Array:

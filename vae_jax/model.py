@@ -12,9 +12,8 @@ likelihoods in `vae_jax.likelihoods`. Two families are built from a config:
     dense layer to a feature map that stride-2 transposed convolutions bring
     back to the image size.
 
-`Architecture` is the one definition of the config fields that describe a
-network: `from_config` builds from it, config validation checks it, and the
-trainer compares it against a workdir's saved config.
+`Architecture` holds the config fields that describe a network (declared in
+`vae_jax.schema`): `from_config` builds from it.
 """
 import dataclasses
 import math
@@ -27,11 +26,10 @@ import ml_collections
 
 from vae_jax import convolution
 from vae_jax import likelihoods
+from vae_jax import schema
 from vae_jax.errors import UsageError
 
-MODELS = ("mlp", "conv")
-DECODERS = ("mlp", "linear")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+MODELS = schema.choices("model")
 
 
 def reparameterize(key: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -199,33 +197,16 @@ class VAE(nn.Module):
 # The config's model fields.
 
 
-def _field(default, help_text: str, fixes_shapes: bool = True):
-  return dataclasses.field(default=default, metadata={"help": help_text,
-                                                      "fixes_shapes": fixes_shapes})
+# The schema's "model" fields as a frozen dataclass (`Architecture` adds the methods).
+_ArchitectureFields = dataclasses.make_dataclass(
+    "_ArchitectureFields",
+    [(f.name, f.kind, dataclasses.field(default=f.default)) for f in schema.group("model")],
+    frozen=True)
 
 
-@dataclasses.dataclass(frozen=True)
-class Architecture:
-  """The config fields that describe the network: read by `from_config`, checked by
-  `check`, and compared with a workdir's saved config by `differences`.
-
-  Fields with `fixes_shapes` decide the parameter shapes: a checkpoint restores
-  only into a model that agrees on all of them.
-  """
-
-  image_shape: tuple[int, int, int] = _field((28, 28, 1), "(H, W, C), from the data")
-  model: str = _field("mlp", "mlp | conv")
-  hidden: int = _field(400, "width of the MLP's hidden layers")
-  latents: int = _field(20, "dimension of z")
-  conv_features: tuple[int, ...] = _field((32, 64), "channels of the stride-2 convolutions")
-  decoder: str = _field("mlp", "mlp | linear (the MLP model without a hidden decoder layer)")
-  likelihood: str = _field("bernoulli", "bernoulli | gaussian | logistic")
-  learn_obs_scale: bool = _field(False, "gaussian: learn the scale")
-  logistic_scale: str = _field("channel", "logistic: a learned scale per channel | pixel")
-  obs_scale: float = _field(1.0, "gaussian: the scale or its initial value; logistic: "
-                            "the initial scale", fixes_shapes=False)
-  compute_dtype: str = _field("float32", "float32 | bfloat16 for matrix products and "
-                              "activations; parameters stay float32", fixes_shapes=False)
+class Architecture(_ArchitectureFields):
+  """The config fields that describe the network (the schema's "model" group), read
+  by `from_config` and checked by `check`."""
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, image_shape=None) -> "Architecture":
@@ -237,15 +218,9 @@ class Architecture:
 
   def check(self) -> None:
     """Raises UsageError naming the first invalid field."""
-    choices = {"model": MODELS, "decoder": DECODERS, "likelihood": likelihoods.LIKELIHOODS,
-               "logistic_scale": likelihoods.SCALES, "compute_dtype": COMPUTE_DTYPES}
-    for name, allowed in choices.items():
-      if getattr(self, name) not in allowed:
-        raise UsageError(f"unknown {name} {getattr(self, name)!r}; choose one of "
-                         f"{', '.join(allowed)}")
-    for name in ("hidden", "latents", "obs_scale"):
-      if not getattr(self, name) > 0:
-        raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
+    for f in schema.group("model"):
+      if not f.resolved:
+        f.check(getattr(self, f.name))
     if self.model == "conv":
       self._check_conv()
 
@@ -260,12 +235,6 @@ class Architecture:
       raise UsageError(f"model=conv with {len(self.conv_features)} stride-2 layers needs image "
                        f"height and width divisible by {factor}; the images are {h}x{w} "
                        f"(set --config.image_size to a multiple of {factor})")
-
-  def differences(self, other: "Architecture") -> list[str]:
-    """'field ours vs theirs' for each shape-fixing field that differs."""
-    return [f"{f.name} {getattr(self, f.name)!r} vs {getattr(other, f.name)!r}"
-            for f in dataclasses.fields(self)
-            if f.metadata["fixes_shapes"] and getattr(self, f.name) != getattr(other, f.name)]
 
 
 def from_config(config: ml_collections.ConfigDict, image_shape=None) -> VAE:

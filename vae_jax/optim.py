@@ -11,30 +11,38 @@ can give each of several stacked models its own (a traced scalar under
 `jax.vmap`). With the defaults the result is `optax.adam(learning_rate)`,
 the PyTorch tutorial's optimizer, step for step.
 """
-import jax.numpy as jnp
+import dataclasses
+
 import ml_collections
 import optax
 
+from vae_jax import schema
 from vae_jax.errors import UsageError
 
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("constant", "cosine")
+# The config's optimizer fields (schema group "optimizer") as a hashable value,
+# so that the jitted step can take it as a static argument.
+OptimizerConfig = dataclasses.make_dataclass(
+    "OptimizerConfig", [(f.name, f.kind) for f in schema.group("optimizer")], frozen=True)
+OptimizerConfig.__doc__ = "The optimizer fields of a config: " + ", ".join(
+    f.name for f in schema.group("optimizer")) + "."
 
 
-def check(config: ml_collections.ConfigDict) -> None:
-  """Raises UsageError for an invalid optimizer setting."""
-  for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES)):
-    if config[name] not in allowed:
-      raise UsageError(f"unknown {name} {config[name]!r}; choose one of {', '.join(allowed)}")
-  for name in ("weight_decay", "warmup_steps", "grad_clip_norm"):
-    if config[name] < 0:
-      raise UsageError(f"{name} must be >= 0, got {config[name]}")
+def optimizer_config(config: ml_collections.ConfigDict) -> OptimizerConfig:
+  """The optimizer fields of `config`, checked."""
+  check(config)
+  return OptimizerConfig(**{f.name: config[f.name] for f in schema.group("optimizer")})
+
+
+def check(config) -> None:
+  """Raises UsageError for an invalid optimizer setting (its values, and how they combine)."""
+  for f in schema.group("optimizer"):
+    f.check(config[f.name])
   if config.weight_decay and config.optimizer != "adamw":
     raise UsageError("weight_decay needs --config.optimizer=adamw (Adam's L2 penalty "
                      "is not offered)")
 
 
-def schedule_factor(config: ml_collections.ConfigDict, total_steps: int):
+def schedule_factor(config, total_steps: int):
   """The learning rate's multiplier as a function of the step count, or None when it is 1.
 
   Linear warm-up over `warmup_steps`, then constant or a cosine decay to 0 at
@@ -53,12 +61,11 @@ def schedule_factor(config: ml_collections.ConfigDict, total_steps: int):
   return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup), after], [warmup])
 
 
-def make(config: ml_collections.ConfigDict, learning_rate, total_steps: int
-         ) -> optax.GradientTransformation:
+def make(config, learning_rate, total_steps: int) -> optax.GradientTransformation:
   """The config's optimizer with base rate `learning_rate` (a float or a traced scalar).
 
   Args:
-    config: fields optimizer, weight_decay, lr_schedule, warmup_steps, grad_clip_norm.
+    config: an `OptimizerConfig` (or a config with its fields).
     learning_rate: the peak learning rate.
     total_steps: steps in the whole run, for the cosine schedule.
   """
@@ -72,8 +79,3 @@ def make(config: ml_collections.ConfigDict, learning_rate, total_steps: int
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   return tx
 
-
-def learning_rate_at(config: ml_collections.ConfigDict, learning_rate, total_steps: int, step):
-  """The learning rate used for the update at `step` (for logging)."""
-  factor = schedule_factor(config, total_steps)
-  return learning_rate if factor is None else learning_rate * factor(jnp.asarray(step))

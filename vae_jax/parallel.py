@@ -103,7 +103,7 @@ def any_process(flag: bool) -> bool:
 
 def matmul_precision(config) -> contextlib.AbstractContextManager:
   """The context in which jax traces matrix products at `config.matmul_precision`."""
-  return jax.default_matmul_precision(MATMUL_PRECISIONS[config.get("matmul_precision", "float32")])
+  return jax.default_matmul_precision(MATMUL_PRECISIONS[config.matmul_precision])
 
 
 def to_host(tree):

@@ -35,7 +35,3 @@ def index(tree, i: int):
   """Model i of a stacked pytree."""
   return jax.tree.map(lambda a: a[i], tree)
 
-
-def count(tree) -> int:
-  """The size of the leading model axis."""
-  return jax.tree.leaves(tree)[0].shape[0]

@@ -6,21 +6,18 @@
 
 Each `sweep.FIELD` lists values; the run trains one model per combination
 (the Cartesian product, in the order of `SWEEPABLE`, the last field varying
-fastest). Unless seeds are swept, model i uses `seed + i`. Only fields that
-leave the parameter shapes alone can be swept: models of different shapes
-cannot be stacked.
+fastest). Unless seeds are swept, model i uses `seed + i`. The sweepable
+fields are those `vae_jax.schema` declares so; fields that change the
+parameter shapes cannot be: models of different shapes cannot be stacked.
 """
 import itertools
 
 import ml_collections
 
-from vae_jax import model as model_lib
+from vae_jax import schema
 from vae_jax.errors import UsageError
 
-# The sweepable fields, with their type and the lowest value allowed.
-SWEEPABLE = {"seed": (int, None), "learning_rate": (float, 0.0), "beta": (float, 0.0),
-             "kl_warmup_steps": (int, 0), "free_bits": (float, 0.0)}
-_STRICTLY_POSITIVE = ("learning_rate",)
+SWEEPABLE = schema.SWEEPABLE
 
 
 def model_settings(config: ml_collections.ConfigDict) -> list[dict]:
@@ -48,7 +45,7 @@ def model_settings(config: ml_collections.ConfigDict) -> list[dict]:
     models.append(settings)
   for settings in models:
     for name, value in settings.items():
-      _check(name, value)
+      schema.FIELDS[name].check(value)
   return models
 
 
@@ -58,16 +55,16 @@ def _swept_values(config) -> dict[str, list]:
   for name in sweep:
     if name not in SWEEPABLE:
       raise UsageError(refusal(name))
-  for name, (kind, _) in SWEEPABLE.items():
+  for name in SWEEPABLE:
     text = str(sweep.get(name, "") or "").strip()
     if text:
-      values[name] = [_parse(name, kind, v) for v in text.split(",")]
+      values[name] = [_parse(name, schema.FIELDS[name].kind, v) for v in text.split(",")]
   return values
 
 
 def refusal(name: str) -> str:
   """Why `sweep.NAME` is refused, in one line."""
-  if name in {f.name for f in model_lib.Architecture.__dataclass_fields__.values()}:
+  if name in schema.SHAPES:
     return (f"sweep.{name}: {name} changes the parameter shapes, and models of different "
             "shapes cannot be stacked; train them in separate runs")
   return f"sweep.{name}: unknown; sweepable fields are {', '.join(SWEEPABLE)}"
@@ -80,11 +77,3 @@ def _parse(name: str, kind, text: str):
     raise UsageError(f"sweep.{name}: cannot read {text.strip()!r} as {kind.__name__}") from None
   return value
 
-
-def _check(name: str, value) -> None:
-  lowest = SWEEPABLE[name][1]
-  if lowest is None:
-    return
-  if value < lowest or (name in _STRICTLY_POSITIVE and value <= lowest):
-    relation = ">" if name in _STRICTLY_POSITIVE else ">="
-    raise UsageError(f"{name} must be {relation} {lowest:g}, got {value}")

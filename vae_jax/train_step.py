@@ -6,9 +6,11 @@ a chunk of steps over the model axis (`stacked.over_models`), so N models
 train in one compiled program on the same batches, and one model gives the
 single-model results bit for bit.
 
-Per-model settings (`Settings`: learning rate, beta, KL warm-up, free bits)
-are arrays of shape (N,), traced, so a sweep needs no recompilation per value.
+Per-model settings (`Settings`: the schema's sweepable fields that the step
+reads, `schema.TRACED`) are arrays of shape (N,), traced, so a sweep needs no
+recompilation per value.
 """
+import collections
 import dataclasses
 
 import flax.struct
@@ -22,6 +24,7 @@ from vae_jax import data
 from vae_jax import model as model_lib
 from vae_jax import objectives
 from vae_jax import optim
+from vae_jax import schema
 
 
 @flax.struct.dataclass
@@ -47,21 +50,16 @@ class TrainState:
     return int(self.step[0])
 
 
-@flax.struct.dataclass
-class Settings:
-  """Per-model training settings, each (N,)."""
+class Settings(collections.namedtuple("Settings", schema.TRACED)):
+  """Per-model training settings: one (N,) array per field of `schema.TRACED` (a pytree)."""
 
-  learning_rate: jax.Array
-  beta: jax.Array
-  kl_warmup_steps: jax.Array
-  free_bits: jax.Array
+  __slots__ = ()
 
   @classmethod
   def of(cls, models: list[dict]) -> "Settings":
-    """From one dict per model (`sweep.model_settings`)."""
-    column = lambda name, dtype: jnp.asarray([m[name] for m in models], dtype)
-    return cls(column("learning_rate", jnp.float32), column("beta", jnp.float32),
-               column("kl_warmup_steps", jnp.int32), column("free_bits", jnp.float32))
+    """From one dict per model (`sweep.model_settings`): int fields as int32, others float32."""
+    dtype = lambda name: jnp.int32 if schema.FIELDS[name].kind is int else jnp.float32
+    return cls(*(jnp.asarray([m[name] for m in models], dtype(name)) for name in cls._fields))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,14 +67,14 @@ class StepConfig:
   """What the step needs from the config, hashable so the step can be a static argument.
 
   Attributes:
-    optimizer: the config's optimizer fields (see `vae_jax.optim`), as a frozen dict.
+    optimizer: the config's optimizer fields (`optim.OptimizerConfig`).
     total_steps: steps of the whole run (for a cosine schedule).
     binarize: draw binary pixels from the grey levels each step.
     weighted: train on `objectives.weighted_objective` (some model has beta != 1,
       a KL warm-up or free bits) instead of the plain mean negative ELBO.
   """
 
-  optimizer: tuple
+  optimizer: optim.OptimizerConfig
   total_steps: int
   binarize: bool
   weighted: bool
@@ -84,16 +82,14 @@ class StepConfig:
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, settings: "Settings",
                   total_steps: int) -> "StepConfig":
-    fields = ("optimizer", "weight_decay", "lr_schedule", "warmup_steps", "grad_clip_norm")
     weighted = bool(np.any(np.asarray(settings.beta) != 1)
                     or np.any(np.asarray(settings.kl_warmup_steps) > 0)
                     or np.any(np.asarray(settings.free_bits) > 0))
-    return cls(tuple((f, config[f]) for f in fields), total_steps,
-               config.binarize == "dynamic", weighted)
+    return cls(optim.optimizer_config(config), total_steps, config.binarize == "dynamic",
+               weighted)
 
   def tx(self, learning_rate) -> optax.GradientTransformation:
-    return optim.make(ml_collections.ConfigDict(dict(self.optimizer)), learning_rate,
-                      self.total_steps)
+    return optim.make(self.optimizer, learning_rate, self.total_steps)
 
 
 def create(model: model_lib.VAE, step_config: StepConfig, keys: jax.Array,

@@ -37,6 +37,7 @@ from vae_jax import objectives
 from vae_jax import optim
 from vae_jax import parallel
 from vae_jax import reporting
+from vae_jax import schema
 from vae_jax import stacked
 from vae_jax import sweep
 from vae_jax import train_step
@@ -57,20 +58,7 @@ NUM_SAMPLES = 64
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError naming the first invalid value in `config` (before any data is read)."""
-  choices = {"binarize": ("none", "dynamic"),
-             "matmul_precision": tuple(parallel.MATMUL_PRECISIONS)}
-  for field, allowed in choices.items():
-    if config[field] not in allowed:
-      raise UsageError(f"unknown {field} {config[field]!r}; choose one of {', '.join(allowed)}")
-  positive = ("batch_size", "learning_rate", "eval_batch_size", "eval_iwae_k",
-              "iwae_sample_chunk", "iwae_example_chunk", "chunks_per_epoch", "keep_checkpoints",
-              "checkpoint_every_epochs")
-  for field in positive:
-    if not config[field] > 0:
-      raise UsageError(f"{field} must be > 0, got {config[field]}")
-  for field in ("num_epochs", "eval_iwae_every", "beta", "kl_warmup_steps", "free_bits"):
-    if config[field] < 0:
-      raise UsageError(f"{field} must be >= 0, got {config[field]}")
+  schema.check(config)  # Each field's own values; then how they combine:
   data.check_config(config)
   model_lib.Architecture.from_config(config).check()  # Again with the data's image shape later.
   optim.check(config)

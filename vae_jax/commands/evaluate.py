@@ -42,7 +42,7 @@ def main(argv):
   del argv  # cli.run refuses stray arguments.
   with cli.errors_to_exit():
     first = checkpoints.load(_WORKDIR.value, _STEP.value, model=_MODEL.value or 0)
-    count = first.config.get("num_models", 1)
+    count = first.config.num_models
     indices = [_MODEL.value] if _MODEL.value is not None else range(count)
     dataset, inputs = _inputs(first.config, _SPLIT.value)
     records = []

@@ -1,0 +1,237 @@
+"""Every config field, declared once: default, help, allowed values, what it fixes.
+
+`configs/default.py` is `default_config()`; `check` validates a config against
+the declarations; `--help` lists them (`describe`); the sweep takes the
+`sweepable` fields (`SWEEPABLE`), and the per-model settings the step traces
+are their columns; a workdir restores only into a config that agrees on the
+`shapes` fields; `upgrade` completes a `config.json` written before a field
+existed with the field's `legacy` value. Adding a field, or making one
+sweepable, is one edit here.
+
+Checks that involve the data or several fields (a data_dir that exists, conv
+layers that divide the image size, weight_decay with adamw only) stay with the
+module whose responsibility they are.
+"""
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+_UNSET = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One config field.
+
+  Attributes:
+    name: the key, as in `--config.NAME=VALUE`.
+    default: its value in the default config (the PyTorch tutorial's model).
+    help: one line for `--help` and the docs.
+    group: data | model | objective | training | optimizer (what `vae_jax.optim`
+      builds the optax transformation from) | models | evaluation | output.
+    choices: the allowed values, for a field that names one of several.
+    low, high: bounds; `strict` makes them exclusive (`> low`, `< high`).
+    shapes: the field decides the parameter shapes (or what a checkpoint holds):
+      a workdir restores only into a config that agrees on it.
+    sweepable: `--config.sweep.NAME=a,b,c` gives each stacked model its own
+      value; such a field becomes a traced per-model setting of the step.
+    legacy: its value for a config.json written before the field existed
+      (by default `default`).
+    hint: said after the bound in the error, e.g. "(0 keeps the size)".
+    host_only: a sweepable field the host consumes (the seed builds the keys),
+      not a traced setting of the step.
+    resolved: filled in by the run (from the data or the user's network) and
+      written to config.json; not a field of the default config.
+  """
+
+  name: str
+  default: Any
+  help: str
+  group: str
+  choices: tuple = ()
+  low: float | None = None
+  high: float | None = None
+  strict: bool = False
+  shapes: bool = False
+  sweepable: bool = False
+  legacy: Any = _UNSET
+  hint: str = ""
+  resolved: bool = False
+  host_only: bool = False
+
+  @property
+  def kind(self) -> type:
+    return type(self.default)
+
+  @property
+  def legacy_value(self) -> Any:
+    return self.default if self.legacy is _UNSET else self.legacy
+
+  def check(self, value) -> None:
+    """Raises UsageError when `value` is not allowed for this field."""
+    from vae_jax.errors import UsageError  # pylint: disable=g-import-not-at-top
+    if self.choices and value not in self.choices:
+      raise UsageError(f"unknown {self.name} {value!r}; choose one of "
+                       f"{', '.join(map(str, self.choices))}")
+    if self.low is not None and self.high is not None:
+      inside = self.low < value < self.high if self.strict else self.low <= value <= self.high
+      if not inside:
+        brackets = "()" if self.strict else "[]"
+        raise UsageError(f"{self.name} must lie in {brackets[0]}{self.low:g}, {self.high:g}"
+                         f"{brackets[1]}{self.hint}, got {value}")
+    elif self.low is not None and not (value > self.low if self.strict else value >= self.low):
+      relation = ">" if self.strict else ">="
+      raise UsageError(f"{self.name} must be {relation} {self.low:g}{self.hint}, got {value}")
+
+
+def _f(name, default, help_text, group, **options) -> Field:
+  return Field(name, default, help_text, group, **options)
+
+
+# The declarations, in the order --help shows them. The sweepable fields' order is
+# the sweep's (its Cartesian product varies the last one fastest): keep it.
+FIELDS: dict[str, Field] = {f.name: f for f in [
+    # Data.
+    _f("dataset", "mnist", "mnist | fashion_mnist (downloaded) | mnist_sample (shipped) | "
+       "tfds:NAME; with data_dir, any name for the results", "data"),
+    _f("data_dir", "", "IDX files, one .npz (or the file itself), or PNG/JPEG images; empty: "
+       "the dataset by name", "data"),
+    _f("cache_dir", "", "where mnist and fashion_mnist are downloaded to; empty: "
+       "$VAE_JAX_CACHE or ~/.cache/vae_jax", "data"),
+    _f("tfds_data_dir", "", "where tfds keeps prepared data (dataset=tfds:NAME); empty: its "
+       "default", "data"),
+    _f("test_fraction", 0.1, "share of the images held out for testing when the input has no "
+       "test split, drawn with a fixed seed (not `seed`), so every run tests on the same images",
+       "data", low=0.0, high=1.0, strict=True),
+    _f("image_size", 0, "S > 0: centre-crop every image to a square, resize to S x S; 0: keep",
+       "data", low=0, hint=" (0 keeps the size)"),
+    _f("binarize", "none", "none: grey levels as targets; dynamic: a Bernoulli draw per step",
+       "data", choices=("none", "dynamic")),
+    # Model: the network and p(x|z).
+    _f("image_shape", (28, 28, 1), "(H, W, C) of the images, from the data", "model",
+       shapes=True, resolved=True),
+    _f("model", "mlp", "mlp (the tutorial's) | conv (the Keras/TensorFlow tutorials')", "model",
+       choices=("mlp", "conv"), shapes=True),
+    _f("hidden", 400, "mlp: hidden units of the encoder and decoder", "model", low=0,
+       strict=True, shapes=True),
+    _f("latents", 20, "dimension of z", "model", low=0, strict=True, shapes=True),
+    _f("conv_features", (32, 64), "conv: channels of the stride-2 convolutions", "model",
+       shapes=True),
+    _f("decoder", "mlp", "mlp | linear (the mlp model without the decoder's hidden layer)",
+       "model", choices=("mlp", "linear"), shapes=True),
+    _f("likelihood", "bernoulli", "bernoulli | gaussian | logistic (8-bit discretised)", "model",
+       choices=("bernoulli", "gaussian", "logistic"), shapes=True),
+    _f("obs_scale", 1.0, "gaussian: the fixed standard deviation, or its initial value when "
+       "learned; logistic: the initial scale", "model", low=0.0, strict=True),
+    _f("learn_obs_scale", False, "gaussian: learn the scale", "model", shapes=True),
+    _f("logistic_scale", "channel", "logistic: one learned scale per channel | pixel", "model",
+       choices=("channel", "pixel"), shapes=True),
+    # Optimisation.
+    _f("num_epochs", 20, "epochs to train (a rerun with more trains further)", "training",
+       low=0),
+    _f("batch_size", 128, "examples per step, over all devices", "training", low=0,
+       strict=True),
+    _f("optimizer", "adam", "adam | adamw (decoupled weight decay)", "optimizer",
+       choices=("adam", "adamw")),
+    _f("seed", 0, "the seed of model 0; model i uses seed + i unless seeds are swept",
+       "training", sweepable=True, host_only=True),
+    _f("learning_rate", 1e-3, "the peak learning rate", "training", low=0.0, strict=True,
+       sweepable=True),
+    _f("weight_decay", 0.0, "adamw only", "optimizer", low=0.0),
+    _f("lr_schedule", "constant", "constant | cosine (to 0 at the last step)", "optimizer",
+       choices=("constant", "cosine")),
+    _f("warmup_steps", 0, "linear learning-rate warm-up", "optimizer", low=0),
+    _f("grad_clip_norm", 0.0, "clip gradients to this global norm; 0: off", "optimizer",
+       low=0.0),
+    _f("matmul_precision", "float32", "precision of matrix products: float32 everywhere, so "
+       "results agree across CPU, GPU and TPU; default | tf32 | bf16 trade accuracy for speed "
+       "on accelerators", "training", choices=("float32", "default", "tf32", "bf16")),
+    _f("compute_dtype", "float32", "float32 | bfloat16 activations and products; parameters "
+       "stay float32", "model", choices=("float32", "bfloat16")),
+    # Objective. Reported losses are always the true ELBO (beta 1, no floor).
+    _f("beta", 1.0, "weight of the KL (beta-VAE)", "objective", low=0.0, sweepable=True),
+    _f("kl_warmup_steps", 0, "the KL weight rises linearly from 0 to beta over these steps",
+       "objective", low=0, sweepable=True),
+    _f("free_bits", 0.0, "nats each latent's KL counts as at least (batch mean)", "objective",
+       low=0.0, sweepable=True),
+    # Several models in one program.
+    _f("num_models", 1, "models in one program (vmapped): model i uses seed + i", "models",
+       low=1, shapes=True, legacy=1),
+    _f("independent_data_order", False, "each model sees the data in its own order", "models"),
+    # Evaluation and output.
+    _f("eval_batch_size", 1000, "test examples per evaluation step", "evaluation", low=0,
+       strict=True),
+    _f("eval_iwae_every", 0, "epochs between IWAE bounds on the test set; 0: never",
+       "evaluation", low=0),
+    _f("eval_iwae_k", 1000, "importance samples of the IWAE bound", "evaluation", low=0,
+       strict=True),
+    # 100 x 100 decoder rows per step ran 1.5x faster than 500 x 100 on a 2-core CPU.
+    _f("iwae_sample_chunk", 100, "importance samples drawn at once per example (speed and "
+       "memory, never results)", "evaluation", low=0, strict=True),
+    _f("iwae_example_chunk", 100, "examples at once in the IWAE bound (speed and memory, never "
+       "results)", "evaluation", low=0, strict=True),
+    _f("checkpoint_every_epochs", 1, "epochs between checkpoints (and after the last)",
+       "output", low=0, strict=True),
+    _f("keep_checkpoints", 3, "checkpoints kept in the workdir", "output", low=0, strict=True),
+    _f("chunks_per_epoch", 10, "the epoch runs as about this many lax.scan calls; progress, "
+       "non-finite checks and Ctrl-C act between them", "output", low=0, strict=True),
+]}
+
+SWEEPABLE: tuple[str, ...] = tuple(name for name, f in FIELDS.items() if f.sweepable)
+SHAPES: tuple[str, ...] = tuple(name for name, f in FIELDS.items() if f.shapes)
+# The per-model settings the step traces (`train_step.Settings`).
+TRACED: tuple[str, ...] = tuple(n for n in SWEEPABLE if not FIELDS[n].host_only)
+
+
+def choices(name: str) -> tuple:
+  """The allowed values of field `name`."""
+  return FIELDS[name].choices
+
+
+def group(name: str) -> tuple[Field, ...]:
+  """The fields of one group, in declaration order."""
+  return tuple(f for f in FIELDS.values() if f.group == name)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """A ConfigDict of every field at its default, with an empty `sweep.FIELD` per sweepable one."""
+  config = ml_collections.ConfigDict(
+      {name: f.default for name, f in FIELDS.items() if not f.resolved})
+  config.sweep = ml_collections.ConfigDict({name: "" for name in SWEEPABLE})
+  return config
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises UsageError naming the first field of `config` whose value is not allowed."""
+  for name, field in FIELDS.items():
+    if name in config and not field.resolved:
+      field.check(config[name])
+
+
+def upgrade(values: dict) -> dict:
+  """A config.json's values completed with each missing field's `legacy` value."""
+  return {**{name: f.legacy_value for name, f in FIELDS.items() if name not in values}, **values}
+
+
+def differences(saved, config) -> list[str]:
+  """'field saved vs config' for each `shapes` field on which two configs differ."""
+  value = lambda c, name: _hashable(c[name] if name in c else FIELDS[name].legacy_value)
+  return [f"{name} {value(saved, name)!r} vs {value(config, name)!r}" for name in SHAPES
+          if value(saved, name) != value(config, name)]
+
+
+def _hashable(value):
+  """Lists (as JSON gives back tuples) as tuples, so that a config and its config.json compare."""
+  return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def describe() -> str:
+  """The fields for `--help`: `--config.NAME (default): help`, by group."""
+  lines = []
+  for name in dict.fromkeys(f.group for f in FIELDS.values()):
+    lines.append(f"\n  {name}:")
+    for f in (f for f in group(name) if not f.resolved):
+      lines.append(f"    --config.{f.name}={f.default!r}: {f.help}"
+                   f"{'  [sweepable]' if f.sweepable else ''}")
+  return "\n".join(lines)
