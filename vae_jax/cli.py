@@ -240,6 +240,9 @@ def _print_help_if_asked(argv: Sequence[str], command) -> None:
   flag_help = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(command.__name__)
   print(inspect.cleandoc(command.__doc__ or ""))
   print(f"\nflags:{flag_help}")
+  if getattr(command, "CONFIG_FIELDS_IN_HELP", False):
+    from vae_jax import schema  # pylint: disable=g-import-not-at-top
+    print(f"\nconfig fields (--config.FIELD=VALUE, defaults shown):{schema.describe()}")
   if not full:
     print("\n--helpfull lists the flags of every module (logging, absl, ...).")
   sys.exit(0)

@@ -24,6 +24,7 @@ _COORDINATOR = flags.DEFINE_string(
     "TPU slices are detected without it.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
+CONFIG_FIELDS_IN_HELP = True  # --help lists every field of vae_jax.schema.
 # The line after a signal that the trainer does not turn into a checkpoint (one
 # before training starts, or a second one): it has saved nothing more.
 INTERRUPTED = "nothing more was saved; rerun the same command to resume"
