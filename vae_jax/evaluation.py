@@ -147,8 +147,10 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
     example_keys = objectives.example_keys(key, c * size + jnp.arange(size))
     terms = objectives.importance_terms(model, params, x, example_keys, k, sample_chunk)
     mean, logvar = model.apply({"params": params}, x, method=model.encode)
-    return {**terms, "kl_per_dimension": objectives.kl_per_dimension(mean, logvar),
-            "posterior_mean": mean}
+    kl_dims = model.apply({"params": params}, mean, logvar, method=model.kl_per_dimension)
+    if kl_dims is None:  # No closed form: the per-latent split is not defined.
+      kl_dims = jnp.full(mean.shape, jnp.nan, mean.dtype)
+    return {**terms, "kl_per_dimension": kl_dims, "posterior_mean": mean}
 
   return stacked.over_models(one, len(keys), (0, 0))(params, keys)
 

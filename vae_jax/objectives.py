@@ -91,16 +91,11 @@ def negative_elbo(model, params, x: jax.Array, key: jax.Array) -> dict[str, jax.
     key: PRNG key for the one draw of z per example.
 
   Returns:
-    dict of arrays of shape `(B,)`: `loss` (= recon + kl), `recon`
-    (-log p(x|z), the summed cross-entropy for Bernoulli pixels) and `kl`;
-    and `kl_per_dimension` `(B, L)`.
+    The model's `elbo_terms`: arrays of shape `(B,)` `loss` (= recon + kl),
+    `recon` (-log p(x|z), the summed cross-entropy for Bernoulli pixels) and
+    `kl`; and `kl_per_dimension` `(B, L)` where the KL is analytic.
   """
-  variables = {"params": params}
-  outputs, mean, logvar = model.apply(variables, x, key)
-  recon = -model.apply(variables, x, outputs, method=model.log_likelihood)
-  kl_dims = kl_per_dimension(mean, logvar)
-  kl = jnp.sum(kl_dims, axis=-1)
-  return {"loss": recon + kl, "recon": recon, "kl": kl, "kl_per_dimension": kl_dims}
+  return model.apply({"params": params}, x, key, method=type(model).elbo_terms)
 
 
 def kl_weight(step: jax.Array, beta: jax.Array, warmup_steps: jax.Array) -> jax.Array:
@@ -193,8 +188,10 @@ def importance_terms(model, params, x: jax.Array, key: jax.Array, k: int,
   Returns:
     dict of (B,) arrays in nats: `iwae` = log (1/k) sum_s p(x, z_s) / q(z_s|x),
     a lower bound on log p(x) that rises to it as k grows; `recon` = the mean
-    over the k samples of -log p(x|z_s); `kl` = KL(q(z|x) || p(z)), analytic.
-    The ELBO is -(recon + kl).
+    over the k samples of -log p(x|z_s); `kl` = KL(q(z|x) || p(z)), analytic
+    where the model's families give it (`VAE.kl`), else the mean over the k
+    samples of log q(z_s|x) - log p(z_s). The ELBO is -(recon + kl). The
+    weights are the model's own (`VAE.log_weights`).
   """
   keys = _per_example(key, x.shape[0])
   num_chunks, chunk = sample_chunking(k, sample_chunk)
@@ -202,20 +199,27 @@ def importance_terms(model, params, x: jax.Array, key: jax.Array, k: int,
   def run(module):
     mean, logvar = module.encode(x)
 
-    def body(carry, c):
-      log_sum_w, sum_log_lik = carry
-      index = c * chunk + jnp.arange(chunk)
-      log_w, log_lik = _log_weights(module, x, mean, logvar, keys, index)
-      real = index < k  # The padding of the last chunk weighs nothing.
-      log_w = jnp.where(real, log_w, -jnp.inf)
-      log_lik = jnp.where(real, log_lik, 0.0)
-      return (jnp.logaddexp(log_sum_w, jax.nn.logsumexp(log_w, axis=1)),
-              sum_log_lik + jnp.sum(log_lik, axis=1)), None
+    analytic_kl = module.kl(mean, logvar)
 
-    init = (jnp.full(x.shape[:1], -jnp.inf, mean.dtype), jnp.zeros(x.shape[:1], mean.dtype))
-    (log_sum_w, sum_log_lik), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
-    return {"iwae": log_sum_w - math.log(k), "recon": -sum_log_lik / k,
-            "kl": gaussian_kl(mean, logvar)}
+    def body(carry, c):
+      index = c * chunk + jnp.arange(chunk)
+      log_w, log_lik = module.log_weights(x, mean, logvar, keys, index)
+      real = index < k  # The padding of the last chunk weighs nothing.
+      sums = {"log_sum_w": jnp.logaddexp(carry["log_sum_w"], jax.nn.logsumexp(
+                  jnp.where(real, log_w, -jnp.inf), axis=1)),
+              "log_lik": carry["log_lik"] + jnp.sum(jnp.where(real, log_lik, 0.0), axis=1)}
+      if "log_w" in carry:  # Without a closed-form KL: its Monte Carlo estimate.
+        sums["log_w"] = carry["log_w"] + jnp.sum(jnp.where(real, log_w, 0.0), axis=1)
+      return sums, None
+
+    zeros = jnp.zeros(x.shape[:1], mean.dtype)
+    init = {"log_sum_w": jnp.full(x.shape[:1], -jnp.inf, mean.dtype), "log_lik": zeros}
+    if analytic_kl is None:
+      init["log_w"] = zeros
+    sums, _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+    # Without a closed form, KL = E_q[log q - log p] = E_q[log p(x|z) - log w].
+    kl = analytic_kl if analytic_kl is not None else (sums["log_lik"] - sums["log_w"]) / k
+    return {"iwae": sums["log_sum_w"] - math.log(k), "recon": -sums["log_lik"] / k, "kl": kl}
 
   return model.apply({"params": params}, method=run)
 
@@ -237,26 +241,6 @@ def elbo(model, params, x: jax.Array, key: jax.Array, num_samples: int = 1) -> j
   """
   terms = importance_terms(model, params, x, key, num_samples, num_samples)
   return -(terms["recon"] + terms["kl"])
-
-
-def _log_weights(module, x, mean, logvar, keys, index) -> tuple[jax.Array, jax.Array]:
-  """log p(x, z) - log q(z|x) and log p(x|z) for the samples `index` (C,) of each example.
-
-  Returns:
-    Two (B, C) arrays.
-  """
-  (batch, latents), count = mean.shape, len(index)
-  draw = lambda key, s: jax.random.normal(jax.random.fold_in(key, s), (latents,), mean.dtype)
-  # One vmap over the (example, sample) pairs: compiles about twice as fast as two nested.
-  eps = jax.vmap(draw)(jnp.repeat(keys, count), jnp.tile(index, batch))
-  z = mean[:, None] + jnp.exp(0.5 * logvar[:, None]) * eps.reshape(batch, count, latents)
-  # All (example, sample) pairs through the decoder at once: one large matmul.
-  outputs = module.decode(z.reshape(batch * count, latents))
-  outputs = outputs.reshape(batch, count, *outputs.shape[1:])
-  log_lik = module.log_likelihood(x[:, None], outputs)
-  log_prior = gaussian_log_density(z, 0.0, 0.0)
-  log_q = gaussian_log_density(z, mean[:, None], logvar[:, None])
-  return log_lik + log_prior - log_q, log_lik
 
 
 def _typed(key: jax.Array) -> jax.Array:
