@@ -46,7 +46,7 @@ def three_models(tmp_path_factory):
 
 
 def _params(workdir, i):
-  return vae_jax.load(workdir, model=i).params
+  return vae_jax.load(workdir, index=i).params
 
 
 def test_sweeps_are_products_in_field_order():
@@ -161,7 +161,7 @@ def test_a_different_model_count_is_refused(three_models):
 
 def test_load_and_evaluate_each_model(three_models, tmp_path):
   with pytest.raises(UsageError, match="model 3 out of range: .* holds 3 model"):
-    vae_jax.load(three_models, model=3)
+    vae_jax.load(three_models, index=3)
   out = tmp_path / "eval.json"
   result = run_module("vae_jax.evaluate", f"--workdir={three_models}", "--k=4",
                       "--num_examples=40", f"--out={out}")

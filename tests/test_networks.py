@@ -113,7 +113,7 @@ class _DeepDecoder(nn.Module):
 
 def test_a_user_defined_network_trains_loads_and_evaluates(tmp_path, tiny_config):
   vae = vae_jax.VAE(encoder=_DeepEncoder(6), decoder=_DeepDecoder(), latents=6)
-  vae_jax.train_and_evaluate(tiny_config, tmp_path, model=vae, verbose=False)
+  vae_jax.train_and_evaluate(tiny_config, tmp_path, module=vae, verbose=False)
   records = reporting.read_metrics(tmp_path)
   assert records[1]["test_loss"] < records[0]["test_loss"]
   saved = json.loads((tmp_path / "config.json").read_text())

@@ -386,7 +386,7 @@ def test_load_refuses_a_model_index_out_of_range_and_reads_older_configs(copy_of
   with pytest.raises(UsageError, match=r"no checkpoint at step 7 in .* \(steps: 125, 250\)"):
     vae_jax.load(copy_of, step=7)
   with pytest.raises(UsageError, match=r"model 1 out of range: .* holds 1 model\(s\) \(0 .. 0\)"):
-    vae_jax.load(copy_of, model=1)
+    vae_jax.load(copy_of, index=1)
   config = json.loads((copy_of / "config.json").read_text())
   del config["num_models"]  # As written before runs could stack models.
   (copy_of / "config.json").write_text(json.dumps(config))

@@ -24,6 +24,7 @@ import pathlib
 import re
 import shutil
 import sys
+import warnings
 
 import jax
 import ml_collections
@@ -484,8 +485,8 @@ class TrainedModel:
     return tuple(self.module.image_shape)
 
 
-def load(workdir, step: int | None = None, *, model: int = 0,
-         module: model_lib.VAE | None = None) -> TrainedModel:
+def load(workdir, step: int | None = None, *, index: int = 0,
+         module: model_lib.VAE | None = None, model: int | None = None) -> TrainedModel:
   """Loads a model trained in `workdir`: its config and its parameters at `step`.
 
   Only the parameters are read, so any optimizer setting of the run is fine.
@@ -493,9 +494,10 @@ def load(workdir, step: int | None = None, *, model: int = 0,
   Args:
     workdir: a folder written by `python -m vae_jax.train` or `train_and_evaluate`.
     step: the checkpoint step; default the latest.
-    model: which of the run's `num_models` models (0-based).
+    index: which of the run's `num_models` models (0-based).
     module: the VAE, for a run trained with a user-defined network
-      (`train_and_evaluate(..., model=vae)`); built from config.json otherwise.
+      (`train_and_evaluate(..., module=vae)`); built from config.json otherwise.
+    model: the old name of `index` (deprecated).
 
   Raises:
     UsageError: no config or checkpoint in `workdir`, no checkpoint at `step`,
@@ -503,17 +505,21 @@ def load(workdir, step: int | None = None, *, model: int = 0,
       `step`, a damaged newest checkpoint is passed over with a warning, as
       training does, and the newest intact one loaded).
   """
+  if model is not None:
+    warnings.warn("vae_jax.load(workdir, model=i) is now load(workdir, index=i)",
+                  DeprecationWarning, stacklevel=2)
+    index = model
   config = read_config(workdir)
   checkpointer = Checkpointer(workdir, create=False) if config is not None else None
   if config is None or checkpointer.latest_step() is None:
     raise UsageError(f"no trained model in {workdir}: it needs config.json and a checkpoint "
                      "(train one with python -m vae_jax.train --workdir=...)")
-  module = module or _module_from_config(config, workdir)
+  module = _check_module(module, config, workdir) or _module_from_config(config, workdir)
   if module.image_shape is None:
     module = module.clone(image_shape=tuple(config.image_shape))
   num_models = config.num_models
-  if not 0 <= model < num_models:
-    raise UsageError(f"model {model} out of range: {workdir} holds {num_models} model(s) "
+  if not 0 <= index < num_models:
+    raise UsageError(f"model {index} out of range: {workdir} holds {num_models} model(s) "
                      f"(0 .. {num_models - 1})")
   abstract = jax.eval_shape(lambda: model_lib.init_params(module, jax.random.key(0)))
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((num_models, *a.shape), a.dtype), abstract)
@@ -527,7 +533,21 @@ def load(workdir, step: int | None = None, *, model: int = 0,
     except DamagedCheckpoint as e:
       raise UsageError(f"checkpoint {step} in {checkpointer.directory} is damaged ({e}); "
                        f"load another with step= (steps: {checkpointer.all_steps()})") from None
-  return TrainedModel(module, stacked.index(params, model), config, step, model)
+  return TrainedModel(module, stacked.index(params, index), config, step, index)
+
+
+def _check_module(module, config, workdir) -> model_lib.VAE | None:
+  """`module`, unless config.json says the run trained another class, network,
+  likelihood, prior or posterior (a run written before these were recorded
+  is taken at its word)."""
+  if module is None or config.get("model") != CUSTOM_MODEL:
+    return module
+  ours = model_lib.signature(module)
+  diffs = [f"{k} {config[k]} vs {v}" for k, v in ours.items() if k in config and config[k] != v]
+  if diffs:
+    raise UsageError(f"{workdir} was trained with another model than the module given "
+                     f"({'; '.join(diffs)}); pass the VAE it was trained with")
+  return module
 
 
 def _module_from_config(config, workdir) -> model_lib.VAE:

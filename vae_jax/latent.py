@@ -149,8 +149,9 @@ def _reconstruct(module, params, x, key):
 
 @functools.partial(jax.jit, static_argnames=("module", "n"))
 def _sample(module, params, key, n):
-  z = jax.random.normal(key, (n, module.latents), jnp.float32)
-  return module.apply({"params": params}, z, method=_decode_mean)
+  def run(m):  # From the model's own prior (N(0, I) unless it has another).
+    return _decode_mean(m, m.sample_prior(key, n))
+  return module.apply({"params": params}, method=run)
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
@@ -280,7 +281,7 @@ def reconstruct(model: TrainedModel, x: ArrayLike, key: jax.Array | None = None)
 
 
 def sample(model: TrainedModel, key: jax.Array, n: int) -> jax.Array:
-  """Decodes `n` codes drawn from the prior N(0, I).
+  """Decodes `n` codes drawn from the model's prior (N(0, I) unless it has another).
 
   Args:
     model: a trained model.

@@ -384,6 +384,25 @@ def init_params(model: VAE, key: jax.Array) -> dict:
   return model.init(init_key, dummy, sample_key, method=type(model).initialize)["params"]
 
 
+_LIKELIHOOD_NAMES = {likelihoods.Bernoulli: "bernoulli", likelihoods.Gaussian: "gaussian",
+                     likelihoods.DiscretizedLogistic: "logistic"}
+
+
+def _qualified(cls: type) -> str:
+  return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def signature(model: VAE) -> dict[str, str]:
+  """What config.json records of a user-defined VAE, so that `load` can tell another
+  class, network, likelihood, prior or posterior from the one it was trained with."""
+  part = lambda m, default: default if m is None else _qualified(type(m))
+  return {"vae_class": _qualified(type(model)),
+          "network": f"{type(model.encoder).__name__}/{type(model.decoder).__name__}",
+          "likelihood": _LIKELIHOOD_NAMES.get(type(model.likelihood))
+                        or _qualified(type(model.likelihood)),
+          "prior": part(model.prior, "normal"), "posterior": part(model.posterior, "gaussian")}
+
+
 def parameter_count(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 

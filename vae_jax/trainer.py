@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -84,7 +85,7 @@ def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
   resolved.num_models = len(sweep.model_settings(config))
   if model is not None:
     resolved.model = checkpoints.CUSTOM_MODEL
-    resolved.network = f"{type(model.encoder).__name__}/{type(model.decoder).__name__}"
+    resolved.update(model_lib.signature(model))
     resolved.latents = model.latents
   return resolved
 
@@ -177,16 +178,19 @@ class _Run:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
-                       model: model_lib.VAE | None = None, verbose: bool = True) -> RunResult:
+                       module: model_lib.VAE | None = None, verbose: bool = True,
+                       model: model_lib.VAE | None = None) -> RunResult:
   """Trains (or resumes) the VAE(s) of `config` in `workdir`, evaluating every epoch.
 
   Args:
     config: see `vae_jax/configs/default.py`.
     workdir: where checkpoints, metrics and figures go; an existing run there resumes.
-    model: a user-defined `vae_jax.VAE` (any encoder and decoder) instead of the
-      network the config describes; `image_shape` is taken from the data. Load
-      it again with `vae_jax.load(workdir, module=model)`.
+    module: a user-defined `vae_jax.VAE` (any encoder and decoder, a subclass,
+      its own prior or posterior) instead of the network the config describes;
+      `image_shape` is taken from the data. Load it again with
+      `vae_jax.load(workdir, module=module)`.
     verbose: print progress and one line per epoch.
+    model: the old name of `module` (deprecated).
 
   Raises:
     UsageError: invalid config, data or workdir; another run holds the workdir;
@@ -194,11 +198,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     TrainingDiverged: every model's loss became non-finite; the workdir keeps its
       last good checkpoint.
   """
+  if model is not None:
+    warnings.warn("train_and_evaluate(..., model=vae) is now train_and_evaluate(..., module=vae)",
+                  DeprecationWarning, stacklevel=2)
+    module = model
   check_config(config)
   dataset = data.load(config)
   data.check_fits(dataset)
-  config = resolve_config(config, dataset, model)
-  module = _module(config, dataset, model)
+  config = resolve_config(config, dataset, module)
+  module = _module(config, dataset, module)
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise UsageError(f"--workdir {workdir} is a file, not a folder")
@@ -481,7 +489,7 @@ def figure_images(model, params, x, keys, *, num_samples: int):
   def one(params, key):
     def run(module):
       mean, _ = module.encode(x)
-      z = jax.random.normal(key, (num_samples, module.latents))
+      z = module.sample_prior(key, num_samples)
       return module.mean_image(module.decode(mean)), module.mean_image(module.decode(z))
     return model.apply({"params": params}, method=run)
 

@@ -41,13 +41,13 @@ _EXAMPLE_CHUNK = flags.DEFINE_integer(
 def main(argv):
   del argv  # cli.run refuses stray arguments.
   with cli.errors_to_exit():
-    first = checkpoints.load(_WORKDIR.value, _STEP.value, model=_MODEL.value or 0)
+    first = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value or 0)
     count = first.config.num_models
     indices = [_MODEL.value] if _MODEL.value is not None else range(count)
     dataset, inputs = _inputs(first.config, _SPLIT.value)
     records = []
     for i in indices:
-      trained = first if i == first.index else checkpoints.load(_WORKDIR.value, first.step, model=i)
+      trained = first if i == first.index else checkpoints.load(_WORKDIR.value, first.step, index=i)
       records.append(run(trained, dataset, inputs, _SPLIT.value))
       print(format_table(records[-1]), flush=True)
   result = records[0] if len(records) == 1 else summarize_models(records)

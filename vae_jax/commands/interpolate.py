@@ -36,7 +36,7 @@ def main(argv):
   del argv  # cli.run refuses stray arguments.
   _check_flags()
   with cli.errors_to_exit():
-    model = checkpoints.load(_WORKDIR.value, _STEP.value, model=_MODEL.value)
+    model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
     inputs, labels = figures.test_set(model)
     start, end, stem = _choose_pairs(labels)
   paths = np.asarray(latent.interpolate(model, inputs[start], inputs[end], _STEPS.value,

@@ -24,7 +24,7 @@ def main(argv):
   if _SIZE.value < 1:
     cli.fail(f"size must be >= 1, got {_SIZE.value}")
   with cli.errors_to_exit():
-    model = checkpoints.load(_WORKDIR.value, _STEP.value, model=_MODEL.value)
+    model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
     inputs, labels = figures.test_set(model)
   means = np.asarray(latent.encode(model, inputs)[0])  # 10,000 MNIST digits: one call.
   out = figures.output_dir(_WORKDIR.value, _OUT.value, model)

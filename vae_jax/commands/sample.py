@@ -24,7 +24,7 @@ def main(argv):
   if _NUM.value < 1:
     cli.fail(f"num must be >= 1, got {_NUM.value}")
   with cli.errors_to_exit():
-    model = checkpoints.load(_WORKDIR.value, _STEP.value, model=_MODEL.value)
+    model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
   pictures = np.asarray(latent.sample(model, jax.random.key(_SEED.value), _NUM.value))
   path = figures.output_dir(_WORKDIR.value, _OUT.value, model) / "samples.png"
   images.save_png(path, figures.square_grid(pictures))
