@@ -9,7 +9,7 @@ import pytest
 
 from vae_jax import checkpoints
 from vae_jax import epoch
-from vae_jax import trainer
+from vae_jax import train
 from vae_jax.configs import tiny
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def tiny_config():
 def trained_workdir(tmp_path_factory):
   """A workdir trained for 2 epochs of mnist_sample with the tiny config."""
   workdir = tmp_path_factory.mktemp("tiny_run")
-  trainer.train_and_evaluate(tiny.get_config(), workdir, verbose=False)
+  train.train_and_evaluate(tiny.get_config(), workdir, verbose=False)
   return workdir
 
 
@@ -46,20 +46,30 @@ def latest_params(workdir):
   return checkpoints.load(workdir).params
 
 
-def stop_after_chunks(patch, chunks: int) -> None:
-  """Makes the run's stop flag set itself after `chunks` training chunks: a deterministic Ctrl-C."""
-  flag = trainer._StopFlag()  # pylint: disable=protected-access
+class StopFlag:
+  """A `should_stop` for `train_and_evaluate` that a test sets: a deterministic Ctrl-C."""
+
+  def __init__(self):
+    self.set = False
+
+  def __call__(self) -> bool:
+    return self.set
+
+
+def stop_after_chunks(patch, chunks: int) -> StopFlag:
+  """A stop flag that sets itself after `chunks` training chunks (pass it as `should_stop`)."""
+  flag = StopFlag()
   run_chunk = epoch.Runner.run_chunk
 
   def counted(self, *args):
     nonlocal chunks
     chunks -= 1
     if chunks == 0:
-      flag.signum = 2
+      flag.set = True
     return run_chunk(self, *args)
 
-  patch.setattr(trainer, "_StopFlag", lambda: flag)
   patch.setattr(epoch.Runner, "run_chunk", counted)
+  return flag
 
 
 @pytest.fixture(scope="session")

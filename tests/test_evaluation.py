@@ -15,7 +15,7 @@ from vae_jax import likelihoods
 from vae_jax import model as model_lib
 from vae_jax import objectives
 from vae_jax import reporting
-from vae_jax import trainer
+from vae_jax import train
 from vae_jax.configs import tiny
 
 EVAL_FIELDS = {"workdir", "dataset", "split", "binarize", "likelihood", "step", "seed",
@@ -226,7 +226,7 @@ def test_cli_without_a_checkpoint_exits_2(tmp_path):
 def test_training_logs_the_iwae_bound(tmp_path):
   config = tiny.get_config()
   config.num_epochs, config.eval_iwae_every, config.eval_iwae_k = 3, 2, 4
-  trainer.train_and_evaluate(config, tmp_path, verbose=False)
+  train.train_and_evaluate(config, tmp_path, verbose=False)
   records = reporting.read_metrics(tmp_path)
   # Every second epoch, and the last one.
   assert ["test_iwae_nll" in r for r in records] == [False, True, True]

@@ -6,7 +6,7 @@ from PIL import Image
 from conftest import run_module
 from vae_jax import data
 from vae_jax import images
-from vae_jax import trainer
+from vae_jax import train
 from vae_jax.configs import tiny
 
 SHAPE = (28, 28)
@@ -33,7 +33,7 @@ def workdir(tmp_path_factory):
   config = tiny.get_config()
   config.latents, config.num_epochs, config.chunks_per_epoch = 2, 1, 1
   path = tmp_path_factory.mktemp("tiny_2d")
-  trainer.train_and_evaluate(config, path, verbose=False)
+  train.train_and_evaluate(config, path, verbose=False)
   return path
 
 

@@ -11,7 +11,7 @@ from conftest import latest_params, run_module, stop_after_chunks
 from vae_jax import reporting
 from vae_jax import stacked
 from vae_jax import sweep
-from vae_jax import trainer
+from vae_jax import train
 from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
 
@@ -40,7 +40,7 @@ def _distance(a, b) -> float:
 def three_models(tmp_path_factory):
   """Seeds 0, 1, 2, each model shuffling the data in its own seed's order."""
   workdir = tmp_path_factory.mktemp("three_models")
-  trainer.train_and_evaluate(_config(num_models=3, independent_data_order=True), workdir,
+  train.train_and_evaluate(_config(num_models=3, independent_data_order=True), workdir,
                              verbose=False)
   return workdir
 
@@ -95,7 +95,7 @@ def test_the_cli_refuses_bad_sweeps_in_one_line(tmp_path, args, message):
 
 def test_each_stacked_model_is_its_solo_run(three_models, tmp_path):
   for seed in (0, 2):
-    trainer.train_and_evaluate(_config(seed=seed), tmp_path / f"seed{seed}", verbose=False)
+    train.train_and_evaluate(_config(seed=seed), tmp_path / f"seed{seed}", verbose=False)
     solo = latest_params(tmp_path / f"seed{seed}")
     assert _distance(_params(three_models, seed), solo) < RELATIVE_L2_TOLERANCE, seed
   assert _distance(_params(three_models, 1), solo) > 0.1  # Another seed, another model.
@@ -113,7 +113,7 @@ def test_records_figures_and_tensorboard_per_model(three_models):
 
 
 def test_the_epoch_line_shows_mean_and_spread(tmp_path, capsys):
-  trainer.train_and_evaluate(_config(num_models=2), tmp_path)
+  train.train_and_evaluate(_config(num_models=2), tmp_path)
   line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch"))
   assert "test loss" in line and "±" in line and "(best" in line and "x 2 models" in line
 
@@ -121,8 +121,8 @@ def test_the_epoch_line_shows_mean_and_spread(tmp_path, capsys):
 def test_a_diverging_model_is_frozen_and_the_others_go_on(tmp_path, capsys):
   config = _config(num_epochs=2)
   config.sweep.learning_rate = "1e-3,1e9"
-  result = trainer.train_and_evaluate(config, tmp_path)
-  assert result.interrupted_by is None and result.epochs_done == 2
+  result = train.train_and_evaluate(config, tmp_path)
+  assert not result.stopped and result.epochs_done == 2
   assert "warning: model 1" in capsys.readouterr().err
   records = reporting.read_metrics(tmp_path)
   good = [r for r in records if r["model"] == 0]
@@ -139,24 +139,24 @@ def test_every_model_diverging_stops_the_run(tmp_path):
   config = _config()
   config.sweep.learning_rate = "1e9,1e10"
   with pytest.raises(vae_jax.errors.TrainingDiverged, match="no checkpoint had been saved yet"):
-    trainer.train_and_evaluate(config, tmp_path, verbose=False)
+    train.train_and_evaluate(config, tmp_path, verbose=False)
 
 
 def test_stacked_runs_resume_bit_exactly(tmp_path, monkeypatch):
   config = _config(num_epochs=2)
   config.sweep.beta = "1,2"
-  trainer.train_and_evaluate(config, tmp_path / "straight", verbose=False)
+  train.train_and_evaluate(config, tmp_path / "straight", verbose=False)
   with monkeypatch.context() as patch:
-    stop_after_chunks(patch, 6)  # Inside epoch 2.
-    trainer.train_and_evaluate(config, tmp_path / "resumed", verbose=False)
-  trainer.train_and_evaluate(config, tmp_path / "resumed", verbose=False)
+    stop = stop_after_chunks(patch, 6)  # Inside epoch 2.
+    train.train_and_evaluate(config, tmp_path / "resumed", verbose=False, should_stop=stop)
+  train.train_and_evaluate(config, tmp_path / "resumed", verbose=False)
   jax.tree.map(np.testing.assert_array_equal, latest_params(tmp_path / "straight"),
                latest_params(tmp_path / "resumed"))
 
 
 def test_a_different_model_count_is_refused(three_models):
   with pytest.raises(UsageError, match="num_models 3 vs 2"):
-    trainer.train_and_evaluate(_config(num_models=2, num_epochs=2), three_models, verbose=False)
+    train.train_and_evaluate(_config(num_models=2, num_epochs=2), three_models, verbose=False)
 
 
 def test_load_and_evaluate_each_model(three_models, tmp_path):
@@ -182,14 +182,14 @@ def test_load_and_evaluate_each_model(three_models, tmp_path):
 
 
 def test_a_shared_data_order_is_model_0s(three_models, tmp_path):
-  trainer.train_and_evaluate(_config(num_models=2), tmp_path, verbose=False)
+  train.train_and_evaluate(_config(num_models=2), tmp_path, verbose=False)
   # Model 0 draws seed 0's order either way; model 1 follows it here, its own there.
   assert _distance(_params(tmp_path, 0), _params(three_models, 0)) < RELATIVE_L2_TOLERANCE
   assert _distance(_params(tmp_path, 1), _params(three_models, 1)) > 1e-3
 
 
 def test_bfloat16_trains_and_float32_is_unchanged(tmp_path, trained_workdir):
-  trainer.train_and_evaluate(_config(num_epochs=2, compute_dtype="bfloat16"), tmp_path,
+  train.train_and_evaluate(_config(num_epochs=2, compute_dtype="bfloat16"), tmp_path,
                              verbose=False)
   bf16 = reporting.read_metrics(tmp_path)
   assert bf16[1]["test_loss"] < bf16[0]["test_loss"]

@@ -29,7 +29,7 @@ import pytest
 from conftest import REPO, finish, latest_params, start_training
 from vae_jax import checkpoints
 from vae_jax import reporting
-from vae_jax import trainer
+from vae_jax import train
 from vae_jax.configs import tiny
 
 RELATIVE_L2_TOLERANCE = 1e-4
@@ -59,7 +59,7 @@ def one_device_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("one_device")
   config = tiny.get_config()
   config.num_epochs = 1
-  trainer.train_and_evaluate(config, workdir, verbose=False)
+  train.train_and_evaluate(config, workdir, verbose=False)
   return workdir
 
 
@@ -148,8 +148,8 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_resumes_exac
 def test_a_four_device_checkpoint_continues_on_one_device(four_device_run, tmp_path):
   config = tiny.get_config()
   config.num_epochs = 2
-  trainer.train_and_evaluate(config, tmp_path / "straight", verbose=False)
-  result = trainer.train_and_evaluate(config, four_device_run, verbose=False)
+  train.train_and_evaluate(config, tmp_path / "straight", verbose=False)
+  result = train.train_and_evaluate(config, four_device_run, verbose=False)
   assert result.epochs_done == 2 and jax.device_count() == 1
   _assert_close(latest_params(tmp_path / "straight"), latest_params(four_device_run))
 

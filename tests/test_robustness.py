@@ -19,6 +19,7 @@ import pytest
 
 import faults
 import vae_jax
+from conftest import StopFlag
 from conftest import latest_params
 from vae_jax import checkpoints
 from vae_jax import epoch
@@ -29,7 +30,7 @@ from vae_jax import parallel
 from vae_jax import reporting
 from vae_jax import sweep
 from vae_jax import train_step
-from vae_jax import trainer
+from vae_jax import train
 from vae_jax.configs import tiny
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
@@ -82,7 +83,7 @@ def test_the_chunking_of_an_epoch_never_changes_the_result(tiny_config, trained_
   chunk would only differ between chunkings)."""
   tiny_config.chunks_per_epoch = 1
   start = time.perf_counter()
-  trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  train.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   seconds = time.perf_counter() - start
   _same_params(latest_params(trained_workdir), latest_params(tmp_path))
   a, b = reporting.read_metrics(trained_workdir), reporting.read_metrics(tmp_path)
@@ -105,32 +106,32 @@ class _Clock:
     return self.now
 
 
-def _stop_when(patch, when) -> None:
-  """Sets the run's stop flag (as SIGINT would) after the training chunk that brings
-  the run to a global step for which `when(step)` holds."""
-  flag = trainer._StopFlag()
+def _stop_when(patch, when) -> StopFlag:
+  """A stop flag (as SIGINT would set) that sets itself after the training chunk that
+  brings the run to a global step for which `when(step)` holds."""
+  flag = StopFlag()
   run_chunk = epoch.Runner.run_chunk
 
   def counted(self, state, batches, keys, settings, start):
     result = run_chunk(self, state, batches, keys, settings, start)
     if when(int(result[0].step[0])):
-      flag.signum = 2
+      flag.set = True
     return result
 
-  patch.setattr(trainer, "_StopFlag", lambda: flag)
   patch.setattr(epoch.Runner, "run_chunk", counted)
+  return flag
 
 
 def test_the_epoch_after_a_resume_reports_its_whole_time(tiny_config, trained_workdir, tmp_path,
                                                          monkeypatch):
   """Stopped 2 of 5 chunks into epoch 2 and resumed: epoch 2 took 5 chunk-seconds in all,
   and its speed is counted over all of them, not over the 3 after the resume."""
-  monkeypatch.setattr(trainer, "time", _Clock())
+  monkeypatch.setattr(train, "time", _Clock())
   with monkeypatch.context() as patch:
-    _stop_when(patch, lambda step: step == 125 + 50)
-    result = trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
-  assert result.interrupted_by == 2 and result.epochs_done == 1
-  trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+    stop = _stop_when(patch, lambda step: step == 125 + 50)
+    result = train.train_and_evaluate(tiny_config, tmp_path, verbose=False, should_stop=stop)
+  assert result.stopped and result.epochs_done == 1
+  train.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   records = reporting.read_metrics(tmp_path)
   assert [r["epoch_seconds"] for r in records] == [5.0, 5.0]
   assert records[1]["examples_per_second"] == 125 * 64 / 5.0
@@ -141,25 +142,25 @@ def test_a_stop_during_evaluation_resumes_with_the_evaluation(tiny_config, train
                                                              tmp_path, monkeypatch):
   """Stopped between evaluation chunks after epoch 2: the checkpoint holds the whole
   epoch's training, and the resumed run evaluates it as the uninterrupted one did."""
-  flag = trainer._StopFlag()
-  stop = lambda: setattr(flag, "signum", 15)
+  flag = StopFlag()
+  stop = lambda: setattr(flag, "set", True)
   with monkeypatch.context() as patch:
-    patch.setattr(trainer, "_StopFlag", lambda: flag)
     patch.setattr(evaluation, "run", faults.at_eval_chunk(evaluation.run, 2, 1, stop))
-    result = trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
-  assert result.interrupted_by == 15 and result.epochs_done == 1
+    result = train.train_and_evaluate(tiny_config, tmp_path, verbose=False, should_stop=flag)
+  assert result.stopped and result.epochs_done == 1
   assert checkpoints.Checkpointer(tmp_path).all_steps() == [125, 250]
   assert len(reporting.read_metrics(tmp_path)) == 1
-  trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  train.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   _same_params(latest_params(trained_workdir), latest_params(tmp_path))
   assert _untimed(tmp_path) == _untimed(trained_workdir)
   # The completed evaluation is recorded with the checkpoint: a rerun has nothing to do.
-  assert trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False).already_done
+  assert train.train_and_evaluate(tiny_config, tmp_path, verbose=False).already_done
 
 
-def _stop_inside(patch, owner, name: str, calls: int = 1) -> None:
-  """Sets the run's stop flag (as SIGTERM would) during the `calls`-th call of `owner.name`."""
-  flag = trainer._StopFlag()
+def _stop_inside(patch, owner, name: str, calls: int = 1) -> StopFlag:
+  """A stop flag (as SIGTERM would set) that sets itself during the `calls`-th call of
+  `owner.name`."""
+  flag = StopFlag()
   original = getattr(owner, name)
   count = 0
 
@@ -167,27 +168,27 @@ def _stop_inside(patch, owner, name: str, calls: int = 1) -> None:
     nonlocal count
     count += 1
     if count == calls:
-      flag.signum = 15
+      flag.set = True
     return original(*args, **kwargs)
 
-  patch.setattr(trainer, "_StopFlag", lambda: flag)
   patch.setattr(owner, name, stopping)
+  return flag
 
 
 def test_a_stop_while_compiling_returns_before_training(tiny_config, tmp_path, monkeypatch):
   with monkeypatch.context() as patch:
-    _stop_inside(patch, epoch.Runner, "compile")
-    result = trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
-  assert result.interrupted_by == 15 and result.state.steps_done == 0
+    stop = _stop_inside(patch, epoch.Runner, "compile")
+    result = train.train_and_evaluate(tiny_config, tmp_path, verbose=False, should_stop=stop)
+  assert result.stopped and result.state.steps_done == 0
   assert not checkpoints.Checkpointer(tmp_path).all_steps()
 
 
 def test_a_stop_while_writing_figures_ends_that_epoch_and_saves_it(tiny_config, tmp_path,
                                                                    monkeypatch):
   with monkeypatch.context() as patch:
-    _stop_inside(patch, trainer, "_write_figures")
-    result = trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
-  assert result.interrupted_by == 15 and result.epochs_done == 1
+    stop = _stop_inside(patch, train, "_write_figures")
+    result = train.train_and_evaluate(tiny_config, tmp_path, verbose=False, should_stop=stop)
+  assert result.stopped and result.epochs_done == 1
   assert checkpoints.Checkpointer(tmp_path).all_steps() == [125]
   assert [r["epoch"] for r in reporting.read_metrics(tmp_path)] == [1]
 
@@ -195,13 +196,14 @@ def test_a_stop_while_writing_figures_ends_that_epoch_and_saves_it(tiny_config, 
 def test_a_stop_during_the_iwae_bound_resumes_with_it(tiny_config, tmp_path, monkeypatch):
   tiny_config.num_epochs, tiny_config.eval_iwae_every, tiny_config.eval_iwae_k = 1, 1, 4
   tiny_config.iwae_example_chunk = 500  # 4 chunks of the test set.
-  trainer.train_and_evaluate(tiny_config, tmp_path / "whole", verbose=False)
+  train.train_and_evaluate(tiny_config, tmp_path / "whole", verbose=False)
   with monkeypatch.context() as patch:  # Stops after the IWAE bound's second chunk of 4.
-    _stop_inside(patch, evaluation, "importance_statistics", calls=2)
-    result = trainer.train_and_evaluate(tiny_config, tmp_path / "cut", verbose=False)
-  assert result.interrupted_by == 15 and result.epochs_done == 0
+    stop = _stop_inside(patch, evaluation, "importance_statistics", calls=2)
+    result = train.train_and_evaluate(tiny_config, tmp_path / "cut", verbose=False,
+                                      should_stop=stop)
+  assert result.stopped and result.epochs_done == 0
   assert checkpoints.Checkpointer(tmp_path / "cut").all_steps() == [125]
-  trainer.train_and_evaluate(tiny_config, tmp_path / "cut", verbose=False)
+  train.train_and_evaluate(tiny_config, tmp_path / "cut", verbose=False)
   assert _untimed(tmp_path / "cut") == _untimed(tmp_path / "whole")
   assert "test_iwae_nll" in reporting.read_metrics(tmp_path / "cut")[0]
 
@@ -214,7 +216,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_exactly(
     tiny_config, trained_workdir, copy_of, capsys):
   _flip_bytes(copy_of / "checkpoints" / "250")
   capsys.readouterr()
-  trainer.train_and_evaluate(tiny_config, copy_of, verbose=False)
+  train.train_and_evaluate(tiny_config, copy_of, verbose=False)
   warnings = capsys.readouterr().err.strip().splitlines()
   assert len(warnings) == 1, warnings
   assert warnings[0].startswith(f"warning: checkpoint 250 in {copy_of / 'checkpoints'} is damaged "
@@ -261,9 +263,17 @@ def _abstract_state(config):
                                    parallel.replicated(parallel.make_mesh()))
 
 
-def _rebuild(step, params, opt_state, alive):
-  return train_step.TrainState(jnp.full(len(alive), step, jnp.int32), params, opt_state,
-                               jnp.asarray(alive))
+def _items(config) -> dict:
+  """What the trainer restores: the state's params and opt_state (shapes, placement)."""
+  abstract = _abstract_state(config)
+  return {"params": abstract.params, "opt_state": abstract.opt_state}
+
+
+def _restore(ckpt, config, step) -> train_step.TrainState:
+  """The train state of checkpoint `step`: its arrays and the counters of its record."""
+  items, meta = ckpt.restore(_items(config), step)
+  counters = {k: jnp.asarray(v) for k, v in checkpoints.counters(meta).items()}
+  return train_step.TrainState(params=items["params"], opt_state=items["opt_state"], **counters)
 
 
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
@@ -272,8 +282,8 @@ def test_every_kind_of_damage_is_caught_by_restore_and_load(tiny_config, copy_of
   damage(copy_of / "checkpoints" / "250")
   ckpt = checkpoints.Checkpointer(copy_of, create=False)
   with pytest.raises(checkpoints.DamagedCheckpoint, match=reason):
-    ckpt.restore(_abstract_state(tiny_config), _rebuild, 250)
-  assert ckpt.restore(_abstract_state(tiny_config), _rebuild, 125)[0].steps_done == 125
+    _restore(ckpt, tiny_config, 250)
+  assert _restore(ckpt, tiny_config, 125).steps_done == 125
   if kind != "array item deleted":  # Loading reads the params and the meta record only.
     with pytest.raises(UsageError, match=f"checkpoint 250 .* is damaged .*{reason}"):
       vae_jax.load(copy_of, step=250)
@@ -290,7 +300,7 @@ def test_a_reader_leaves_a_save_in_progress_alone(copy_of):
 
 def test_a_save_that_fails_for_another_reason_is_not_called_a_full_disk(copy_of, monkeypatch):
   ckpt = checkpoints.Checkpointer(copy_of)
-  state, _ = ckpt.restore(_abstract_state(tiny.get_config()), _rebuild, 250)
+  state = _restore(ckpt, tiny.get_config(), 250)
   assert ckpt.save(state, {}) is False  # Step 250 exists: kept as it is.
 
   def failing(*args, **kwargs):
@@ -305,10 +315,9 @@ def test_a_save_that_fails_for_another_reason_is_not_called_a_full_disk(copy_of,
 
 def test_a_step_damaged_again_is_set_aside_beside_the_first(copy_of, trained_workdir, capsys):
   ckpt = checkpoints.Checkpointer(copy_of)
-  abstract = _abstract_state(tiny.get_config())
   for _ in range(2):
     _flip_bytes(copy_of / "checkpoints" / "250")
-    assert ckpt.restore_newest_intact(abstract, _rebuild)[2] == 125
+    assert ckpt.restore_newest(_items(tiny.get_config()), set_aside=True)[2] == 125
     shutil.copytree(trained_workdir / "checkpoints" / "250", copy_of / "checkpoints" / "250")
     ckpt = checkpoints.Checkpointer(copy_of)
   assert sorted(p.name for p in (copy_of / "checkpoints.damaged").iterdir()) == ["250", "250.1"]
@@ -324,8 +333,7 @@ def test_a_full_disk_during_a_save_is_one_line_naming_the_space(copy_of, tmp_pat
                                           str(small)], capture_output=True).returncode:
     pytest.skip("mounting a small file system needs root")
   try:
-    state, _ = checkpoints.Checkpointer(copy_of).restore(_abstract_state(tiny.get_config()),
-                                                         _rebuild, 250)
+    state = _restore(checkpoints.Checkpointer(copy_of), tiny.get_config(), 250)
     ckpt = checkpoints.Checkpointer(small)
     free = shutil.disk_usage(small).free / 2**20
     needed = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state))) / 2**20
@@ -344,21 +352,22 @@ def test_the_keys_of_each_epoch_and_stream_are_their_own(tiny_config):
   """fold_in(fold_in(seed key, stream), epoch): a key that ignored the epoch would
   replay epoch 1's order and noise forever, and every run would agree with itself."""
   tiny_config.num_models, tiny_config.independent_data_order = 2, True
-  run = trainer._Run(tiny_config, None, None, sweep.model_settings(tiny_config),
-                     trainer._roots(tiny_config), None, None, None, False, None, 125)
+  keys = train.KeyStreams.of(tiny_config)
   data_of = lambda keys: [jax.random.key_data(k).tolist() for k in keys]
-  for stream, epoch_number in ((trainer.TRAIN_STREAM, 0), (trainer.EVAL_STREAM, 3)):
+  streams = train.KeyStreams
+  for stream, epoch_number in ((streams.TRAIN, 0), (streams.EVALUATION, 3)):
     expected = [jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), stream), epoch_number)
                 for seed in (0, 1)]
-    assert data_of(run.stream_keys(stream, epoch_number)) == data_of(expected)
-  shuffle, steps = trainer._epoch_keys(run, 0)
+    assert data_of(keys.stream(stream, epoch_number)) == data_of(expected)
+  assert data_of(keys.evaluation(3)) == data_of(keys.stream(streams.EVALUATION, 3))
+  shuffle, steps = keys.epoch(0)
   assert shuffle.shape == steps.shape == (2,)
-  assert data_of(trainer._epoch_keys(run, 1)[1]) != data_of(steps)
+  assert data_of(keys.epoch(1)[1]) != data_of(steps)
   tiny_config.independent_data_order = False  # One order, model 0's, for all.
-  assert data_of(trainer._epoch_keys(run, 0)[0]) == data_of(shuffle[:1])
-  streams = (trainer.INIT_STREAM, trainer.TRAIN_STREAM, trainer.EVAL_STREAM,
-             trainer.FIGURE_STREAM, trainer.IWAE_STREAM, evaluation.TEST_BINARIZE_STREAM)
-  assert len(set(streams)) == len(streams)
+  assert data_of(train.KeyStreams.of(tiny_config).epoch(0)[0]) == data_of(shuffle[:1])
+  numbers = (streams.INIT, streams.TRAIN, streams.EVALUATION, streams.FIGURES, streams.IWAE,
+             evaluation.TEST_BINARIZE_STREAM)
+  assert len(set(numbers)) == len(numbers)
 
 
 @pytest.mark.parametrize("content, says", [("[]", "a JSON list"), ("{}", "an empty object"),
@@ -415,7 +424,7 @@ def test_when_every_checkpoint_is_damaged_the_message_says_so(tiny_config, copy_
     _flip_bytes(copy_of / "checkpoints" / str(step))
   tiny_config.num_epochs = 3
   with pytest.raises(UsageError) as error:
-    trainer.train_and_evaluate(tiny_config, copy_of, verbose=False)
+    train.train_and_evaluate(tiny_config, copy_of, verbose=False)
   message = str(error.value)
   assert "every checkpoint in" in message and "step 250: the params arrays" in message
   assert "corrupt or incomplete, not those of another model" in message
@@ -428,7 +437,7 @@ def test_when_every_checkpoint_is_damaged_the_message_says_so(tiny_config, copy_
 def test_another_optimizer_state_is_named_as_such_not_as_damage(tiny_config, copy_of):
   tiny_config.num_epochs, tiny_config.grad_clip_norm = 3, 1.0  # Adds a state to the chain.
   with pytest.raises(checkpoints.OtherLayout, match="checkpoint 250 holds other opt_state arrays"):
-    trainer.train_and_evaluate(tiny_config, copy_of, verbose=False)
+    train.train_and_evaluate(tiny_config, copy_of, verbose=False)
   assert checkpoints.Checkpointer(copy_of).all_steps() == [125, 250]
   assert not (copy_of / "checkpoints.damaged").exists()
 
@@ -440,7 +449,7 @@ def test_another_optimizer_state_is_named_as_such_not_as_damage(tiny_config, cop
 def test_divergence_on_a_fresh_workdir_says_that_nothing_was_saved(tiny_config, tmp_path):
   tiny_config.learning_rate = 1e9
   with pytest.raises(TrainingDiverged) as error:
-    trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+    train.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   assert "no checkpoint had been saved yet" in str(error.value)
   assert "None" not in str(error.value)
   assert not (tmp_path / "config.json").exists()
@@ -454,7 +463,7 @@ def test_divergence_after_a_damaged_resume_names_the_verified_checkpoint(tiny_co
   config_before = (copy_of / "config.json").read_bytes()
   tiny_config.learning_rate, tiny_config.num_epochs = 1e9, 3
   with pytest.raises(TrainingDiverged, match=r"last good checkpoint kept \(step 125\)"):
-    trainer.train_and_evaluate(tiny_config, copy_of, verbose=False)
+    train.train_and_evaluate(tiny_config, copy_of, verbose=False)
   assert checkpoints.Checkpointer(copy_of).all_steps() == [125]
   assert vae_jax.load(copy_of).step == 125  # It verifies.
   assert (copy_of / "config.json").read_bytes() == config_before
@@ -489,7 +498,7 @@ def test_a_held_lock_stops_training_but_not_readers(tiny_config, trained_workdir
   with lock.WorkdirLock(trained_workdir):
     with pytest.raises(UsageError, match=f"in use by pid {os.getpid()} on host "
                        f"{socket.gethostname()} since 20"):
-      trainer.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
+      train.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
     assert vae_jax.load(trained_workdir).step == 250  # Readers take no lock.
     after = {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*") if p.name != lock.LOCK_FILE}
   assert after == before
@@ -510,7 +519,7 @@ def test_nothing_is_rewritten_before_the_lock_and_the_checkpoint_are_checked(
     holder.acquire()
   try:
     with pytest.raises(UsageError):
-      trainer.train_and_evaluate(tiny_config, copy_of, verbose=False)
+      train.train_and_evaluate(tiny_config, copy_of, verbose=False)
   finally:
     holder.release()
   assert {p: p.read_bytes() for p in copy_of.rglob("*") if p.is_file()} == before

@@ -17,7 +17,7 @@ from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import images
 from vae_jax import reporting
-from vae_jax import trainer
+from vae_jax import train
 from vae_jax.configs import tiny
 
 TINY = "--config=vae_jax/configs/tiny.py"
@@ -113,7 +113,7 @@ def test_sigint_saves_a_checkpoint_and_the_rerun_resumes_exactly(tmp_path):
   assert resumed.returncode == 0, resumed.stderr
   config = tiny.get_config()
   config.num_epochs = 10
-  trainer.train_and_evaluate(config, tmp_path / "whole", verbose=False)
+  train.train_and_evaluate(config, tmp_path / "whole", verbose=False)
   import jax  # pylint: disable=g-import-not-at-top
   jax.tree.map(np.testing.assert_array_equal, latest_params(tmp_path / "whole"),
                latest_params(tmp_path / "cut"))

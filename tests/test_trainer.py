@@ -14,7 +14,7 @@ from vae_jax import reporting
 from vae_jax import stacked
 from vae_jax import schema
 from vae_jax import train_step
-from vae_jax import trainer
+from vae_jax import train
 from vae_jax.configs import default
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
@@ -62,11 +62,11 @@ def test_model_shapes_and_parameter_count_follow_the_config():
 
 def test_resume_after_k_epochs_equals_the_uninterrupted_run(tiny_config, tmp_path):
   tiny_config.num_epochs = 3
-  trainer.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
+  train.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
   tiny_config.num_epochs = 1
-  trainer.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
+  train.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
   tiny_config.num_epochs = 3
-  result = trainer.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
+  result = train.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
   assert result.epochs_done == 3
   straight, resumed = latest_params(tmp_path / "straight"), latest_params(tmp_path / "resumed")
   jax.tree.map(np.testing.assert_array_equal, straight, resumed)  # Bit-identical on CPU.
@@ -77,17 +77,18 @@ def test_resume_after_k_epochs_equals_the_uninterrupted_run(tiny_config, tmp_pat
 
 
 def test_stop_inside_an_epoch_saves_and_resumes_exactly(tiny_config, tmp_path, monkeypatch):
-  trainer.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
+  train.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
   steps_per_epoch = 8004 // tiny_config.batch_size
   chunk = epoch.chunk_size(steps_per_epoch, tiny_config.chunks_per_epoch)
   with monkeypatch.context() as patch:  # Epoch 1 and two chunks of epoch 2.
-    stop_after_chunks(patch, steps_per_epoch // chunk + 2)
-    result = trainer.train_and_evaluate(tiny_config, tmp_path / "stopped", verbose=False)
-  assert result.interrupted_by == 2 and result.epochs_done == 1
+    stop = stop_after_chunks(patch, steps_per_epoch // chunk + 2)
+    result = train.train_and_evaluate(tiny_config, tmp_path / "stopped", verbose=False,
+                                      should_stop=stop)
+  assert result.stopped and result.epochs_done == 1
   ckpt = checkpoints.Checkpointer(tmp_path / "stopped")
   assert ckpt.latest_step() == steps_per_epoch + 2 * chunk  # Inside epoch 2.
   assert len(reporting.read_metrics(tmp_path / "stopped")) == 1
-  trainer.train_and_evaluate(tiny_config, tmp_path / "stopped", verbose=False)
+  train.train_and_evaluate(tiny_config, tmp_path / "stopped", verbose=False)
   jax.tree.map(np.testing.assert_array_equal, latest_params(tmp_path / "straight"),
                latest_params(tmp_path / "stopped"))
   a, b = (reporting.read_metrics(tmp_path / d) for d in ("straight", "stopped"))
@@ -96,19 +97,19 @@ def test_stop_inside_an_epoch_saves_and_resumes_exactly(tiny_config, tmp_path, m
 
 def test_a_finished_run_is_left_alone(tiny_config, trained_workdir):
   before = {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")}
-  result = trainer.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
+  result = train.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
   assert result.already_done and result.epochs_done == 2
   assert {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")} == before
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
   tiny_config.num_epochs = 1
-  trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+  train.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   good = latest_params(tmp_path)
   tiny_config.num_epochs = 3
   tiny_config.learning_rate = 1e9
   with pytest.raises(TrainingDiverged, match="non-finite loss in epoch 2"):
-    trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+    train.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   assert checkpoints.Checkpointer(tmp_path).all_steps() == [125]
   jax.tree.map(np.testing.assert_array_equal, good, latest_params(tmp_path))
 
@@ -117,7 +118,7 @@ def test_a_checkpoint_of_another_shape_is_refused(tiny_config, trained_workdir):
   tiny_config.latents = 8
   tiny_config.num_epochs = 3
   with pytest.raises(UsageError, match="different model .*latents 4 vs 8"):
-    trainer.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
+    train.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -131,7 +132,7 @@ def test_a_checkpoint_of_another_shape_is_refused(tiny_config, trained_workdir):
 def test_invalid_values_raise_usage_errors(tiny_config, tmp_path, field, value, message):
   tiny_config[field] = value
   with pytest.raises(UsageError, match=message):
-    trainer.train_and_evaluate(tiny_config, tmp_path, verbose=False)
+    train.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   assert not any(tmp_path.iterdir())  # Nothing written.
 
 

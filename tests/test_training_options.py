@@ -10,7 +10,7 @@ from conftest import latest_params, stop_after_chunks
 from vae_jax import objectives
 from vae_jax import optim
 from vae_jax import reporting
-from vae_jax import trainer
+from vae_jax import train
 from vae_jax.configs import default
 from vae_jax.errors import UsageError
 
@@ -137,12 +137,13 @@ def test_every_optimizer_setting_trains_and_loads(tmp_path, tiny_config, overrid
 def test_resume_mid_warm_up_and_schedule_is_bit_exact(tmp_path, tiny_config, monkeypatch):
   tiny_config.update({"lr_schedule": "cosine", "warmup_steps": 60, "kl_warmup_steps": 200,
                       "beta": 2.0, "free_bits": 0.1, "num_epochs": 2})
-  trainer.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
+  train.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
   with monkeypatch.context() as patch:  # Stop at step 150: inside both warm-ups.
-    stop_after_chunks(patch, 6)
-    result = trainer.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
-  assert result.interrupted_by == 2 and result.state.steps_done == 150
-  trainer.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
+    stop = stop_after_chunks(patch, 6)
+    result = train.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False,
+                                      should_stop=stop)
+  assert result.stopped and result.state.steps_done == 150
+  train.train_and_evaluate(tiny_config, tmp_path / "resumed", verbose=False)
   jax.tree.map(np.testing.assert_array_equal, latest_params(tmp_path / "straight"),
                latest_params(tmp_path / "resumed"))
   a, b = (reporting.read_metrics(tmp_path / d) for d in ("straight", "resumed"))

@@ -35,7 +35,16 @@ from vae_jax.model import ConvEncoder
 from vae_jax.model import MLPDecoder
 from vae_jax.model import MLPEncoder
 from vae_jax.model import VAE
-from vae_jax.trainer import train_and_evaluate
+
+
+def __getattr__(name: str):
+  # `vae_jax.train` is imported on first use, so that `python -m vae_jax.train` runs the
+  # module as __main__ without importing it twice (runpy warns about that).
+  if name == "train_and_evaluate":
+    from vae_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
+    return train_and_evaluate
+  raise AttributeError(f"module 'vae_jax' has no attribute {name!r}")
+
 
 __all__ = [
     "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "TrainedModel", "UsageError",

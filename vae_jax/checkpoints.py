@@ -126,11 +126,11 @@ def digest(tree) -> str:
 
 
 class Checkpointer:
-  """Saves and restores (train state, progress) under `workdir/checkpoints`.
+  """Saves and restores train states under `workdir/checkpoints`.
 
-  The state is any object with `steps_done`, `params`, `opt_state` and `alive`
-  (`train_step.TrainState`); `rebuild(step, params, opt_state, alive)`
-  turns restored pieces back into one.
+  The state is a `train_step.TrainState`: `save` writes its arrays and its
+  counters; `restore` and `restore_newest` give back the arrays asked for and
+  the record, from which `counters` reads the rest.
   """
 
   def __init__(self, workdir, keep: int = 3, create: bool = True):
@@ -144,6 +144,7 @@ class Checkpointer:
     """
     workdir = pathlib.Path(workdir).absolute()
     self._damaged_dir = workdir / "checkpoints.damaged"
+    self.last_good_step: int | None = None  # The newest checkpoint known intact (read or written).
     self._manager = ocp.CheckpointManager(
         workdir / "checkpoints",
         options=ocp.CheckpointManagerOptions(
@@ -160,24 +161,20 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, state, progress: dict, replace: bool = False) -> bool:
+  def save(self, state, info: dict | None = None) -> bool:
     """Writes a checkpoint at `state.steps_done` unless one exists there; returns whether it wrote.
 
-    Args:
-      state: the train state.
-      progress: JSON-ready progress to save with it.
-      replace: overwrite a checkpoint of the same step (deleted first: a crash in
-        between leaves the one before as the newest).
+    The parameters and optimizer state are orbax items; the state's small
+    `COUNTERS` (steps, alive, the epoch's sums, ...) and `info` (what the run
+    checks on resume, e.g. the steps per epoch) go into its JSON record.
 
     Raises:
       UsageError: the disk is full; the partial checkpoint is removed, older ones stay.
     """
     step = state.steps_done
     if step in self._manager.all_steps():
-      if not replace:
-        return False
-      self._manager.delete(step)
-    meta = {"step": step, "alive": np.asarray(state.alive).tolist(), "progress": progress,
+      return False
+    meta = {"step": step, "counters": state.counters(), "info": dict(info or {}),
             "digests": {"params": digest(state.params), "opt_state": digest(state.opt_state)},
             "layout": {"params": layout(state.params), "opt_state": layout(state.opt_state)}}
     try:
@@ -197,15 +194,15 @@ class Checkpointer:
                          "the partial checkpoint was removed and older checkpoints are "
                          "intact") from None
       raise
+    self.last_good_step = step
     return True
 
-  def restore(self, abstract_state, rebuild, step: int | None = None):
-    """Returns (state, progress) at `step` (default: the latest), verified.
+  def restore(self, abstract: dict, step: int | None = None) -> tuple[dict, dict]:
+    """The array items `abstract` names ("params", "opt_state") at `step` (default:
+    the latest), verified, and the checkpoint's record.
 
-    Args:
-      abstract_state: the state's `jax.ShapeDtypeStruct`s (with shardings).
-      rebuild: `(step, params, opt_state, alive) -> state`.
-      step: the checkpoint step.
+    Only the items asked for are read: a reader of the parameters alone is not
+    stopped by any optimizer setting.
 
     Raises:
       UsageError: no checkpoint at `step`.
@@ -214,72 +211,40 @@ class Checkpointer:
     """
     step = self._existing(step)
     meta = self._meta(step)
-    items = {"params": abstract_state.params, "opt_state": abstract_state.opt_state}
-    restored = self._restore_items(step, meta, items)
-    state = rebuild(meta["step"], restored["params"], restored["opt_state"],
-                    np.asarray(meta["alive"]))
-    return state, meta["progress"]
+    return self._restore_items(step, meta, abstract), meta
 
-  def restore_newest_intact(self, abstract_state, rebuild, warn=None):
-    """The newest checkpoint that restores and verifies: (state, progress, step), or None
-    when there are no checkpoints.
+  def restore_newest(self, abstract: dict, *, set_aside: bool) -> tuple[dict, dict, int]:
+    """The newest checkpoint that restores and verifies: (items, record, step).
 
-    The damaged checkpoints passed over are moved to `checkpoints.damaged/` (by
-    process 0; the caller holds the workdir's lock), so that the run can save
-    those steps again, and each gets one `warn` line naming its step and why.
+    The one restore path of training, `load` and `evaluate`: each newer damaged
+    checkpoint gets one warning line naming its step and why. The run's writer
+    (`set_aside`, holding the workdir's lock) moves them to `checkpoints.damaged/`,
+    so that it can save those steps again; readers move nothing.
 
     Raises:
-      UsageError: there are checkpoints, but every one is damaged (nothing is moved),
-        or they hold another model (`OtherLayout`).
+      UsageError: no checkpoint, or every one damaged (nothing is moved), or they
+        hold another model (`OtherLayout`).
     """
     damaged = []
     for step in reversed(self.all_steps()):
       try:
-        state, progress = self.restore(abstract_state, rebuild, step)
+        items, meta = self.restore(abstract, step)
       except DamagedCheckpoint as e:
         damaged.append((step, str(e)))
         continue
-      self._set_aside(damaged, step, warn or _warn)
-      return state, progress, step
-    if damaged:
-      reasons = "; ".join(f"step {s}: {why}" for s, why in damaged)
-      raise UsageError(f"every checkpoint in {self.directory} is damaged ({reasons}): their "
-                       "files are corrupt or incomplete, not those of another model. Restore "
-                       "them from a backup, or move checkpoints/ away to train from scratch")
-    return None
-
-  def restore_params(self, abstract_params, step: int | None = None):
-    """The `params` item alone at `step` (default: the latest), verified; the optimizer
-    state is not read, so no optimizer setting can stand in the way.
-
-    Raises: as `restore`.
-    """
-    step = self._existing(step)
-    return self._restore_items(step, self._meta(step), {"params": abstract_params})["params"]
-
-  def newest_intact_params(self, abstract_params, warn=None) -> tuple[object, int]:
-    """(params, step) of the newest checkpoint whose params verify; a `warn` line for each
-    newer one that is damaged. Moves nothing: readers do not hold the lock.
-
-    Raises:
-      UsageError: no checkpoint, or every one damaged.
-    """
-    damaged = []
-    for step in reversed(self.all_steps()):
-      try:
-        params = self.restore_params(abstract_params, step)
-      except DamagedCheckpoint as e:
-        damaged.append((step, str(e)))
-        continue
-      for bad, why in damaged:
-        (warn or _warn)(f"warning: checkpoint {bad} in {self.directory} is damaged ({why}); "
-                        f"using step {step}, the newest intact one")
-      return params, step
+      if set_aside:
+        self._set_aside(damaged, step)
+      for bad, why in ([] if set_aside else damaged):
+        _warn(f"warning: checkpoint {bad} in {self.directory} is damaged ({why}); "
+              f"using step {step}, the newest intact one")
+      self.last_good_step = step
+      return items, meta, step
     if not damaged:
       raise UsageError(f"no checkpoint in {self.directory}")
     reasons = "; ".join(f"step {s}: {why}" for s, why in damaged)
-    raise UsageError(f"every checkpoint in {self.directory} is damaged ({reasons}): their files "
-                     "are corrupt or incomplete; restore them from a backup")
+    raise UsageError(f"every checkpoint in {self.directory} is damaged ({reasons}): their "
+                     "files are corrupt or incomplete, not those of another model. Restore "
+                     "them from a backup, or move checkpoints/ away to train from scratch")
 
   def _meta(self, step: int) -> dict:
     """The checked meta record of `step`."""
@@ -306,7 +271,7 @@ class Checkpointer:
       _verify(restored[item], meta, item)
     return {item: restored[item] for item in abstract}
 
-  def _set_aside(self, damaged: list[tuple[int, str]], restored_step: int, warn) -> None:
+  def _set_aside(self, damaged: list[tuple[int, str]], restored_step: int) -> None:
     """Moves the `damaged` (step, reason) checkpoints into `checkpoints.damaged/`."""
     if not damaged:
       return
@@ -319,7 +284,7 @@ class Checkpointer:
           target = self._damaged_dir / f"{step}.{n}"
         self._damaged_dir.mkdir(exist_ok=True)
         shutil.move(self.directory / str(step), target)
-        warn(f"warning: checkpoint {step} in {self.directory} is damaged ({why}); moved it to "
+        _warn(f"warning: checkpoint {step} in {self.directory} is damaged ({why}); moved it to "
              f"{target}, resuming from step {restored_step}")
     parallel.any_process(False)  # The others wait for the move before looking again.
     self._manager.reload()
@@ -342,8 +307,21 @@ class Checkpointer:
     self._manager.reload()
 
 
+def counters(meta: dict) -> dict[str, list]:
+  """A checkpoint record's `TrainState.COUNTERS`, also from records written before
+  they were saved as such (with a `progress` record instead), one value per model."""
+  if "counters" in meta:
+    return meta["counters"]
+  progress, n = meta["progress"], len(meta["alive"])
+  return {"step": [meta["step"]] * n, "alive": meta["alive"],
+          "diverged_at": [d or 0 for d in progress["diverged_at"]],
+          "loss_sum": progress["loss_sums"], "objective_sum": progress["objective_sums"],
+          "seconds": [progress["seconds"]] * n}
+
+
 def _checked_meta(meta, step: int) -> dict:
-  if not isinstance(meta, dict) or not {"step", "alive", "progress", "digests"} <= meta.keys():
+  if not isinstance(meta, dict) or not {"step", "digests"} <= meta.keys() or not (
+      "counters" in meta or {"alive", "progress"} <= meta.keys()):  # Before: progress.
     raise DamagedCheckpoint("its meta record is missing or incomplete")
   if meta["step"] != step:
     raise DamagedCheckpoint(f"its meta record says step {meta['step']}")
@@ -526,10 +504,11 @@ def load(workdir, step: int | None = None, *, index: int = 0,
   # Placed replicated over this process's devices, whatever the saving run used.
   abstract = abstract_like(abstract, parallel.replicated(parallel.make_mesh()))
   if step is None:  # The newest intact one, as training resumes from.
-    params, step = checkpointer.newest_intact_params(abstract)
+    items, _, step = checkpointer.restore_newest({"params": abstract}, set_aside=False)
+    params = items["params"]
   else:
     try:
-      params = checkpointer.restore_params(abstract, step)
+      params = checkpointer.restore({"params": abstract}, step)[0]["params"]
     except DamagedCheckpoint as e:
       raise UsageError(f"checkpoint {step} in {checkpointer.directory} is damaged ({e}); "
                        f"load another with step= (steps: {checkpointer.all_steps()})") from None

@@ -17,7 +17,6 @@ import itertools
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from absl import app
@@ -28,6 +27,7 @@ from ml_collections import config_flags
 
 from vae_jax import commands
 from vae_jax import configs
+from vae_jax import stopping
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
 
@@ -171,13 +171,13 @@ def define_trained_model_flags(out_help: str = "Output folder; default WORKDIR/i
   return workdir, step, out, model
 
 
-class Terminated(KeyboardInterrupt):
-  """SIGTERM, raised like Ctrl-C's KeyboardInterrupt where nothing else handles it."""
+_STOP_REQUEST = stopping.StopRequest()  # The process's one SIGINT/SIGTERM handler.
 
 
-def _raise_terminated(signum, frame):
-  del signum, frame
-  raise Terminated()
+def stop_request() -> stopping.StopRequest:
+  """What SIGINT and SIGTERM set while a command runs under `run`: a command that
+  can stop between chunks passes it on as `should_stop`."""
+  return _STOP_REQUEST
 
 
 def run(main, interrupted: str = "stopped") -> None:
@@ -201,14 +201,14 @@ def run(main, interrupted: str = "stopped") -> None:
       fail(f"unexpected arguments: {' '.join(argv[1:])}")
     return main(argv)
 
-  if threading.current_thread() is threading.main_thread():
-    # Unhandled, SIGTERM would kill the process at once: no finally block would
-    # run (the workdir's lock would stay behind) and nothing would be said.
-    signal.signal(signal.SIGTERM, _raise_terminated)
+  # Unhandled, SIGTERM would kill the process at once: no finally block would run
+  # (the workdir's lock would stay behind) and nothing would be said. Until a
+  # command polls the request, both signals raise (KeyboardInterrupt, Terminated).
   try:
-    app.run(checked_main, flags_parser=parse_flags)
+    with _STOP_REQUEST.installed():
+      app.run(checked_main, flags_parser=parse_flags)
   except KeyboardInterrupt as e:
-    signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+    signum = signal.SIGTERM if isinstance(e, stopping.Terminated) else signal.SIGINT
     fail(f"interrupted by {signum.name}; {interrupted}", status=128 + signum)
   except OSError as e:  # A read-only folder, a full disk, ...: the user's to fix.
     fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else _first_line(e))

@@ -87,7 +87,7 @@ def run(statistic, chunks: Chunks, *, stop=None, description: str | None = None
     statistic: `(images (C, E, ...), chunk index) -> dict of (N, E, ...)`
       arrays for N stacked models, jitted.
     chunks: the examples.
-    stop: an object with `is_set()`, checked before each chunk.
+    stop: a callable checked before each chunk (`stopping.Stopper`): True stops.
     description: show a progress bar with this label (on a terminal).
 
   Returns:
@@ -100,7 +100,7 @@ def run(statistic, chunks: Chunks, *, stop=None, description: str | None = None
   with tqdm(total=chunks.num_examples, desc=description, unit="img", leave=False,
             disable=None if description else True) as bar:
     for c in range(len(chunks)):
-      if stop is not None and stop.is_set():
+      if stop is not None and stop():
         raise Interrupted("evaluation")
       parts.append(parallel.to_host(statistic(chunks.images, jnp.int32(c))))
       bar.update(min(chunks.size, chunks.num_examples - c * chunks.size))

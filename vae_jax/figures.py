@@ -12,6 +12,7 @@ import numpy as np
 from vae_jax import data
 from vae_jax import evaluation
 from vae_jax import images
+from vae_jax import reporting
 from vae_jax.checkpoints import TrainedModel
 from vae_jax.errors import UsageError
 
@@ -24,8 +25,10 @@ def output_dir(workdir, out: str | None, model: TrainedModel | None = None) -> p
   or `workdir/images/model_I` for model I of a run of several."""
   if out:
     return pathlib.Path(out)
-  several = model is not None and model.config and model.config.num_models > 1
-  return pathlib.Path(workdir) / "images" / (f"model_{model.index}" if several else "")
+  if model is None or not model.config:
+    return pathlib.Path(workdir) / "images"
+  return (pathlib.Path(workdir) / "images"
+          / reporting.model_subdir(model.config.num_models, model.index))
 
 
 def test_set(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:

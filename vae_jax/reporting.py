@@ -1,10 +1,12 @@
-"""Run outputs: `metrics.jsonl`, TensorBoard events (tensorboardX, no TensorFlow), PNGs.
+"""Everything a training run shows and writes besides its checkpoints: the `Reporter`.
 
 metrics.jsonl holds one JSON object per epoch and model. TensorBoard gets the
 metrics (`SCALARS`) against the training step, the figures, and the resolved
 config as text and as hyperparameters; with several models, one run per
-model (`tensorboard/model_I/`). Only the main process writes; on the others
-a Reporter does nothing. Nothing is created before the first write.
+model (`tensorboard/model_I/`, `images/model_I/`: `model_subdir`). The
+terminal gets progress bars, one line per epoch (`epoch_line`), warnings on
+stderr and the closing line. Only the main process writes; on the others a
+Reporter does nothing. Nothing is created before the first write.
 """
 import json
 import pathlib
@@ -21,6 +23,11 @@ SCALARS = ("train_loss", "train_objective", "test_loss", "test_recon", "test_kl"
            "test_iwae_nll", "test_iwae_nll_stderr", "learning_rate", "kl_weight",
            "epoch_seconds", "examples_per_second", "eval_seconds", "iwae_seconds",
            "compile_seconds")
+
+
+def model_subdir(num_models: int, index: int) -> str:
+  """The folder of model `index`'s figures and events: "" for one model, else "model_I"."""
+  return f"model_{index}" if num_models > 1 else ""
 
 
 def read_metrics(workdir) -> list[dict]:
@@ -52,13 +59,38 @@ def _parse(path: pathlib.Path) -> tuple[list[dict], bool]:
 
 
 class Reporter:
-  """Writes metric records and figures of a run, per model."""
+  """Writes a run's metric records, figures, config and terminal lines, per model.
 
-  def __init__(self, workdir, enabled: bool = True, num_models: int = 1):
+  Attributes:
+    enabled: this process writes (the main process of a run).
+    verbose: print progress bars and lines on the terminal.
+  """
+
+  def __init__(self, workdir, enabled: bool = True, num_models: int = 1, verbose: bool = False):
     self.workdir = pathlib.Path(workdir)
     self.enabled = enabled
     self.num_models = num_models
+    self.verbose = verbose
+    self.config_written = False
     self._writers = {}
+
+  # The terminal.
+
+  def say(self, message: str) -> None:
+    """A line on stdout (verbose runs, main process)."""
+    if self.verbose and self.enabled:
+      print(message, flush=True)
+
+  def warn(self, message: str) -> None:
+    """A line on stderr (main process), verbose or not."""
+    if self.enabled:
+      print(message, file=sys.stderr, flush=True)
+
+  def progress_bar(self, total: int, initial: int, description: str, unit: str = "step"):
+    """A tqdm bar on a terminal (verbose runs, main process); a silent one elsewhere."""
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    return tqdm(total=total, initial=initial, desc=description, unit=unit, leave=False,
+                disable=None if self.verbose and self.enabled else True)
 
   @property
   def metrics_path(self) -> pathlib.Path:
@@ -66,8 +98,7 @@ class Reporter:
 
   def image_dir(self, model: int = 0) -> pathlib.Path:
     """`images/`, or `images/model_I/` when the run has several models."""
-    base = self.workdir / "images"
-    return base / f"model_{model}" if self.num_models > 1 else base
+    return self.workdir / "images" / model_subdir(self.num_models, model)
 
   def keep_epochs(self, epoch: int) -> None:
     """Prepares metrics.jsonl for a run resuming after `epoch`: drops a torn last line
@@ -83,6 +114,10 @@ class Reporter:
       temporary = self.metrics_path.with_name(METRICS_FILE + ".tmp")
       temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
       temporary.replace(self.metrics_path)
+
+  def has_epoch(self, epoch: int) -> bool:
+    """Whether metrics.jsonl records `epoch` (a torn last line does not count)."""
+    return any(r.get("epoch") == epoch for r in _parse(self.metrics_path)[0])
 
   def write_metrics(self, records: list[dict]) -> None:
     """Appends one epoch's records (one per model, with `epoch`, `step`, `model`) to
@@ -110,10 +145,31 @@ class Reporter:
     writer.flush()
     return path
 
-  def write_config(self, config: dict, settings: list[dict]) -> None:
-    """The resolved config as TensorBoard text and hyperparameters (each model's settings on top)."""
-    if not self.enabled:
+  def write_figures(self, epoch: int, step: int, originals: np.ndarray, reconstructions,
+                    samples) -> None:
+    """Each model's reconstructions (under the originals) and samples of an epoch.
+
+    Args:
+      originals: (R, H, W, C) in [0, 1]; reconstructions (N, R, H, W, C); samples (N, S, H, W, C).
+    """
+    for i in range(self.num_models):
+      pairs = np.concatenate([originals, reconstructions[i]])
+      self.write_image("reconstruction", epoch, step, images.tile(pairs, cols=len(originals)),
+                       model=i)
+      self.write_image("sample", epoch, step, images.tile(samples[i], cols=8), model=i)
+
+  def write_config(self, config, settings: list[dict]) -> None:
+    """config.json (the resolved config, which rebuilds the model) and the config as
+    TensorBoard text and hyperparameters (each model's settings on top); once per run."""
+    if self.config_written or not self.enabled:
+      self.config_written = True
       return
+    from vae_jax import checkpoints  # pylint: disable=g-import-not-at-top
+    checkpoints.write_config(self.workdir, config)
+    self.config_written = True
+    self._write_tensorboard_config(config.to_dict(), settings)
+
+  def _write_tensorboard_config(self, config: dict, settings: list[dict]) -> None:
     from tensorboardX.summary import hparams  # pylint: disable=g-import-not-at-top
     for model, extra in enumerate(settings):
       writer = self._writer(model)
@@ -132,9 +188,7 @@ class Reporter:
   def _writer(self, model: int):
     if model not in self._writers:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      logdir = self.workdir / "tensorboard"
-      if self.num_models > 1:
-        logdir = logdir / f"model_{model}"
+      logdir = self.workdir / "tensorboard" / model_subdir(self.num_models, model)
       self._writers[model] = SummaryWriter(logdir=str(logdir))
     return self._writers[model]
 
@@ -151,3 +205,39 @@ def _flatten(values: dict, prefix: str = "") -> dict:
 
 def _hparam(value):
   return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+# ----------------------------------------------------------------------------
+# Lines.
+
+
+def epoch_line(records: list[dict], num_epochs: int) -> str:
+  """One line per epoch: the metrics, or for several models their mean ± std and the best."""
+  first = records[0]
+  head = f"epoch {first['epoch']:>3}/{num_epochs}"
+  speed = (f"{first['epoch_seconds']:6.2f} s  ({first['examples_per_second']:,.0f} "
+           f"examples/s{f' x {len(records)} models' if len(records) > 1 else ''})")
+  if len(records) == 1:
+    iwae = (f"  IWAE NLL (k={first['iwae_k']}) {first['test_iwae_nll']:8.2f}"
+            if "test_iwae_nll" in first else "")
+    train = (f"{first['train_loss']:8.2f}" if first["train_loss"] is not None else "     nan")
+    return (f"{head}  test loss {first['test_loss']:8.2f}  recon {first['test_recon']:8.2f}  "
+            f"KL {first['test_kl']:6.2f}{iwae}  train loss {train}  {speed}")
+  live = [r for r in records if "diverged_at_step" not in r]
+  stat = lambda name: _mean_std([r[name] for r in live])
+  best = min(live, key=lambda r: r["test_loss"])
+  iwae = (f"  IWAE NLL {stat('test_iwae_nll')}" if "test_iwae_nll" in first else "")
+  dead = f"  ({len(records) - len(live)} diverged)" if len(live) < len(records) else ""
+  return (f"{head}  test loss {stat('test_loss')} (best {best['test_loss']:.2f}, model "
+          f"{best['model']})  recon {stat('test_recon')}  KL {stat('test_kl')}{iwae}  "
+          f"{speed}{dead}")
+
+
+def _mean_std(values: list[float]) -> str:
+  values = np.asarray(values, np.float64)
+  return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}"
+
+
+def settings_text(settings: dict) -> str:
+  """A model's settings, e.g. "seed 1, learning_rate 0.001, beta 1"."""
+  return ", ".join(f"{k} {v:g}" for k, v in settings.items())

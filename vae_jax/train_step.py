@@ -29,16 +29,34 @@ from vae_jax import schema
 
 @flax.struct.dataclass
 class TrainState:
-  """Per model (each field with a leading axis of N models): steps taken, parameters,
-  optimizer state, and `alive`, False once the model's loss turned non-finite (it is
-  then frozen at its state from the start of that chunk of steps, see
-  `freeze_diverged`). Inside a per-model function (`step_one`) the same fields
-  without the axis."""
+  """Where a run stands, per model (each field with a leading axis of N models).
+
+  Everything the run reports derives from it (with the steps per epoch): the
+  epoch is `step // steps_per_epoch`, the position inside it the remainder.
+  Inside a per-model function (`step_one`) the same fields without the axis.
+
+  Attributes:
+    step: steps taken (int32).
+    params, opt_state: the model's parameters and optimizer state.
+    alive: False once the model's loss turned non-finite; it is then frozen at
+      its state from the start of that chunk of steps (`freeze_diverged`).
+    diverged_at: the 1-based step whose loss turned non-finite, 0 while alive.
+    loss_sum, objective_sum: sums of the current epoch's finite batch losses
+      (the mean negative ELBO) and objectives (what was minimised), float32.
+    seconds: training time of the current epoch so far, summed over resumes.
+  """
 
   step: jax.Array
   params: dict
   opt_state: optax.OptState
   alive: jax.Array
+  diverged_at: jax.Array
+  loss_sum: jax.Array
+  objective_sum: jax.Array
+  seconds: jax.Array
+
+  # The fields besides params and opt_state: small, saved in a checkpoint's record.
+  COUNTERS = ("step", "alive", "diverged_at", "loss_sum", "objective_sum", "seconds")
 
   @property
   def num_models(self) -> int:
@@ -48,6 +66,25 @@ class TrainState:
   def steps_done(self) -> int:
     """Steps taken (the same for every model); waits for the device."""
     return int(self.step[0])
+
+  def counters(self) -> dict[str, list]:
+    """The `COUNTERS` as JSON-ready lists, one value per model."""
+    return {name: np.asarray(getattr(self, name)).tolist() for name in self.COUNTERS}
+
+  def new_epoch(self) -> "TrainState":
+    """The state with the epoch's sums and seconds at zero: where an epoch starts."""
+    # Three arrays, not one: the chunk donates each buffer of the state.
+    return self.replace(loss_sum=jnp.zeros_like(self.loss_sum),
+                        objective_sum=jnp.zeros_like(self.objective_sum),
+                        seconds=jnp.zeros_like(self.seconds))
+
+
+def fresh_counters(num_models: int) -> dict[str, jax.Array]:
+  """The `COUNTERS` of N untrained models."""
+  zeros = lambda: jnp.zeros(num_models, jnp.float32)  # One buffer each: they are donated.
+  return {"step": jnp.zeros(num_models, jnp.int32), "alive": jnp.ones(num_models, bool),
+          "diverged_at": jnp.zeros(num_models, jnp.int32), "loss_sum": zeros(),
+          "objective_sum": zeros(), "seconds": zeros()}
 
 
 class Settings(collections.namedtuple("Settings", schema.TRACED)):
@@ -103,8 +140,7 @@ def create(model: model_lib.VAE, step_config: StepConfig, keys: jax.Array,
   # Not vmapped even for several models: each initialiser draws as it would alone.
   parts = [init_one(keys[i], settings.learning_rate[i]) for i in range(num_models)]
   params, opt_state = jax.tree.map(lambda *a: jnp.stack(a), *parts)
-  return TrainState(jnp.zeros(num_models, jnp.int32), params, opt_state,
-                    jnp.ones(num_models, bool))
+  return TrainState(params=params, opt_state=opt_state, **fresh_counters(num_models))
 
 
 def step_one(model, step_config: StepConfig, state: TrainState, batch: jax.Array,
@@ -141,7 +177,7 @@ def step_one(model, step_config: StepConfig, state: TrainState, batch: jax.Array
   tx = step_config.tx(settings.learning_rate)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  return (TrainState(state.step + 1, params, opt_state, state.alive),
+  return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
           {"loss": loss, "objective": objective})
 
 
@@ -157,11 +193,20 @@ def freeze_diverged(before: TrainState, after: TrainState, metrics: dict) -> Tra
     metrics: the chunk's metrics, each (steps,).
 
   Returns:
-    `after`, or for a model that is (or became) not alive `before`'s parameters
-    and optimizer state, with `after`'s step and `alive` False.
+    `after` with the chunk's finite losses and objectives added to the sums, or
+    for a model that is (or became) not alive `before`'s parameters and
+    optimizer state, with `after`'s step, `alive` False and `diverged_at` the
+    step of its first non-finite loss.
   """
   finite = lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
   ok = before.alive & finite(metrics) & finite(after.params)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-  return TrainState(after.step, keep(after.params, before.params),
-                    keep(after.opt_state, before.opt_state), ok)
+  good = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["objective"])
+  first_bad = before.step + jnp.argmin(good).astype(jnp.int32) + 1
+  dies = before.alive & ~ok
+  total = lambda a: jnp.sum(jnp.where(jnp.isfinite(a), a, 0.0))
+  return after.replace(
+      params=keep(after.params, before.params), opt_state=keep(after.opt_state, before.opt_state),
+      alive=ok, diverged_at=jnp.where(dies, first_bad, before.diverged_at),
+      loss_sum=before.loss_sum + total(metrics["loss"]),
+      objective_sum=before.objective_sum + total(metrics["objective"]))

@@ -7,13 +7,14 @@ Running the same command on a workdir resumes from its latest checkpoint;
 Ctrl-C (SIGINT) or SIGTERM saves a checkpoint first. Exit status: 0 done,
 1 the loss diverged, 2 bad input, 128 + signal when interrupted.
 """
+import signal
 import sys
 
 from absl import flags
 
 from vae_jax import cli
 from vae_jax import parallel
-from vae_jax import trainer
+from vae_jax import train
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Folder for config.json, checkpoints, metrics.jsonl, images.", required=True)
@@ -34,8 +35,12 @@ def main(argv):
   del argv  # cli.run refuses stray arguments.
   config = _CONFIG.value
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  request = cli.stop_request()
   with cli.errors_to_exit():
-    result = trainer.train_and_evaluate(config, _WORKDIR.value)
-  if result.interrupted_by is not None:
-    sys.exit(128 + result.interrupted_by)
+    result = train.train_and_evaluate(config, _WORKDIR.value, should_stop=request)
+  if result.stopped:  # Another process of the run may have had the signal.
+    sys.exit(128 + (request.signum or signal.SIGTERM))
+  if request.signum is not None:  # After the last chunk: nothing more to save.
+    cli.fail(f"interrupted by {signal.Signals(request.signum).name}; {INTERRUPTED}",
+             128 + request.signum)
 
