@@ -83,8 +83,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
                    model: model_lib.VAE | None = None) -> ml_collections.ConfigDict:
-  """A copy of `config` completed from the data (image_shape), the sweep (num_models)
-  and a user-defined network, checked against them."""
+  """A copy of `config` completed from the data (its name, image_shape), the sweep
+  (num_models) and a user-defined network, checked against them."""
   if config.batch_size > len(dataset.train.images):
     raise UsageError(f"batch_size={config.batch_size} is larger than the training set "
                      f"({len(dataset.train.images)} images)")
@@ -92,6 +92,7 @@ def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
     raise UsageError(f"the test split of {dataset.name} has no images; every epoch is "
                      "evaluated on it")
   resolved = ml_collections.ConfigDict(config.to_dict())
+  resolved.dataset = dataset.name  # Of the data read: an empty `dataset` is resolved by it.
   resolved.image_shape = tuple(dataset.image_shape)
   resolved.num_models = len(sweep.model_settings(config))
   if model is not None:
@@ -207,11 +208,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
       last good checkpoint.
   """
   check_config(config)
-  dataset = data.load(config)
+  workdir = pathlib.Path(workdir)
+  config = _with_saved_dataset(config, workdir)
+  dataset = data.load(config, say=_printer(verbose))
   data.check_fits(dataset)
   config = resolve_config(config, dataset, model)
   module = _module(config, dataset, model)
-  workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise UsageError(f"--workdir {workdir} is a file, not a folder")
   with parallel.matmul_precision(config), _workdir_lock(workdir, config.keep_checkpoints) as ckpt:
@@ -223,6 +225,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
       return _train(run, dataset)
     finally:
       run.reporter.close()
+
+
+def _with_saved_dataset(config: ml_collections.ConfigDict,
+                        workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  """`config` with the dataset of the run in `workdir` when it names none and reads no data_dir.
+
+  An empty `dataset` means full MNIST online and the shipped digits offline; a
+  run resumes on the data it started with, whatever the network does meanwhile.
+  """
+  if config.dataset or config.data_dir or not workdir.is_dir():
+    return config
+  try:
+    saved = checkpoints.read_config(workdir)
+  except UsageError:
+    return config  # Reported, as always, once the workdir is locked.
+  if saved is None or not saved.get("dataset") or saved.get("data_dir"):
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.dataset = saved.dataset
+  return config
+
+
+def _printer(verbose: bool):
+  """Prints a line on stdout when `verbose`, from process 0 only."""
+  return lambda message: (verbose and parallel.is_main_process()
+                          and print(message, flush=True))
 
 
 def _module(config, dataset, model) -> model_lib.VAE:
@@ -274,7 +302,8 @@ def _train(run: _Run, dataset: data.Dataset) -> RunResult:
     compile_seconds = runner.compile(state, *_epoch_keys(run, progress.epoch), settings)
     run.say(f"{model_lib.describe(run.model, stacked.index(state.params, 0))}"
             f"{f' x {run.num_models} models' if run.num_models > 1 else ''}; "
-            f"{len(dataset.train.images):,} training images, {runner.steps_per_epoch} steps of "
+            f"{len(dataset.train.images):,} training images of {dataset.name}, "
+            f"{runner.steps_per_epoch} steps of "
             f"{config.batch_size} per epoch on {jax.device_count()} {jax.devices()[0].platform} "
             f"device(s); compiled in {compile_seconds:.1f} s")
     first = True

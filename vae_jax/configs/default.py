@@ -2,10 +2,11 @@
 
     python -m vae_jax.train --workdir=/tmp/vae
 
-Offline, `--config.dataset=mnist_sample` trains on the 8,004 real digits
-shipped with the package, and `--config.data_dir=DIR` reads IDX files, a .npz
-file or a folder of PNG/JPEG images from DIR. Every field below can be
-overridden as `--config.FIELD=VALUE`.
+trains on full MNIST, downloaded once; on a machine without network (and no
+copy cached) on the 8,004 real digits shipped with the package
+(`mnist_sample`), saying so in one line. `--config.data_dir=DIR` reads IDX
+files, a .npz file or a folder of PNG/JPEG images from DIR. Every field below
+can be overridden as `--config.FIELD=VALUE`.
 """
 import ml_collections
 
@@ -16,8 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Data.
   # mnist | fashion_mnist (downloaded) | mnist_sample (shipped) | tfds:NAME; with data_dir,
-  # any name for the results.
-  config.dataset = "mnist"
+  # any name for the results. Empty: mnist, or mnist_sample when no mirror is reachable
+  # (so that the first command works on any machine); with data_dir, the data's own name.
+  config.dataset = ""
   # IDX files, one .npz (or the file itself), or PNG/JPEG images (see vae_jax.data);
   # empty: the dataset by name.
   config.data_dir = ""
