@@ -263,3 +263,22 @@ def test_a_resumed_default_run_keeps_its_data_whatever_the_network(tmp_path, mon
   trainer.train_and_evaluate(config, workdir, verbose=False)
   assert [r["epoch"] for r in reporting.read_metrics(workdir)] == [1, 2]
 
+
+
+def test_without_a_dataset_name_the_results_carry_the_datas_name(tmp_path, capsys):
+  """data_dir and no dataset: config.json, the start line and eval.json name the folder."""
+  folder = tmp_path / "pen_strokes"
+  shutil.copytree(data.SAMPLE_DIR, folder)
+  labels = folder / "t10k-labels-idx1-ubyte.gz"
+  content = bytearray(gzip.decompress(labels.read_bytes()))
+  content[-1] = (content[-1] + 1) % 10  # No longer the shipped files' checksums.
+  labels.write_bytes(gzip.compress(bytes(content)))
+  config = tiny.get_config()
+  config.dataset, config.data_dir, config.num_epochs = "", str(folder), 1
+  trainer.train_and_evaluate(config, tmp_path / "w")
+  assert "8,004 training images of pen_strokes" in capsys.readouterr().out
+  assert json.loads((tmp_path / "w" / "config.json").read_text())["dataset"] == "pen_strokes"
+  result = run_module("vae_jax", "evaluate", f"--workdir={tmp_path / 'w'}", "--k=2",
+                      "--num_examples=20")
+  assert result.returncode == 0, result.stderr
+  assert json.loads((tmp_path / "w" / "eval.json").read_text())["dataset"] == "pen_strokes"
