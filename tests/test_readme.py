@@ -1,6 +1,11 @@
-"""The README's commands run as written, scaled down, so that the front door stays true.
+"""The commands of README.md and of every docs/*.md page run as written, scaled down,
+so that the front door and the documentation stay true.
 
-The convention, for whoever edits README.md:
+The pages run in one sandbox, in order: README.md first, then the docs pages in
+the order of mkdocs.yml's `nav` (a guide may use a workdir that Getting started
+trained). Every docs/*.md page must be in that nav.
+
+The convention, for whoever edits README.md or a docs page:
 
   * Commands live in fenced blocks tagged ```sh (or bash, shell, console). Indented
     blocks and ```text or ```python blocks are never run: use them for output,
@@ -45,6 +50,8 @@ import pytest
 from conftest import REPO
 
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+MKDOCS = REPO / "mkdocs.yml"
 CI_SCRIPT = REPO / ".ci" / "run"
 SHELL_TAGS = {"sh", "bash", "shell", "console"}
 SKIP_BLOCK = "<!-- readme-test: skip -->"
@@ -265,11 +272,36 @@ def _sandboxed(flag: str, sandbox: pathlib.Path) -> str:
   return f"--{name}={value}"
 
 
-# --- The README itself ------------------------------------------------------
+# --- The README and the docs pages ------------------------------------------
+
+
+def nav_pages() -> list[pathlib.Path]:
+  """The docs pages in the order of mkdocs.yml's nav (`- Title: page.md` lines)."""
+  if not MKDOCS.is_file():
+    return []
+  names = re.findall(r"^\s*-\s*(?:[^:\n]+:\s*)?([\w./-]+\.md)\s*$", MKDOCS.read_text(), re.M)
+  return [DOCS / name for name in names]
+
+
+def pages() -> list[pathlib.Path]:
+  """README.md, then the docs pages: the files whose commands run."""
+  return [README, *nav_pages()]
+
+
+def page_commands() -> typing.Iterator[tuple[pathlib.Path, Command]]:
+  for page in pages():
+    for command in shell_commands(page.read_text()):
+      yield page, command
+
+
+def test_every_docs_page_is_in_the_nav():
+  """So that the site links it and test_readme_commands_run runs its commands."""
+  on_disk = {p.relative_to(DOCS) for p in DOCS.rglob("*.md")}
+  assert on_disk == {p.relative_to(DOCS) for p in nav_pages()}
 
 
 def test_readme_commands_run(tmp_path):
-  """Every runnable command of the README exits with status 0, in README order."""
+  """Every runnable command of the README and the docs pages exits with status 0, in order."""
   sandbox = tmp_path / "sandbox"
   sandbox.mkdir()
   # One persistent XLA cache for all commands: most compile the same small
@@ -281,7 +313,7 @@ def test_readme_commands_run(tmp_path):
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
   trained = {}  # Workdir -> whether a train command wrote it (False: all skipped or failed).
   ran, failures = 0, []
-  for command in shell_commands(README.read_text()):
+  for page, command in page_commands():
     step = plan(command, sandbox)
     step.skip = _why_skipped(step, trained, sandbox)
     ok = False
@@ -290,11 +322,11 @@ def test_readme_commands_run(tmp_path):
                               capture_output=True, timeout=TIMEOUT_S, check=False)
       ran, ok = ran + 1, result.returncode == 0
       if not ok:
-        failures.append(_failure(command, step, result))
+        failures.append(_failure(page, command, step, result))
     if step.trains and step.workdir:
       trained[step.workdir] = trained.get(step.workdir, False) or ok
   if not ran:
-    pytest.skip("the README has no runnable command in a ```sh block")
+    pytest.skip("the README and the docs pages have no runnable command in a ```sh block")
   assert not failures, "\n\n".join(failures)
 
 
@@ -310,24 +342,26 @@ def _why_skipped(step: Plan, trained: dict[str, bool], sandbox: pathlib.Path) ->
   return ""
 
 
-def _failure(command: Command, step: Plan, result: subprocess.CompletedProcess) -> str:
+def _failure(page: pathlib.Path, command: Command, step: Plan,
+             result: subprocess.CompletedProcess) -> str:
   tail = "\n    ".join((result.stderr or result.stdout).strip().splitlines()[-8:])
-  return (f"README.md:{command.line} ({command.section}): `{command.text}` exited with "
+  return (f"{page.relative_to(REPO)}:{command.line} ({command.section}): `{command.text}` exited with "
           f"{result.returncode}\n  ran: {shlex.join(step.argv)}\n    {tail}\n"
           "  Make it a real command, or move it out of the ```sh block or mark it "
           "(see tests/test_readme.py).")
 
 
 def test_setup_commands_are_what_ci_runs():
-  """The install and test commands of the README's 'Set up' are those .ci/run runs."""
-  setup = [c for c in shell_commands(README.read_text()) if "set up" in c.section.lower()]
+  """The install and test commands of every 'Set up' section are those .ci/run runs."""
+  setup = [(p, c) for p, c in page_commands() if "set up" in c.section.lower()]
   if not setup:
     pytest.skip("the README has no 'Set up' section with a ```sh block")
   ci_lines = {_normalised(line) for line in CI_SCRIPT.read_text().splitlines()}
-  for command in setup:
+  for page, command in setup:
     normalised = _normalised(command.text)
     if normalised.startswith(("pip install", "pytest")):
-      assert normalised in ci_lines, f"README.md:{command.line}: `{command.text}` is not in .ci/run"
+      assert normalised in ci_lines, (f"{page.relative_to(REPO)}:{command.line}: "
+                                      f"`{command.text}` is not in .ci/run")
 
 
 def _normalised(line: str) -> str:

@@ -1,6 +1,7 @@
 """`python -m vae_jax.train` end to end: outputs, resume, signals, bad input."""
 import gzip
 import json
+import os
 import shutil
 import signal
 import struct
@@ -199,11 +200,42 @@ def test_a_workdir_of_another_model_shape_is_refused_and_kept(trained_workdir):
   assert {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")} == before
 
 
-def test_the_default_command_offline_exits_2_fast_and_writes_nothing(tmp_path):
-  """The README's main command (full MNIST, downloaded) on a machine without network."""
+def _offline_env(tmp_path) -> dict:
+  """A fresh machine's empty download cache and home folder."""
+  return {"VAE_JAX_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path / "home")}
+
+
+def test_the_default_command_offline_trains_on_the_shipped_digits(tmp_path):
+  """The README's main command on a machine without network: one line, then mnist_sample.
+
+  Prints when its lines came: the offline line, and the line that training starts.
+  """
+  workdir = tmp_path / "w"
   start = time.perf_counter()
-  result = run_module("vae_jax.train", f"--workdir={tmp_path / 'w'}",
-                      env_extra={"VAE_JAX_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path)})
+  process = subprocess.Popen(
+      [sys.executable, "-m", "vae_jax.train", f"--workdir={workdir}", "--config.num_epochs=1"],
+      cwd=REPO, env={**os.environ, **_offline_env(tmp_path), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  lines = [(time.perf_counter() - start, line) for line in process.stdout]
+  stderr = process.stderr.read()
+  assert process.wait(timeout=300) == 0, stderr
+  if not lines[0][1].startswith("offline ("):
+    pytest.skip("this machine can download MNIST")
+  said_at, said = lines[0]
+  started_at = next(t for t, line in lines if "compiled in" in line)
+  print(f"offline line after {said_at:.2f} s, training started after {started_at:.2f} s")
+  assert "training on mnist_sample" in said and "full MNIST" in said
+  assert "--config.data_dir" in said and said_at < 10 and "Traceback" not in stderr
+  assert "training images of mnist_sample" in lines[1][1]
+  assert json.loads((workdir / "config.json").read_text())["dataset"] == "mnist_sample"
+  assert not (tmp_path / "cache").exists()  # No download left a trace.
+
+
+def test_an_explicit_mnist_offline_exits_2_fast_and_writes_nothing(tmp_path):
+  """`--config.dataset=mnist` asks for full MNIST: offline that is one line, not the digits."""
+  start = time.perf_counter()
+  result = run_module("vae_jax.train", f"--workdir={tmp_path / 'w'}", "--config.dataset=mnist",
+                      env_extra=_offline_env(tmp_path))
   seconds = time.perf_counter() - start
   if result.returncode == 0:
     pytest.skip("this machine can download MNIST")
@@ -212,3 +244,41 @@ def test_the_default_command_offline_exits_2_fast_and_writes_nothing(tmp_path):
   assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
   assert seconds < 10, seconds
   assert sorted(p.name for p in tmp_path.iterdir()) == []  # No workdir, no cache, no home files.
+
+
+def _no_network(*args, **kwargs):
+  raise data.download.Offline("cannot download mnist: no mirror reachable", "no network")
+
+
+def test_a_resumed_default_run_keeps_its_data_whatever_the_network(tmp_path, monkeypatch):
+  """Started offline on mnist_sample, the default command resumes on it, not on full MNIST."""
+  workdir = tmp_path / "w"
+  config = tiny.get_config()
+  config.dataset, config.num_epochs = "", 1
+  monkeypatch.setattr(data.download, "fetch", _no_network)
+  train.train_and_evaluate(config, workdir, verbose=False)
+  assert json.loads((workdir / "config.json").read_text())["dataset"] == "mnist_sample"
+  monkeypatch.setattr(data.download, "fetch", pytest.fail)  # Online now: must not be asked.
+  config.num_epochs = 2
+  train.train_and_evaluate(config, workdir, verbose=False)
+  assert [r["epoch"] for r in reporting.read_metrics(workdir)] == [1, 2]
+
+
+
+def test_without_a_dataset_name_the_results_carry_the_datas_name(tmp_path, capsys):
+  """data_dir and no dataset: config.json, the start line and eval.json name the folder."""
+  folder = tmp_path / "pen_strokes"
+  shutil.copytree(data.SAMPLE_DIR, folder)
+  labels = folder / "t10k-labels-idx1-ubyte.gz"
+  content = bytearray(gzip.decompress(labels.read_bytes()))
+  content[-1] = (content[-1] + 1) % 10  # No longer the shipped files' checksums.
+  labels.write_bytes(gzip.compress(bytes(content)))
+  config = tiny.get_config()
+  config.dataset, config.data_dir, config.num_epochs = "", str(folder), 1
+  train.train_and_evaluate(config, tmp_path / "w")
+  assert "8,004 training images of pen_strokes" in capsys.readouterr().out
+  assert json.loads((tmp_path / "w" / "config.json").read_text())["dataset"] == "pen_strokes"
+  result = run_module("vae_jax", "evaluate", f"--workdir={tmp_path / 'w'}", "--k=2",
+                      "--num_examples=20")
+  assert result.returncode == 0, result.stderr
+  assert json.loads((tmp_path / "w" / "eval.json").read_text())["dataset"] == "pen_strokes"

@@ -4,7 +4,12 @@
   * `data_dir=PATH`: what PATH holds decides (`read_path`): the four IDX
     files, one `.npz` file (PATH may be the file), or a folder of PNG/JPEG
     images (`vae_jax.sources.image_folder` has the layouts). `dataset` is then
-    only the name results are labelled with, any string;
+    only the name results are labelled with, any string; left empty, the name
+    comes from the data (`name_of`): MNIST, Fashion-MNIST and mnist_sample IDX
+    files by their checksums, else the `.npz` file's or the folder's name;
+  * `dataset` empty (the default): MNIST, downloaded once; on a machine that
+    reaches no mirror and has no copy cached, the shipped `mnist_sample`
+    instead, said in one line;
   * `dataset=mnist_sample`: 10,000 real MNIST digits shipped with the package;
   * `dataset=mnist|fashion_mnist`: MNIST or Fashion-MNIST, downloaded once into
     a cache by `vae_jax.download` (no TensorFlow);
@@ -23,8 +28,12 @@ Images stay uint8 on the host and on the device; `to_unit_interval` scales
 them to [0, 1] inside the jitted step.
 """
 import dataclasses
+import gzip
+import hashlib
 import os
 import pathlib
+import sys
+from collections.abc import Callable
 from collections.abc import Sequence
 
 import jax
@@ -42,6 +51,23 @@ from vae_jax.sources import pixels
 DATASETS = ("mnist", "fashion_mnist", "mnist_sample")  # Names that need no data_dir.
 TFDS_PREFIX = "tfds:"
 SAMPLE_DIR = pathlib.Path(__file__).parent / "datasets" / "mnist_sample"
+# What an empty `dataset` (the default config's) loads, and what instead offline.
+DEFAULT_DATASET, OFFLINE_DATASET = "mnist", "mnist_sample"
+# sha256 of the decompressed IDX files, for data sets whose files circulate
+# re-compressed (so that the .gz digests download.SOURCES registers differ):
+# Debian's dataset-fashion-mnist, and the shipped mnist_sample.
+IDX_CONTENT_SHA256 = {
+    "fashion_mnist": {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"},
+    "mnist_sample": {
+        "train-images-idx3-ubyte": "32f59248fae0969dd0bbb05b2794cc41b762241ed9bab4896da46ecf56e12446",
+        "train-labels-idx1-ubyte": "07710113603c9a9535b5cb91748b6d81c9c02cde8f470f3049761527b0dc5e66",
+        "t10k-images-idx3-ubyte": "9d59f7940f4c524185895da9a4d43130d5fb8991662aeece1d2bd4596b0fc9c3",
+        "t10k-labels-idx1-ubyte": "a6704401e7c4249814061accf1cb6cb30414fee3a11906ca4417485203916bdc"},
+}
 SPLIT_SEED = 0
 _TFDS_HINT = ("offline, prepare it where there is network and pass --config.tfds_data_dir, "
               "or use --config.data_dir with IDX, .npz or image files")
@@ -86,9 +112,7 @@ class Dataset:
 def check_config(config) -> None:
   """Raises UsageError naming the first invalid data field of `config` (reads no data)."""
   name = config.dataset
-  if not name:
-    raise UsageError("dataset is empty; name the data (any name with data_dir)")
-  if not config.data_dir and name not in DATASETS and not name.startswith(TFDS_PREFIX):
+  if name and not config.data_dir and name not in DATASETS and not name.startswith(TFDS_PREFIX):
     raise UsageError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, "
                      f"{TFDS_PREFIX}NAME (tensorflow-datasets), or set data_dir")
   if name == TFDS_PREFIX:
@@ -97,15 +121,20 @@ def check_config(config) -> None:
     schema.FIELDS[name].check(config[name])
 
 
-def load(config) -> Dataset:
+def load(config, *, say: Callable[[str], None] | None = None) -> Dataset:
   """Loads the dataset a config names.
 
   Fields read: `dataset`, `data_dir`, `cache_dir`, `tfds_data_dir`,
   `test_fraction`, `image_size` (a config.json written before some of them
   existed is completed by `schema.upgrade` when it is read).
 
+  Args:
+    config: the run's config.
+    say: prints the one line that an empty `dataset` falls back to the shipped
+      digits offline; default: stderr.
+
   Returns:
-    The dataset, images `(N, H, W, C)` uint8.
+    The dataset, images `(N, H, W, C)` uint8; its `name` is what results carry.
 
   Raises:
     UsageError: an invalid field, or data that cannot be read (one line).
@@ -113,8 +142,10 @@ def load(config) -> Dataset:
   check_config(config)
   image_size, test_fraction = config.image_size, config.test_fraction
   if config.data_dir:
-    return read_path(config.data_dir, config.dataset, image_size=image_size,
+    return read_path(config.data_dir, config.dataset or None, image_size=image_size,
                      test_fraction=test_fraction)
+  if not config.dataset:
+    return _resized(_default_dataset(config.cache_dir or None, say), image_size)
   if config.dataset == "mnist_sample":
     return _resized(load_idx_dir(SAMPLE_DIR, name="mnist_sample"), image_size)
   if config.dataset in download.DATASETS:
@@ -124,13 +155,31 @@ def load(config) -> Dataset:
                    name=config.dataset, image_size=image_size, test_fraction=test_fraction)
 
 
-def read_path(path, name: str, *, image_size: int = 0,
+def _default_dataset(cache_dir: str | None, say: Callable[[str], None] | None) -> Dataset:
+  """MNIST (downloaded once), or the shipped digits when no mirror is reachable."""
+  try:
+    folder = download.fetch(DEFAULT_DATASET, cache_dir)
+  except download.Offline as e:
+    (say or _to_stderr)(
+        f"offline ({e.reason}): training on {OFFLINE_DATASET}, the 10,000 MNIST digits shipped "
+        "with vae_jax, not full MNIST; for full MNIST run once with network (it is cached), "
+        "or pass --config.dataset=mnist --config.data_dir=DIR holding its four IDX files")
+    return load_idx_dir(SAMPLE_DIR, name=OFFLINE_DATASET)
+  return load_idx_dir(folder, name=DEFAULT_DATASET)
+
+
+def _to_stderr(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def read_path(path, name: str | None = None, *, image_size: int = 0,
               test_fraction: float = _TEST_FRACTION) -> Dataset:
   """Reads what `path` holds: IDX files, a `.npz` file (or a folder with one), or images.
 
   Checked in that order: a folder holding any of the four IDX file names is
   read as IDX (and must hold all four), else one holding a `.npz` as that
-  file, else one holding PNG/JPEG files as an image folder.
+  file, else one holding PNG/JPEG files as an image folder. `name` None: the
+  name comes from the data (see `name_of`).
 
   Raises:
     UsageError: a missing path, an empty folder, unknown content (saying what
@@ -141,20 +190,58 @@ def read_path(path, name: str, *, image_size: int = 0,
     if path.suffix != ".npz":
       raise UsageError(f"data_dir {str(path)!r} is a file but not a .npz; expected a folder "
                        "or a .npz file")
-    return _from_npz(path, name, image_size)
+    return _from_npz(path, name or name_of(path), image_size)
   if not path.is_dir():
     raise UsageError(f"data_dir {str(path)!r} is not a folder or a .npz file")
   if idx.holds_idx(path):
-    return _resized(load_idx_dir(path, name=name), image_size)
+    dataset = load_idx_dir(path, name=name or "")  # Read first: it reports missing files.
+    return _resized(dataclasses.replace(dataset, name=name or name_of(path)), image_size)
   if npz_file := npz.find(path):
-    return _from_npz(npz_file, name, image_size)
+    return _from_npz(npz_file, name or name_of(npz_file), image_size)
   if image_folder.holds_images(path):
     folder = image_folder.read(path, image_size)
-    return assemble(name, str(path), folder.splits, folder.class_names, test_fraction)
+    return assemble(name or name_of(path), str(path), folder.splits, folder.class_names,
+                    test_fraction)
   if not any(path.iterdir()):
     raise UsageError(f"data_dir {str(path)!r} is empty; expected {_EXPECTED}")
   raise UsageError(f"data_dir {str(path)!r} holds none of the inputs it can read; expected "
                    f"{_EXPECTED}")
+
+
+def name_of(path) -> str:
+  """The name results carry for the data at `path` when the config names none.
+
+  An IDX folder whose four files are those of a known data set (by the sha256
+  of each file as registered for the download, or of its decompressed bytes,
+  `IDX_CONTENT_SHA256`) gets that data set's name; any other folder its own
+  name, and a `.npz` file its name without the suffix (Keras' `mnist.npz`: mnist).
+  """
+  path = pathlib.Path(path).resolve()
+  if path.is_file():
+    return path.stem
+  if idx.holds_idx(path):
+    digests = {stem: _digests(path, stem) for pair in idx.FILES.values() for stem in pair}
+    for known in (*download.DATASETS, *IDX_CONTENT_SHA256):
+      if all(_is_known(known, stem, found) for stem, found in digests.items()):
+        return known
+  return path.name or "data"
+
+
+def _digests(folder: pathlib.Path, stem: str) -> tuple[str, str]:
+  """(sha256 of the file as stored, sha256 of its decompressed bytes); empty if absent."""
+  try:
+    path = idx.find(folder, stem)
+  except UsageError:
+    return "", ""
+  stored = path.read_bytes()
+  content = gzip.decompress(stored) if path.suffix == ".gz" else stored
+  return hashlib.sha256(stored).hexdigest(), hashlib.sha256(content).hexdigest()
+
+
+def _is_known(name: str, stem: str, digests: tuple[str, str]) -> bool:
+  registered = download.SOURCES.get(name, {}).get(f"{stem}.gz")
+  return ((registered is not None and digests[0] == registered.sha256)
+          or IDX_CONTENT_SHA256.get(name, {}).get(stem) == digests[1] != "")
 
 
 def load_idx_dir(data_dir, name: str = "idx") -> Dataset:

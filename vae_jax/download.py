@@ -54,6 +54,18 @@ _OFFLINE_HINT = ("offline, use --config.dataset=mnist_sample (shipped) or "
                  "--config.data_dir=DIR holding the four IDX files")
 
 
+class Offline(UsageError):
+  """No mirror of a missing file could be reached: most likely no network.
+
+  Attributes:
+    reason: the first host's failure, e.g. `storage.googleapis.com: timed out`.
+  """
+
+  def __init__(self, message: str, reason: str):
+    super().__init__(message)
+    self.reason = reason
+
+
 class Source(typing.NamedTuple):
   """Where one file comes from: mirrors tried in order, and what it must be."""
 
@@ -121,6 +133,7 @@ def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, progress: bo
     `data.load_idx_dir`.
 
   Raises:
+    Offline: no mirror of a missing file was reachable (a `UsageError`).
     UsageError: unknown name, or a file no mirror could deliver intact; one line
       saying which file and why, and naming the offline options.
   """
@@ -172,8 +185,8 @@ def _download(path: pathlib.Path, source: Source, name: str, progress: bool,
       reached = True
       failures.append(f"{url}: {e}")
   if not reached:
-    raise UsageError(f"cannot download {name}: no mirror reachable ({'; '.join(failures)}); "
-                     f"{_OFFLINE_HINT}")
+    raise Offline(f"cannot download {name}: no mirror reachable ({'; '.join(failures)}); "
+                  f"{_OFFLINE_HINT}", failures[0])
   raise UsageError(f"cannot download {name} file {path.name}: {'; '.join(failures)}; "
                    f"{_OFFLINE_HINT}")
 

@@ -101,10 +101,25 @@ def project_2d(codes: np.ndarray) -> tuple[np.ndarray, float | None]:
   codes = np.asarray(codes, np.float64)
   if codes.shape[1] <= 2:
     return np.pad(codes, ((0, 0), (0, 2 - codes.shape[1]))), None
-  centred = codes - codes.mean(axis=0)
-  _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+  centre, axes, explained = principal_axes(codes)
+  return (codes - centre) @ axes.T, explained
+
+
+def principal_axes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+  """The plane of the codes' two principal axes.
+
+  Args:
+    codes: (N, L) with L >= 2.
+
+  Returns:
+    (centre (L,): the codes' mean, axes (2, L): orthonormal rows, the fraction of
+    the variance the two axes explain).
+  """
+  codes = np.asarray(codes, np.float64)
+  centre = codes.mean(axis=0)
+  _, singular, vt = np.linalg.svd(codes - centre, full_matrices=False)
   explained = float(np.sum(singular[:2] ** 2) / max(np.sum(singular ** 2), 1e-30))
-  return centred @ vt[:2].T, explained
+  return centre, vt[:2], explained
 
 
 def save_latent_scatter(path, codes: np.ndarray, labels: np.ndarray,

@@ -303,7 +303,8 @@ def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: 
 
   Args:
     model: a trained model.
-    x_a, x_b: the start and end images, P each, in any form `encode` takes.
+    x_a: the start images, P of them, in any form `encode` takes.
+    x_b: the end images, as many.
     num_steps: images per path, both endpoints included (t = i / (num_steps - 1)).
     method: "linear" or "slerp" (see `interpolation_path`).
 
@@ -327,8 +328,10 @@ def interpolate_latents(model: TrainedModel, z_a: ArrayLike, z_b: ArrayLike,
 
   Args:
     model: a trained model.
-    z_a, z_b: codes (P, L) each, or (L,) for one pair.
-    num_steps, method: as for `interpolate`.
+    z_a: the start codes (P, L), or (L,) for one pair.
+    z_b: the end codes, of the same shape.
+    num_steps: as for `interpolate`.
+    method: as for `interpolate`.
 
   Returns:
     (P, num_steps, H, W), or (num_steps, H, W) for one pair without a batch axis.

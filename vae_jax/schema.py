@@ -93,8 +93,10 @@ def _f(name, default, help_text, group, **options) -> Field:
 # the sweep's (its Cartesian product varies the last one fastest): keep it.
 FIELDS: dict[str, Field] = {f.name: f for f in [
     # Data.
-    _f("dataset", "mnist", "mnist | fashion_mnist (downloaded) | mnist_sample (shipped) | "
-       "tfds:NAME; with data_dir, any name for the results", "data"),
+    _f("dataset", "", "mnist | fashion_mnist (downloaded) | mnist_sample (shipped) | "
+       "tfds:NAME; with data_dir, any name for the results. Empty: mnist, or mnist_sample "
+       "when no mirror is reachable (so that the first command works on any machine); with "
+       "data_dir, the data's own name", "data"),
     _f("data_dir", "", "IDX files, one .npz (or the file itself), or PNG/JPEG images; empty: "
        "the dataset by name", "data"),
     _f("cache_dir", "", "where mnist and fashion_mnist are downloaded to; empty: "

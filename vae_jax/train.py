@@ -91,8 +91,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
                    module: model_lib.VAE | None = None) -> ml_collections.ConfigDict:
-  """A copy of `config` completed from the data (image_shape), the sweep (num_models)
-  and a user-defined network, checked against them."""
+  """A copy of `config` completed from the data (its name, image_shape), the sweep
+  (num_models) and a user-defined network, checked against them."""
   if config.batch_size > len(dataset.train.images):
     raise UsageError(f"batch_size={config.batch_size} is larger than the training set "
                      f"({len(dataset.train.images)} images)")
@@ -100,6 +100,7 @@ def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
     raise UsageError(f"the test split of {dataset.name} has no images; every epoch is "
                      "evaluated on it")
   resolved = ml_collections.ConfigDict(config.to_dict())
+  resolved.dataset = dataset.name  # Of the data read: an empty `dataset` is resolved by it.
   resolved.image_shape = tuple(dataset.image_shape)
   resolved.num_models = len(sweep.model_settings(config))
   if module is not None:
@@ -266,11 +267,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                   DeprecationWarning, stacklevel=2)
     module = model
   check_config(config)
-  dataset = data.load(config)
+  workdir = pathlib.Path(workdir)
+  config = _with_saved_dataset(config, workdir)
+  dataset = data.load(config, say=_printer(verbose))
   data.check_fits(dataset)
   config = resolve_config(config, dataset, module)
   module = _module(config, dataset, module)
-  workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise UsageError(f"--workdir {workdir} is a file, not a folder")
   with contextlib.ExitStack() as stack:
@@ -282,8 +284,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                                   verbose)
     stack.callback(reporter.close)
     experiment = Experiment.build(config, dataset, module)
-    return _train(experiment, ckpt, reporter, stopping.Stopper(should_stop),
-                  len(dataset.train.images))
+    return _train(experiment, ckpt, reporter, stopping.Stopper(should_stop), dataset)
+
+
+def _with_saved_dataset(config: ml_collections.ConfigDict,
+                        workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  """`config` with the dataset of the run in `workdir` when it names none and reads no data_dir.
+
+  An empty `dataset` means full MNIST online and the shipped digits offline; a
+  run resumes on the data it started with, whatever the network does meanwhile.
+  """
+  if config.dataset or config.data_dir or not workdir.is_dir():
+    return config
+  try:
+    saved = checkpoints.read_config(workdir)
+  except UsageError:
+    return config  # Reported, as always, once the workdir is locked.
+  if saved is None or not saved.get("dataset") or saved.get("data_dir"):
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.dataset = saved.dataset
+  return config
+
+
+def _printer(verbose: bool):
+  """Prints a line on stdout when `verbose`, from process 0 only."""
+  return lambda message: (verbose and parallel.is_main_process()
+                          and print(message, flush=True))
 
 
 def _module(config, dataset, module) -> model_lib.VAE:
@@ -317,7 +344,7 @@ def _workdir_lock(workdir: pathlib.Path, keep: int):
 
 
 def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.Reporter,
-           stop: stopping.Stopper, num_train_images: int) -> RunResult:
+           stop: stopping.Stopper, dataset: data.Dataset) -> RunResult:
   """The loop: resume, then per epoch train, evaluate, record, checkpoint."""
   config, spe = exp.config, exp.steps_per_epoch
   state = _restore_or_create(exp, ckpt)
@@ -330,7 +357,7 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
   reporter.keep_epochs(epoch)
   stop()  # From here on a signal stops between chunks (the first poll of a StopRequest).
   compile_seconds = exp.runner.compile(state, *exp.keys.epoch(epoch), exp.settings)
-  reporter.say(_start_line(exp, state, num_train_images, compile_seconds))
+  reporter.say(_start_line(exp, state, dataset, compile_seconds))
   first = True
   for epoch in range(epoch, config.num_epochs):
     if not pending:
@@ -563,12 +590,13 @@ def _tensorboard_settings(exp: Experiment) -> list[dict]:
           if exp.num_models > 1 else [{}])
 
 
-def _start_line(exp: Experiment, state, num_train_images: int, compile_seconds: float) -> str:
+def _start_line(exp: Experiment, state, dataset: data.Dataset, compile_seconds: float) -> str:
   config = exp.config
   params = stacked.index(state.params, 0)
   return (f"{model_lib.describe(exp.module, params)}"
           f"{f' x {exp.num_models} models' if exp.num_models > 1 else ''}; "
-          f"{num_train_images:,} training images, {exp.steps_per_epoch} steps of "
+          f"{len(dataset.train.images):,} training images of {dataset.name}, "
+          f"{exp.steps_per_epoch} steps of "
           f"{config.batch_size} per epoch on {jax.device_count()} {jax.devices()[0].platform} "
           f"device(s); compiled in {compile_seconds:.1f} s")
 

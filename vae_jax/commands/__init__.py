@@ -14,6 +14,7 @@ COMMANDS = {
     "sample": "Decode draws from the prior into one grid of images.",
     "interpolate": "Decode the paths between test images of two digits.",
     "latent-map": "Plot the test set's posterior means (and the manifold of a 2-D latent space).",
+    "explore": "Serve a page that decodes the latent space under the pointer (offline, local).",
 }
 
 

@@ -2,9 +2,10 @@
 
     python -m vae_jax.train --workdir=/tmp/vae
 
-Offline, `--config.dataset=mnist_sample` trains on the 8,004 real digits
-shipped with the package, and `--config.data_dir=DIR` reads IDX files, a .npz
-file or a folder of PNG/JPEG images from DIR. Every field can be overridden
+trains on full MNIST, downloaded once; on a machine without network (and no
+copy cached) on the 8,004 real digits shipped with the package
+(`mnist_sample`), saying so in one line. `--config.data_dir=DIR` reads IDX
+files, a .npz file or a folder of PNG/JPEG images from DIR. Every field can be overridden
 as `--config.FIELD=VALUE`; the fields, their defaults and what they mean are
 declared once, in `vae_jax/schema.py` (`vae-jax train --help` lists them).
 """
