@@ -28,11 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import data
-from vae_jax import epoch
 from vae_jax import model as model_lib
-from vae_jax import parallel
+from vae_jax import schema
 from vae_jax import stacked
-from vae_jax import sweep
+from vae_jax import train
 from vae_jax import train_step
 from vae_jax.configs import default
 
@@ -41,7 +40,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
                                 "IDX folder; random bytes if missing.")
 _NUM_MODELS = flags.DEFINE_list("num_models", ["1", "4"], "Stacked model counts to time.")
 _MODEL = flags.DEFINE_enum("model", "mlp", model_lib.MODELS, "The network.")
-_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", model_lib.COMPUTE_DTYPES,
+_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", schema.choices("compute_dtype"),
                                    "Dtype of matrix products and activations.")
 _BASELINES = flags.DEFINE_bool("baselines", True, "Also time the baselines.")
 
@@ -79,16 +78,13 @@ def _config(num_models: int):
   return config
 
 
-def _setup(config, images):
-  """The model, step config, initial stacked state and settings of `config`."""
-  mesh = parallel.make_mesh()
-  model = model_lib.from_config(config, images.shape[1:])
-  settings = train_step.Settings.of(sweep.model_settings(config))
-  step_config = train_step.StepConfig.from_config(config, settings, total_steps=10_000)
-  keys = jnp.stack([jax.random.key(i) for i in range(config.num_models)])
-  state = jax.device_put(train_step.create(model, step_config, keys, settings),
-                         parallel.replicated(mesh))
-  return mesh, model, step_config, state, settings
+def _experiment(config, images) -> train.Experiment:
+  """What the trainer builds for `config` on these images (no evaluation data)."""
+  split = data.Split(images, np.full(len(images), -1, np.int32))
+  dataset = data.Dataset("bench", split, split)
+  config = train.resolve_config(config, dataset)
+  return train.Experiment.build(config, dataset, model_lib.from_config(config, images.shape[1:]),
+                                with_evaluation=False)
 
 
 def step_flops(model, step_config, state, settings, batch) -> float:
@@ -104,15 +100,12 @@ def step_flops(model, step_config, state, settings, batch) -> float:
 
 def time_epoch(num_models: int, images, repeats: int):
   """The trainer's epoch for `num_models` stacked models: (compile s, median s, all, FLOP/step)."""
-  config = _config(num_models)
-  mesh, model, step_config, state, settings = _setup(config, images)
-  runner = epoch.Runner(model, step_config, epoch.place_training_set(images, mesh), len(images),
-                        batch_size=config.batch_size, chunks_per_epoch=config.chunks_per_epoch,
-                        mesh=mesh)
-  keys = jax.vmap(jax.random.split)(jnp.stack([jax.random.key(i) for i in range(num_models)]))
-  shuffle_keys, step_keys = keys[:1, 0], keys[:, 1]
+  exp = _experiment(_config(num_models), images)
+  runner, settings, state = exp.runner, exp.settings, exp.create_state()
+  shuffle_keys, step_keys = exp.keys.epoch(0)
   compile_seconds = runner.compile(state, shuffle_keys, step_keys, settings)
-  flops = step_flops(model, step_config, state, settings, jnp.asarray(images[:config.batch_size]))
+  flops = step_flops(exp.module, exp.step_config, state, settings,
+                     jnp.asarray(images[:exp.config.batch_size]))
   holder = {"state": state}
 
   def one_epoch():
@@ -128,11 +121,12 @@ def time_epoch(num_models: int, images, repeats: int):
 
 def time_python_loop(images, repeats):
   """Baseline: one jitted step per batch of one model, dispatched from a Python loop."""
-  config = _config(1)
-  _, model, step_config, state, settings = _setup(config, images)
-  one = jax.jit(functools.partial(train_step.step_one, model, step_config), donate_argnums=0)
-  holder = {"state": stacked.index(state, 0)}
-  settings = stacked.index(settings, 0)
+  exp = _experiment(_config(1), images)
+  config = exp.config
+  one = jax.jit(functools.partial(train_step.step_one, exp.module, exp.step_config),
+                donate_argnums=0)
+  holder = {"state": stacked.index(exp.create_state(), 0)}
+  settings = stacked.index(exp.settings, 0)
   device_images = jnp.asarray(images)
   b = config.batch_size
 

@@ -151,3 +151,13 @@ def test_running_out_of_device_memory_is_one_line_naming_the_flags(tmp_path):
              "cli.run(main)\n")
   line = _one_error_line(_run(sys.executable, "-c", program, cwd=tmp_path))
   assert line.startswith("error: out of device memory (") and "--config.batch_size" in line, line
+
+
+@pytest.mark.parametrize("old, new", [("interpolate", "interpolate"), ("sample", "sample"),
+                                      ("latent_map", "latent-map")])
+def test_an_older_readmes_python_m_command_says_what_it_is_now(old, new):
+  result = _run(sys.executable, "-m", f"vae_jax.{old}", "--workdir=w")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      f"error: python -m vae_jax.{old} is now `vae-jax {new}` (or `python -m vae_jax {new}`), "
+      "with the same flags"]

@@ -35,6 +35,9 @@ from vae_jax.model import ConvEncoder
 from vae_jax.model import MLPDecoder
 from vae_jax.model import MLPEncoder
 from vae_jax.model import VAE
+from vae_jax.commands import old_names as _old_names
+
+_old_names.install()  # `python -m vae_jax.interpolate` (an older README's) says what it is now.
 
 
 def __getattr__(name: str):
