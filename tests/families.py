@@ -192,3 +192,30 @@ def check_bounds_against_quadrature(model, params, key, k: int = 20_000) -> None
   assert np.all(est["iwae_se"] < 0.05), est["iwae_se"]
   np.testing.assert_array_less(np.abs(est["iwae"] - exact), 4 * est["iwae_se"])
   np.testing.assert_array_less(est["elbo"] + 10 * est["elbo_se"], exact)
+
+
+def split_params(params, prior: str) -> tuple[dict, dict]:
+  """(q_params, p_params) for `vae_jax.estimators`: the encoder and posterior, then the
+  decoder and prior; the VampPrior's encoder goes in both (see `estimators`)."""
+  q = {name: params[name] for name in ("encoder", "posterior") if name in params}
+  p = {name: params[name] for name in ("decoder", "prior") if name in params}
+  if prior == "vamp":
+    p["encoder"] = params["encoder"]
+  return q, p
+
+
+def estimator_terms(model, key, k: int, prior_encoder_in_p: bool = True):
+  """The `terms(q_params, p_params, stop_posterior)` callable of `vae_jax.estimators` for
+  the examples X with k fixed draws each: three (k, B) arrays. z and log q come from q's
+  encoder, log p(z) from p's (the VampPrior's copy), or from q's with
+  `prior_encoder_in_p=False` (the mistake `estimators` warns of, to show it matters)."""
+
+  def terms(q_params, p_params, stop_posterior: bool):
+    z, log_q = model.apply({"params": {**p_params, **q_params}}, key, X, k, stop_posterior,
+                           method=Tiny.draw)
+    log_px_z = model.apply({"params": p_params}, X, z, method=Tiny.log_likelihood)
+    prior_params = p_params if prior_encoder_in_p else {**p_params, **q_params}
+    log_pz = model.apply({"params": prior_params}, z, method=Tiny.log_prior)
+    return log_px_z, log_pz, log_q
+
+  return terms
