@@ -71,15 +71,15 @@ class Tiny(nn.Module):
   def log_joint(self, x, z):
     return self.log_likelihood(x, z) + self.log_prior(z)
 
-  def draw(self, key, x, k: int, stop_posterior: bool = False):
+  def draw(self, key, x, k: int):
     """k draws per example: z (k, B, L) and log q(z|x) (k, B)."""
     mean, logvar = self.encode(x)
     mean, logvar = (jnp.broadcast_to(a, (k, *a.shape)) for a in (mean, logvar))
-    z, log_q = self.posterior.sample(key, mean, logvar)
-    if stop_posterior:
-      stop = jax.lax.stop_gradient
-      log_q = self.posterior.log_prob(z, stop(mean), stop(logvar))
-    return z, log_q
+    return self.posterior.sample(key, mean, logvar)
+
+  def log_posterior(self, x, z):
+    """log q(z|x) at given z (k, B, L) -> (k, B), through the posterior's log_prob."""
+    return self.posterior.log_prob(z, *self.encode(x))
 
   def terms(self, key, x, k: int):
     """(log p(x|z), log p(z), log q(z|x)), each (k, B)."""
@@ -211,8 +211,10 @@ def estimator_terms(model, key, k: int, prior_encoder_in_p: bool = True):
   `prior_encoder_in_p=False` (the mistake `estimators` warns of, to show it matters)."""
 
   def terms(q_params, p_params, stop_posterior: bool):
-    z, log_q = model.apply({"params": {**p_params, **q_params}}, key, X, k, stop_posterior,
-                           method=Tiny.draw)
+    z, log_q = model.apply({"params": {**p_params, **q_params}}, key, X, k, method=Tiny.draw)
+    if stop_posterior:  # All of q's parameters stopped; z keeps its path.
+      stopped = jax.lax.stop_gradient({**p_params, **q_params})
+      log_q = model.apply({"params": stopped}, X, z, method=Tiny.log_posterior)
     log_px_z = model.apply({"params": p_params}, X, z, method=Tiny.log_likelihood)
     prior_params = p_params if prior_encoder_in_p else {**p_params, **q_params}
     log_pz = model.apply({"params": prior_params}, z, method=Tiny.log_prior)

@@ -25,9 +25,11 @@ posterior's, e.g. an IAF) and `p_params` the generative model's (the
 decoder, the likelihood, the prior). `terms` must draw the same z for the
 same parameter values on every call (its PRNG key is fixed by the caller),
 keep z a reparameterised function of `q_params`, and, when `stop_posterior`
-is True, evaluate log q(z|x) with the posterior's parameters under
-`jax.lax.stop_gradient` while z keeps its path: for the diagonal Gaussian,
-`log_prob(z, stop_gradient(mean), stop_gradient(logvar))`.
+is True, evaluate log q(z|x) with all of q's parameters under
+`jax.lax.stop_gradient` while z keeps its path: with flax, a second apply,
+`posterior.log_prob(z, *encoder(x))` under `{"params": stop_gradient(q_params)}`
+(for the diagonal Gaussian, stopping `mean` and `logvar` alone is the same;
+for the IAF its own parameters must be stopped too).
 
   * `iwae`, `elbo`: the plain reparameterised gradients of the two losses.
   * `stl`: "sticking the landing" (Roeder, Wu & Duvenaud 2017): the ELBO with
@@ -55,9 +57,10 @@ parameters in both trees (the copy in `p_params` used by the prior, the one in
 `q_params` by q) and add the two gradients: `dreg` then weights each correctly.
 STL, ELBO and IWAE give the right gradient either way.
 
-Posteriors without a `log_prob` (the IAF, whose density at a given z needs the
-flow inverted) cannot evaluate log q at stopped parameters: `check` refuses
-STL and DReG for them.
+A posterior without a `log_prob` cannot evaluate log q at stopped parameters:
+`check` refuses STL and DReG for it. Both posteriors here have one; the IAF's
+inverts the flow (L network passes per step), so STL and DReG with the IAF
+cost about L + 1 times the flow's share of a step.
 """
 import math
 from collections.abc import Callable

@@ -5,10 +5,10 @@ Each posterior is a flax module with
   * `sample(key, mean, logvar) -> (z, log_q)`: z `(..., L)` drawn from q given the
     encoder's `mean`, `logvar` `(..., L)`, and `log_q` `(...)`, the exact
     log-density of that z under q, in nats;
-  * `log_prob(z, mean, logvar) -> (...)`: only where it is cheap (the Gaussian).
-    The IAF has none: evaluating its density at a given z means inverting the
-    flow, L sequential network passes per step. The estimators that need it
-    (STL and DReG, `vae_jax.estimators`) are refused for the IAF.
+  * `log_prob(z, mean, logvar) -> (...)`: log q at any z, what the STL and DReG
+    estimators need (`vae_jax.estimators`). The Gaussian's is its density; the
+    IAF's inverts the flow, L sequential network passes per step, so it costs
+    L times a draw. A posterior without `log_prob` is refused STL and DReG.
 
 Inverse autoregressive flow (Kingma et al. 2016). Starting from
 z_0 = mean + sigma * eps, each of T steps computes, with a masked
@@ -141,15 +141,44 @@ class IAF(nn.Module):
     self.made = [MADE(self.latents, self.hidden, self.gate_bias, name=f"step{t}")
                  for t in range(self.steps)]
 
+  def _gates(self, t: int, z: jax.Array, context: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Step t's (m, s) at its input z; odd steps are autoregressive in the reversed order."""
+    if t % 2 == 0:
+      return self.made[t](z, context)
+    m, s = self.made[t](z[..., ::-1], context)
+    return m[..., ::-1], s[..., ::-1]
+
   def flow(self, z: jax.Array, context: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The T steps on z_0 `(..., L)` with context `(..., C)`: z_T `(..., L)` and log|det dz_T/dz_0| `(...)`."""
+    """The T steps on z_0 `(..., L)` with context `(..., C)`.
+
+    Returns:
+      z_T `(..., L)` and log|det dz_T / dz_0| `(...)`.
+    """
     log_det = jnp.zeros(z.shape[:-1], z.dtype)
-    for t, made in enumerate(self.made):
-      m, s = made(z[..., ::-1], context) if t % 2 else made(z, context)
-      if t % 2:  # Odd steps are autoregressive in the reversed order; z itself stays in order.
-        m, s = m[..., ::-1], s[..., ::-1]
+    for t in range(self.steps):
+      m, s = self._gates(t, z, context)
       z = jax.nn.sigmoid(s) * z + jax.nn.sigmoid(-s) * m  # 1 - sigmoid(s) = sigmoid(-s).
       log_det = log_det + jnp.sum(jax.nn.log_sigmoid(s), axis=-1)
+    return z, log_det
+
+  def inverse(self, z: jax.Array, context: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """z_0 = flow^-1(z_T) and the forward log|det dz_T / dz_0| `(...)` at it.
+
+    Each step y = sigma(s) x + sigma(-s) m is inverted by L passes of
+    x <- (y - sigma(-s) m) / sigma(s), with (m, s) computed at the previous x:
+    pass j makes the j-th coordinate in the step's order exact, since (m, s)_j
+    depend on the earlier ones only. So the last pass's s is already the
+    forward step's, and the result is the inverse as a function of z_T (its
+    derivatives are the inverse's). Cost: T L network passes, against T for `flow`.
+    """
+    log_det = jnp.zeros(z.shape[:-1], z.dtype)
+    for t in reversed(range(self.steps)):
+      x = z
+      for _ in range(self.latents):
+        m, s = self._gates(t, x, context)
+        x = (z - jax.nn.sigmoid(-s) * m) / jax.nn.sigmoid(s)
+      log_det = log_det + jnp.sum(jax.nn.log_sigmoid(s), axis=-1)
+      z = x
     return z, log_det
 
   def sample(self, key: jax.Array, mean: jax.Array,
@@ -166,3 +195,12 @@ class IAF(nn.Module):
     z0 = model_lib.reparameterize(key, mean, logvar)
     z, log_det = self.flow(z0, jnp.concatenate([mean, logvar], axis=-1))
     return z, objectives.gaussian_log_density(z0, mean, logvar) - log_det
+
+  def log_prob(self, z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """log q(z|x) at any z `(..., L)`, by inverting the flow (`inverse`): `(...)`.
+
+    L times the cost of `sample`'s flow; what STL and DReG need, with this
+    module's parameters and (mean, logvar) under stop_gradient.
+    """
+    z0, log_det = self.inverse(z, jnp.concatenate([mean, logvar], axis=-1))
+    return objectives.gaussian_log_density(z0, mean, logvar) - log_det
