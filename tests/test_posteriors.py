@@ -107,6 +107,16 @@ def test_iaf_log_prob_inverts_the_flow(key):
     assert np.all(log_det < -1)
 
 
+def test_iaf_log_prob_in_float32_agrees_with_the_draws():
+  model, params = families.build("normal", "iaf")
+  z, log_q = families.apply(model, families.Tiny.draw, 3)(params, jax.random.key(3), families.X,
+                                                           1000)
+  log_prob = families.apply(model, families.Tiny.log_posterior)(params, families.X, z)
+  # Measured 3e-6 of values up to 11 nats: float32 rounding (1.2e-7 relative) grown by the
+  # inverse's divisions by the gates (about 0.9 here). 1e-4 is 30 times that.
+  np.testing.assert_allclose(log_prob, log_q, atol=1e-4)
+
+
 def test_iaf_log_prob_broadcasts_samples_against_the_encoder(key):
   iaf = posteriors.IAF(latents=3, steps=2, hidden=8)
   mean, logvar = jnp.zeros((4, 3)), jnp.zeros((4, 3))

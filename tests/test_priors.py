@@ -1,4 +1,5 @@
-"""Priors against direct computations: densities by scipy, KL by Monte Carlo, log p(x) by quadrature."""
+"""Priors against direct computations: densities by scipy, the KL by Monte Carlo, and
+log p(x) by quadrature."""
 import math
 
 import jax
