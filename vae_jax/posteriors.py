@@ -24,9 +24,9 @@ triangular with diagonal sigma, so log|det| = sum_i log sigma_i exactly and
 
 Odd steps are autoregressive in the reversed order of the latents, so that
 each coordinate can depend on every other after two steps; z itself is never
-permuted, so a flow near the identity maps z_0 to about z_0. The context h is the encoder's
-(mean, logvar) concatenated, `(..., 2 L)`: any encoder works unchanged
-(the paper uses an extra encoder output instead).
+permuted, so a flow near the identity maps z_0 to about z_0. The context h is
+the encoder's (mean, logvar) concatenated, `(..., 2 L)`: any encoder works
+unchanged (the paper uses an extra encoder output instead).
 
 References:
   Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), Improved
