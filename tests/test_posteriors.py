@@ -33,7 +33,7 @@ def _iaf(key, latents=3, steps=3, scale=0.3):
   """
   iaf = posteriors.IAF(latents, steps=steps, hidden=8, gate_bias=0.0)
   zeros = jnp.zeros((latents,))
-  params = iaf.init(key, key, zeros, zeros, method=iaf.sample)["params"]
+  params = jax.jit(lambda key: iaf.init(key, key, zeros, zeros, method=iaf.sample))(key)["params"]
   params = families.perturb(params, jax.random.fold_in(key, 1), scale)
   return iaf, jax.tree.map(lambda a: a.astype(jnp.float64), params)
 
@@ -41,23 +41,31 @@ def _iaf(key, latents=3, steps=3, scale=0.3):
 def test_iaf_log_q_is_the_change_of_variables_with_an_autodiff_jacobian(key):
   with jax.enable_x64():
     iaf, params = _iaf(key)
-    for i in range(4):  # Random encoder outputs and draws.
-      k_mean, k_logvar, k_draw = jax.random.split(jax.random.fold_in(key, 10 + i), 3)
+
+    @jax.jit
+    @jax.vmap
+    def change_of_variables(key):
+      """The flow's (z, log q) and, independently, z_0, flow(z_0) and slogdet(d flow / d z_0)."""
+      k_mean, k_logvar, k_draw = jax.random.split(key, 3)
       mean = jax.random.normal(k_mean, (3,), jnp.float64)
       logvar = jax.random.normal(k_logvar, (3,), jnp.float64)
       z, log_q = iaf.apply({"params": params}, k_draw, mean, logvar, method=iaf.sample)
       z0 = model_lib.reparameterize(k_draw, mean, logvar)
       context = jnp.concatenate([mean, logvar])
       flow = lambda z0: iaf.apply({"params": params}, z0, context, method=iaf.flow)[0]
-      np.testing.assert_array_equal(flow(z0), z)
       sign, log_abs_det = jnp.linalg.slogdet(jax.jacfwd(flow)(z0))
-      assert sign == 1  # Every step's diagonal is sigmoid(s) > 0.
-      assert log_abs_det < -1  # Far enough from the identity to notice a dropped step.
-      # float64 throughout: measured agreement 5e-15 nats. 1e-9 leaves room for LU's
-      # conditioning (determinants down to e^-12) on any CPU, and is 1e8 times smaller
-      # than the log-determinant of one step.
-      np.testing.assert_allclose(
-          log_q, objectives.gaussian_log_density(z0, mean, logvar) - log_abs_det, atol=1e-9)
+      log_q0 = objectives.gaussian_log_density(z0, mean, logvar)
+      return z, log_q, flow(z0), log_q0, sign, log_abs_det
+
+    # Random encoder outputs and draws.
+    z, log_q, z_again, log_q0, sign, log_abs_det = change_of_variables(jax.random.split(key, 4))
+    np.testing.assert_allclose(z_again, z, atol=1e-12)
+    np.testing.assert_array_equal(sign, 1)  # Every step's diagonal is sigmoid(s) > 0.
+    assert np.all(log_abs_det < -1)  # Far enough from the identity to notice a dropped step.
+    # float64 throughout: measured agreement 5e-15 nats. 1e-9 leaves room for LU's
+    # conditioning (determinants down to e^-12) on any CPU, and is 1e8 times smaller
+    # than the log-determinant of one step.
+    np.testing.assert_allclose(log_q, log_q0 - log_abs_det, atol=1e-9)
 
 
 def test_iaf_steps_are_autoregressive_and_alternate_the_order(key):
