@@ -13,3 +13,15 @@ def test_the_api_reference_documents_every_export_once():
   page = (REPO / "docs" / "api.md").read_text()
   documented = re.findall(r"^::: vae_jax\.(\w+)\s*$", page, re.M)
   assert sorted(documented) == sorted(vae_jax.__all__)
+
+
+def _python_blocks(page: str) -> list[str]:
+  return re.findall(r"^```python\n(.*?)^```", (REPO / "docs" / page).read_text(), re.M | re.S)
+
+
+def test_the_latent_space_example_runs_as_written(trained_workdir):
+  """Every name it uses is defined in it or exported by vae_jax."""
+  block = _python_blocks("latent-space.md")[0].replace('"/tmp/vae"', repr(str(trained_workdir)))
+  scope = {}
+  exec(compile(block, "docs/latent-space.md", "exec"), scope)  # pylint: disable=exec-used
+  assert scope["rows"].shape == (5, 9, 28, 28) and scope["digits"].shape == (64, 28, 28)

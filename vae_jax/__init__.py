@@ -1,27 +1,35 @@
 """vae_jax: variational autoencoders in JAX/Flax.
 
 Train (what `python -m vae_jax.train --workdir=DIR` runs), with the config's
-network or your own:
+network or your own (any encoder, decoder, likelihood, prior or posterior):
 
-    from vae_jax import VAE, likelihoods, train_and_evaluate
+    import vae_jax
     from vae_jax.configs import default
-    train_and_evaluate(default.get_config(), "DIR")
-    vae = VAE(encoder=MyEncoder(), decoder=MyDecoder(), image_shape=None, latents=16)
-    train_and_evaluate(default.get_config(), "DIR2", model=vae)
+    vae_jax.train_and_evaluate(default.get_config(), "DIR")
+    vae = vae_jax.VAE(encoder=MyEncoder(), decoder=MyDecoder(), latents=16)
+    vae_jax.train_and_evaluate(default.get_config(), "DIR2", module=vae)
 
 Use a trained model:
 
     import jax, vae_jax
     model = vae_jax.load("DIR")                           # latest checkpoint
     model = vae_jax.load("DIR2", module=vae)              # a user-defined network
-    mean, logvar = vae_jax.encode(model, images)          # (N, L) each
-    digits = vae_jax.sample(model, jax.random.key(0), 64) # (64, H, W)
-    rows = vae_jax.interpolate(model, zeros, sixes, num_steps=9)  # (P, 9, H, W)
+    test = vae_jax.data.load(model.config).test           # its test split, uint8 (N, H, W, C)
+    mean, logvar = vae_jax.encode(model, test.images)     # (N, L) each
+    digits = vae_jax.sample(model, jax.random.key(0), 64) # (64, H, W), z from the model's prior
+    zeros, sixes = test.images[test.labels == 0][:5], test.images[test.labels == 6][:5]
+    rows = vae_jax.interpolate(model, zeros, sixes, num_steps=9)  # (5, 9, H, W)
+    print(vae_jax.evaluate(model, test.images[:100], k=100, key=jax.random.key(0)))
 """
+from vae_jax import data
+from vae_jax import evaluation
 from vae_jax import likelihoods
+from vae_jax import schema
+from vae_jax import stopping
 from vae_jax.checkpoints import TrainedModel
 from vae_jax.checkpoints import load
 from vae_jax.errors import UsageError
+from vae_jax.evaluation import evaluate
 from vae_jax.latent import decode
 from vae_jax.latent import encode
 from vae_jax.latent import interpolate
@@ -51,6 +59,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "TrainedModel", "UsageError",
-    "VAE", "decode", "encode", "interpolate", "interpolate_latents", "likelihoods", "load",
-    "manifold", "reconstruct", "sample", "train_and_evaluate", "traverse",
+    "VAE", "data", "decode", "encode", "evaluate", "evaluation", "interpolate",
+    "interpolate_latents", "likelihoods", "load", "manifold", "reconstruct", "sample", "schema",
+    "stopping", "train_and_evaluate", "traverse",
 ]
