@@ -25,12 +25,12 @@ class MixturePrior(nn.Module):
     self.means = self.param("means", nn.initializers.normal(1.0), (self.components, self.latents))
     self.logits = self.param("logits", nn.initializers.zeros, (self.components,))
 
-  def log_prob(self, z):
+  def log_prob(self, z, encode=None):
     log_pi = jax.nn.log_softmax(self.logits)
     per = objectives.gaussian_log_density(z[..., None, :], self.means, 0.0)
     return jax.nn.logsumexp(log_pi + per, axis=-1)
 
-  def sample(self, key, num):
+  def sample(self, key, num, encode=None):
     pick, noise = jax.random.split(key)
     k = jax.random.categorical(pick, self.logits, shape=(num,))
     return self.means[k] + jax.random.normal(noise, (num, self.latents))
@@ -41,10 +41,10 @@ class StandardNormal(nn.Module):
 
   latents: int
 
-  def log_prob(self, z):
+  def log_prob(self, z, encode=None):
     return objectives.gaussian_log_density(z, 0.0, 0.0)
 
-  def sample(self, key, num):
+  def sample(self, key, num, encode=None):
     return jax.random.normal(key, (num, self.latents))
 
 

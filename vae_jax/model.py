@@ -27,24 +27,13 @@ import ml_collections
 from vae_jax import convolution
 from vae_jax import likelihoods
 from vae_jax import objectives
+from vae_jax import posteriors
+from vae_jax import priors
 from vae_jax import schema
 from vae_jax.errors import UsageError
+from vae_jax.objectives import reparameterize  # pylint: disable=unused-import (re-exported)
 
 MODELS = schema.choices("model")
-
-
-def reparameterize(key: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
-  """Draws z ~ N(mean, exp(logvar)) as a differentiable function of (mean, logvar).
-
-  Args:
-    key: a PRNG key.
-    mean, logvar: arrays of the same shape `(..., latents)`.
-
-  Returns:
-    `mean + exp(logvar / 2) * eps` with `eps ~ N(0, I)`, shape of `mean`.
-  """
-  eps = jax.random.normal(key, mean.shape, mean.dtype)
-  return mean + jnp.exp(0.5 * logvar) * eps
 
 
 # ----------------------------------------------------------------------------
@@ -163,14 +152,17 @@ class VAE(nn.Module):
     latents: dimension of z.
     image_shape: (H, W, C) of one image; `train_and_evaluate` fills it from the data.
     likelihood: a module of `vae_jax.likelihoods` scoring x under the decoder's outputs.
-    prior: p(z), a module with `log_prob(z) (..., L) -> (...)` and
-      `sample(key, num) -> (num, L)`, and `kl_per_dimension(mean, logvar)` where
-      KL(q || p) has a closed form; None: N(0, I).
+    prior: p(z), a module with `log_prob(z, encode) (..., L) -> (...)` and
+      `sample(key, num, encode) -> (num, L)` (`encode` is the VAE's encoder,
+      which the VampPrior needs and others ignore), and
+      `kl_per_dimension(mean, logvar)` where KL(q || p) has a closed form;
+      None: N(0, I) (`vae_jax.priors` has N(0, I), mixtures and the VampPrior).
     posterior: q(z|x) given the encoder's (mean, logvar), a reparameterised
       family: a module with `transform(eps, mean, logvar) -> (z, log_q)`
       (eps ~ N(0, I) of z's shape; log q(z|x) exact, with a flow's
       log-determinant) and, where it is cheap, `log_prob(z, mean, logvar)`;
-      None: the diagonal Gaussian `mean + exp(logvar / 2) * eps`.
+      None: the diagonal Gaussian `mean + exp(logvar / 2) * eps`
+      (`vae_jax.posteriors` has it and the IAF).
   """
 
   encoder: nn.Module
@@ -231,13 +223,13 @@ class VAE(nn.Module):
     """log p(z) summed over latents: (..., L) -> (...)."""
     if self.prior is None:
       return objectives.gaussian_log_density(z, 0.0, 0.0)
-    return self.prior.log_prob(z)
+    return self.prior.log_prob(z, encode=self.encode)
 
   def sample_prior(self, key: jax.Array, num: int) -> jax.Array:
     """num draws z ~ p(z): (num, latents)."""
     if self.prior is None:
       return jax.random.normal(key, (num, self.latents))
-    return self.prior.sample(key, num)
+    return self.prior.sample(key, num, encode=self.encode)
 
   def kl_per_dimension(self, mean: jax.Array, logvar: jax.Array) -> jax.Array | None:
     """KL(q(z|x) || p(z)) per latent (..., L) where it has a closed form, else None."""
@@ -366,7 +358,21 @@ def from_config(config: ml_collections.ConfigDict, image_shape=None) -> VAE:
     encoder = MLPEncoder(arch.hidden, arch.latents, dtype)
     hidden = 0 if arch.decoder == "linear" else arch.hidden
     decoder = MLPDecoder(hidden, arch.image_shape, dtype)
-  return VAE(encoder, decoder, arch.latents, arch.image_shape, _likelihood(arch))
+  return VAE(encoder, decoder, arch.latents, arch.image_shape, _likelihood(arch),
+             PRIORS[arch.prior](arch), POSTERIORS[arch.posterior](arch))
+
+
+# The families a config names: one line each. None is the built-in N(0, I) prior and
+# diagonal Gaussian posterior, computed in `VAE` itself (the seed's numbers, op for op).
+PRIORS = {
+    "normal": lambda arch: None,
+    "mog": lambda arch: priors.MixtureOfGaussians(arch.latents, arch.prior_components),
+    "vamp": lambda arch: priors.VampPrior(arch.latents, arch.prior_components, arch.image_shape),
+}
+POSTERIORS = {
+    "gaussian": lambda arch: None,
+    "iaf": lambda arch: posteriors.IAF(arch.latents, arch.flow_steps, arch.flow_hidden),
+}
 
 
 def _likelihood(arch: Architecture) -> nn.Module:

@@ -66,6 +66,20 @@ def discretized_logistic_log_prob(x: jax.Array, loc: jax.Array, log_scale: jax.A
   return jnp.where(bottom, log_upper, jnp.where(top, log_above_bottom, interior))
 
 
+def reparameterize(key: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
+  """Draws z ~ N(mean, exp(logvar)) as a differentiable function of (mean, logvar).
+
+  Args:
+    key: a PRNG key.
+    mean, logvar: arrays of the same shape `(..., latents)`.
+
+  Returns:
+    `mean + exp(logvar / 2) * eps` with `eps ~ N(0, I)`, shape of `mean`.
+  """
+  eps = jax.random.normal(key, mean.shape, mean.dtype)
+  return mean + jnp.exp(0.5 * logvar) * eps
+
+
 def gaussian_log_density(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
   """log N(z; mean, diag(exp(logvar))) summed over the last axis: (..., L) -> (...)."""
   return -0.5 * jnp.sum((z - mean) ** 2 * jnp.exp(-logvar) + logvar + _LOG_2PI, axis=-1)
@@ -124,7 +138,12 @@ def weighted_objective(terms: dict[str, jax.Array], weight: jax.Array,
 
   Returns:
     A scalar. It equals the mean negative ELBO when weight = 1 and free_bits = 0.
+    Without a closed-form KL per latent (other priors and posteriors: no
+    `kl_per_dimension` in `terms`) the KL is the batch mean of its estimate,
+    and free bits do not apply (the config refuses them).
   """
+  if "kl_per_dimension" not in terms:
+    return jnp.mean(terms["recon"]) + weight * jnp.mean(terms["kl"])
   kl = jnp.sum(jnp.maximum(jnp.mean(terms["kl_per_dimension"], axis=0), free_bits))
   return jnp.mean(terms["recon"]) + weight * kl
 

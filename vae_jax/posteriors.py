@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import model as model_lib
 from vae_jax import objectives
 
 
@@ -57,7 +56,13 @@ class DiagonalGaussian(nn.Module):
     Returns:
       z `(..., L)` and log q(z|x) `(...)`.
     """
-    z = model_lib.reparameterize(key, mean, logvar)
+    z = objectives.reparameterize(key, mean, logvar)
+    return z, self.log_prob(z, mean, logvar)
+
+  def transform(self, eps: jax.Array, mean: jax.Array,
+                logvar: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """z = mean + exp(logvar / 2) * eps for standard-normal `eps` `(..., L)`, and log q(z)."""
+    z = mean + jnp.exp(0.5 * logvar) * eps
     return z, self.log_prob(z, mean, logvar)
 
   def log_prob(self, z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -192,7 +197,14 @@ class IAF(nn.Module):
     Returns:
       z_T `(..., L)` and log q(z_T|x) `(...)`, exact by the change of variables.
     """
-    z0 = model_lib.reparameterize(key, mean, logvar)
+    z0 = objectives.reparameterize(key, mean, logvar)
+    z, log_det = self.flow(z0, jnp.concatenate([mean, logvar], axis=-1))
+    return z, objectives.gaussian_log_density(z0, mean, logvar) - log_det
+
+  def transform(self, eps: jax.Array, mean: jax.Array,
+                logvar: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`sample` from given standard-normal noise `eps` `(..., L)`: z_T and log q(z_T|x)."""
+    z0 = mean + jnp.exp(0.5 * logvar) * eps
     z, log_det = self.flow(z0, jnp.concatenate([mean, logvar], axis=-1))
     return z, objectives.gaussian_log_density(z0, mean, logvar) - log_det
 

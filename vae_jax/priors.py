@@ -70,6 +70,10 @@ class StandardNormal(nn.Module):
     del encode
     return jax.random.normal(key, (num, self.latents))
 
+  def kl_per_dimension(self, mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per latent, `(..., L)`: what `VAE` asks for."""
+    return objectives.kl_per_dimension(mean, logvar)
+
   def analytic_kl(self, mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """KL(N(mean, exp(logvar)) || N(0, I)) summed over L: `(..., L)` -> `(...)`."""
     return objectives.gaussian_kl(mean, logvar)

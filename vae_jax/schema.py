@@ -149,6 +149,20 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
     _f("matmul_precision", "float32", "precision of matrix products: float32 everywhere, so "
        "results agree across CPU, GPU and TPU; default | tf32 | bf16 trade accuracy for speed "
        "on accelerators", "training", choices=("float32", "default", "tf32", "bf16")),
+    # Families: p(z) and q(z|x) (vae_jax.priors, vae_jax.posteriors; model.PRIORS, POSTERIORS).
+    _f("prior", "normal", "p(z): normal N(0, I) | mog (a learned mixture of prior_components "
+       "diagonal Gaussians) | vamp (the VampPrior: the encoder's posteriors at "
+       "prior_components learned pseudo-inputs)", "model",
+       choices=("normal", "mog", "vamp"), shapes=True, legacy="normal"),
+    _f("prior_components", 500, "mog, vamp: mixture components (pseudo-inputs); 500 as in "
+       "Tomczak & Welling 2018", "model", low=0, strict=True, shapes=True),
+    _f("posterior", "gaussian", "q(z|x): gaussian (diagonal) | iaf (inverse autoregressive flow "
+       "on it, Kingma et al. 2016)", "model", choices=("gaussian", "iaf"), shapes=True,
+       legacy="gaussian"),
+    _f("flow_steps", 2, "iaf: flow steps (MADE networks)", "model", low=0, strict=True,
+       shapes=True),
+    _f("flow_hidden", 320, "iaf: hidden units of each MADE (at least latents)", "model", low=0,
+       strict=True, shapes=True),
     _f("compute_dtype", "float32", "float32 | bfloat16 activations and products; parameters "
        "stay float32", "model", choices=("float32", "bfloat16")),
     # Objective. Reported losses are always the true ELBO (beta 1, no floor).

@@ -81,8 +81,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   schema.check(config)  # Each field's own values; then how they combine:
   data.check_config(config)
   model_lib.Architecture.from_config(config).check()  # Again with the data's image shape later.
-  sweep.model_settings(config)
+  models = sweep.model_settings(config)
   optim.check(config)
+  if any(m["free_bits"] for m in models) and (config.prior, config.posterior) != ("normal",
+                                                                                   "gaussian"):
+    raise UsageError("free_bits needs the KL per latent in closed form, which only "
+                     "prior=normal with posterior=gaussian has; set free_bits=0 or use those")
   for field in ("batch_size", "eval_batch_size"):
     if config[field] % jax.device_count():
       raise UsageError(f"{field}={config[field]} does not divide over "
