@@ -31,7 +31,7 @@ from vae_jax import data
 from vae_jax import model as model_lib
 from vae_jax import schema
 from vae_jax import stacked
-from vae_jax import train
+from vae_jax import experiment
 from vae_jax import train_step
 from vae_jax.configs import default
 
@@ -78,12 +78,12 @@ def _config(num_models: int):
   return config
 
 
-def _experiment(config, images) -> train.Experiment:
+def _experiment(config, images) -> experiment.Experiment:
   """What the trainer builds for `config` on these images (no evaluation data)."""
   split = data.Split(images, np.full(len(images), -1, np.int32))
   dataset = data.Dataset("bench", split, split)
-  config = train.resolve_config(config, dataset)
-  return train.Experiment.build(config, dataset, model_lib.from_config(config, images.shape[1:]),
+  config = experiment.resolve_config(config, dataset)
+  return experiment.Experiment.build(config, dataset, model_lib.from_config(config, images.shape[1:]),
                                 with_evaluation=False)
 
 

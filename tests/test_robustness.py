@@ -23,6 +23,7 @@ from conftest import StopFlag
 from conftest import latest_params
 from vae_jax import checkpoints
 from vae_jax import epoch
+from vae_jax import experiment
 from vae_jax import evaluation
 from vae_jax import lock
 from vae_jax import model as model_lib
@@ -352,9 +353,9 @@ def test_the_keys_of_each_epoch_and_stream_are_their_own(tiny_config):
   """fold_in(fold_in(seed key, stream), epoch): a key that ignored the epoch would
   replay epoch 1's order and noise forever, and every run would agree with itself."""
   tiny_config.num_models, tiny_config.independent_data_order = 2, True
-  keys = train.KeyStreams.of(tiny_config)
+  keys = experiment.KeyStreams.of(tiny_config)
   data_of = lambda keys: [jax.random.key_data(k).tolist() for k in keys]
-  streams = train.KeyStreams
+  streams = experiment.KeyStreams
   for stream, epoch_number in ((streams.TRAIN, 0), (streams.EVALUATION, 3)):
     expected = [jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), stream), epoch_number)
                 for seed in (0, 1)]
@@ -364,7 +365,7 @@ def test_the_keys_of_each_epoch_and_stream_are_their_own(tiny_config):
   assert shuffle.shape == steps.shape == (2,)
   assert data_of(keys.epoch(1)[1]) != data_of(steps)
   tiny_config.independent_data_order = False  # One order, model 0's, for all.
-  assert data_of(train.KeyStreams.of(tiny_config).epoch(0)[0]) == data_of(shuffle[:1])
+  assert data_of(experiment.KeyStreams.of(tiny_config).epoch(0)[0]) == data_of(shuffle[:1])
   numbers = (streams.INIT, streams.TRAIN, streams.EVALUATION, streams.FIGURES, streams.IWAE,
              evaluation.TEST_BINARIZE_STREAM)
   assert len(set(numbers)) == len(numbers)
