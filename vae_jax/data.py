@@ -2,9 +2,11 @@
 
 `load(config)` picks the source from the config:
   * `data_dir=PATH`: what PATH holds decides (`read_path`): the four IDX
-    files, one `.npz` file (PATH may be the file), or a folder of PNG/JPEG
-    images (`vae_jax.sources.image_folder` has the layouts). `dataset` is then
-    only the name results are labelled with, any string;
+    files, one `.npz` file (PATH may be the file), `train.npy` and `test.npy`
+    (opened as memory maps, `vae_jax.sources.npy`), or a folder of PNG/JPEG
+    images (`vae_jax.sources.image_folder` has the layouts; large ones are
+    decoded once into an `.npy` cache, `vae_jax.sources.folder_cache`).
+    `dataset` is then only the name results are labelled with, any string;
   * `dataset=mnist_sample`: 10,000 real MNIST digits shipped with the package;
   * `dataset=mnist|fashion_mnist`: MNIST or Fashion-MNIST, downloaded once into
     a cache by `vae_jax.download` (no TensorFlow);
@@ -33,8 +35,10 @@ import numpy as np
 
 from vae_jax import download
 from vae_jax.errors import UsageError
+from vae_jax.sources import folder_cache
 from vae_jax.sources import idx
 from vae_jax.sources import image_folder
+from vae_jax.sources import npy
 from vae_jax.sources import npz
 from vae_jax.sources import pixels
 
@@ -46,8 +50,8 @@ read_idx = idx.read_idx  # The IDX parser, for other tools.
 _TFDS_HINT = ("offline, prepare it where there is network and pass --config.tfds_data_dir, "
               "or use --config.data_dir with IDX, .npz or image files")
 _EXPECTED = ("the four IDX files (train-images-idx3-ubyte[.gz], ...), one .npz file "
-             "(x_train, x_test, ...), or PNG/JPEG images (directly, in class folders, "
-             "or under train/ and test/)")
+             "(x_train, x_test, ...), train.npy and test.npy, or PNG/JPEG images (directly, "
+             "in class folders, or under train/ and test/)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +97,9 @@ def check_config(config) -> None:
     raise UsageError(f"dataset={name!r} lacks the tfds name, e.g. {TFDS_PREFIX}cifar10")
   if not 0 < config.get("test_fraction", 0.1) < 1:
     raise UsageError(f"test_fraction must lie in (0, 1), got {config.test_fraction}")
+  if config.get("folder_cache", "auto") not in folder_cache.MODES:
+    raise UsageError(f"folder_cache must be one of {', '.join(folder_cache.MODES)}, got "
+                     f"{config.folder_cache!r}")
   if config.get("image_size", 0) < 0:
     raise UsageError(f"image_size must be >= 0 (0 keeps the size), got {config.image_size}")
 
@@ -101,11 +108,12 @@ def load(config) -> Dataset:
   """Loads the dataset a config names.
 
   Fields read: `dataset`, `data_dir`, `cache_dir`, `tfds_data_dir`,
-  `test_fraction`, `image_size` (defaults when absent, as in configs saved
-  before they existed).
+  `test_fraction`, `image_size`, `folder_cache` (defaults when absent, as in
+  configs saved before they existed).
 
   Returns:
-    The dataset, images `(N, H, W, C)` uint8.
+    The dataset, images `(N, H, W, C)` uint8 (memmaps for `.npy` folders and
+    cached image folders).
 
   Raises:
     UsageError: an invalid field, or data that cannot be read (one line).
@@ -115,7 +123,9 @@ def load(config) -> Dataset:
   test_fraction = config.get("test_fraction", 0.1)
   if config.data_dir:
     return read_path(config.data_dir, config.dataset, image_size=image_size,
-                     test_fraction=test_fraction)
+                     test_fraction=test_fraction,
+                     folder_cache=config.get("folder_cache", "auto"),
+                     cache_dir=config.get("cache_dir") or None)
   if config.dataset == "mnist_sample":
     return _resized(load_idx_dir(SAMPLE_DIR, name="mnist_sample"), image_size)
   if config.dataset in download.DATASETS:
@@ -125,12 +135,24 @@ def load(config) -> Dataset:
                    name=config.dataset, image_size=image_size, test_fraction=test_fraction)
 
 
-def read_path(path, name: str, *, image_size: int = 0, test_fraction: float = 0.1) -> Dataset:
-  """Reads what `path` holds: IDX files, a `.npz` file (or a folder with one), or images.
+def read_path(path, name: str, *, image_size: int = 0, test_fraction: float = 0.1,
+              folder_cache: str = "auto", cache_dir=None) -> Dataset:
+  """Reads what `path` holds: IDX files, a `.npz` file (or a folder with one), `.npy`
+  files, or images.
 
   Checked in that order: a folder holding any of the four IDX file names is
   read as IDX (and must hold all four), else one holding a `.npz` as that
-  file, else one holding PNG/JPEG files as an image folder.
+  file, else one holding `train.npy` as an `.npy` folder, else one holding
+  PNG/JPEG files as an image folder.
+
+  Args:
+    path: the file or folder.
+    name: the dataset's name.
+    image_size: S > 0 resizes every image to S x S.
+    test_fraction: the share split off as test set where the input has none.
+    folder_cache: for image folders: "auto" (cache those of at least
+      `folder_cache.CACHE_FROM` images), "always" or "never".
+    cache_dir: the cache root (`folder_cache.root`); None: the default.
 
   Raises:
     UsageError: a missing path, an empty folder, unknown content (saying what
@@ -148,9 +170,10 @@ def read_path(path, name: str, *, image_size: int = 0, test_fraction: float = 0.
     return _resized(load_idx_dir(path, name=name), image_size)
   if npz_file := npz.find(path):
     return _from_npz(npz_file, name, image_size)
+  if npy.holds_npy(path):
+    return _from_npy(path, name, image_size)
   if image_folder.holds_images(path):
-    folder = image_folder.read(path, image_size)
-    return assemble(name, str(path), folder.splits, folder.class_names, test_fraction)
+    return _from_image_folder(path, name, image_size, test_fraction, folder_cache, cache_dir)
   if not any(path.iterdir()):
     raise UsageError(f"data_dir {str(path)!r} is empty; expected {_EXPECTED}")
   raise UsageError(f"data_dir {str(path)!r} holds none of the inputs it can read; expected "
@@ -168,6 +191,30 @@ def load_idx_dir(data_dir, name: str = "idx") -> Dataset:
 
 def _from_npz(path: pathlib.Path, name: str, image_size: int) -> Dataset:
   return _resized(assemble(name, str(path), npz.read(path)), image_size)
+
+
+def _from_npy(path: pathlib.Path, name: str, image_size: int) -> Dataset:
+  """The memmapped `.npy` folder; never resized, which would copy it into RAM."""
+  splits, class_names = npy.read(path)
+  dataset = assemble(name, str(path), splits, class_names)
+  if image_size and dataset.image_shape[:2] != (image_size, image_size):
+    raise UsageError(f"{path}: images are {_hwc(dataset.image_shape)}; .npy folders are not "
+                     f"resized (image_size={image_size}): resize them ahead of time or set "
+                     "--config.image_size=0")
+  return dataset
+
+
+def _from_image_folder(path: pathlib.Path, name: str, image_size: int, test_fraction: float,
+                       mode: str, cache_dir) -> Dataset:
+  """Decoded afresh, or through the `.npy` cache: the same arrays either way."""
+  listings, class_names = image_folder.list_splits(path)
+  if not folder_cache.wanted(mode, sum(len(files) for files, _ in listings.values())):
+    folder = image_folder.read(path, image_size)
+    return assemble(name, str(path), folder.splits, folder.class_names, test_fraction)
+  entry = folder_cache.cached(path, image_size, test_fraction, cache_dir=cache_dir,
+                              listings=listings, class_names=class_names)
+  splits, class_names = npy.read(entry)
+  return assemble(name, str(path), splits, class_names)
 
 
 def load_tfds(tfds_name: str, data_dir: str | None = None, *, name: str | None = None,
@@ -260,7 +307,8 @@ def _hwc(shape) -> str:
 # Memory.
 
 
-def check_fits(dataset: Dataset, devices: Sequence[jax.Device] | None = None) -> None:
+def check_fits(dataset: Dataset, devices: Sequence[jax.Device] | None = None, *,
+               train_copies: int = 1) -> None:
   """Raises UsageError if the uint8 train + test images would not fit in device memory.
 
   The images are taken to be sharded evenly over `devices` (default: all),
@@ -274,9 +322,11 @@ def check_fits(dataset: Dataset, devices: Sequence[jax.Device] | None = None) ->
   Args:
     dataset: the loaded data.
     devices: the devices the data will be sharded over.
+    train_copies: copies of the training images to count (2: with the epoch's
+      shuffled copy, as `streaming.choose_placement` asks).
   """
   devices = list(devices or jax.devices())
-  need = dataset.train.images.nbytes + dataset.test.images.nbytes
+  need = train_copies * dataset.train.images.nbytes + dataset.test.images.nbytes
   share = -(-need // len(devices))
   spread = f", over {len(devices)} devices" if len(devices) > 1 else ""
   what = (f"the images ({_size(need)} uint8: train {_size(dataset.train.images.nbytes)} + "

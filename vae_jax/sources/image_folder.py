@@ -94,7 +94,7 @@ def read(folder, image_size: int = 0, *, workers: int | None = None,
     UsageError: an empty or mixed-up layout, or a file Pillow cannot decode.
   """
   folder = pathlib.Path(folder)
-  listings, class_names = _list_splits(folder)
+  listings, class_names = list_splits(folder)
   all_files = [f for files, _ in listings.values() for f in files]
   images = decode(all_files, image_size, workers=workers, executor=executor,
                   description=f"decoding {folder}")
@@ -105,8 +105,12 @@ def read(folder, image_size: int = 0, *, workers: int | None = None,
   return FolderData(splits, class_names)
 
 
-def _list_splits(folder: pathlib.Path):
-  """({split: (paths, labels)}, class names or None) of the folder's splits."""
+def list_splits(folder: pathlib.Path):
+  """({split: (paths, labels)}, class names or None) of the folder's splits, in load order.
+
+  Raises:
+    UsageError: see `list_split`; train/ and test/ of different layouts.
+  """
   listings, class_names = {}, None
   for split, root in _split_roots(folder).items():
     files, labels, names = list_split(root, class_names)
