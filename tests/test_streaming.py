@@ -1,0 +1,251 @@
+"""The streamed epoch (`vae_jax.streaming`) against the resident one (`vae_jax.epoch`).
+
+Both runners are driven as `trainer._train_epoch` drives them. On one
+machine the streamed epoch must give the resident epoch's parameters bit for
+bit: same permutation, same batches, same compiled step. Across device counts
+the error model of `tests/test_parallel.py` applies.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO
+from vae_jax import data
+from vae_jax import epoch
+from vae_jax import model as model_lib
+from vae_jax import parallel
+from vae_jax import streaming
+from vae_jax import sweep
+from vae_jax import train_step
+from vae_jax.configs import tiny
+from vae_jax.errors import UsageError
+from vae_jax.sources import npy
+
+NUM_IMAGES = 640  # 10 steps of 64.
+RELATIVE_L2_TOLERANCE = 1e-4  # As in tests/test_parallel.py, whose docstring says why.
+
+
+def _config(num_models=1):
+  config = tiny.get_config()
+  config.hidden, config.latents, config.num_models = 32, 4, num_models
+  return config
+
+
+def _images() -> np.ndarray:
+  return data.load_idx_dir(data.SAMPLE_DIR).train.images[:NUM_IMAGES]
+
+
+@pytest.fixture(scope="module")
+def npy_dir(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("npy")
+  images = _images()
+  npy.write(folder, {"train": (images, np.arange(len(images)) % 10),
+                     "test": (images[:50], np.zeros(50, np.int32))})
+  return folder
+
+
+def _setup(config, image_shape, mesh):
+  model = model_lib.from_config(config, image_shape)
+  settings = train_step.Settings.of(sweep.model_settings(config))
+  step_config = train_step.StepConfig.from_config(config, settings, total_steps=1_000)
+  keys = jnp.stack([jax.random.key(i) for i in range(config.num_models)])
+  state = jax.device_put(train_step.create(model, step_config, keys, settings),
+                         parallel.replicated(mesh))
+  return model, step_config, state, jax.device_put(settings, parallel.replicated(mesh))
+
+
+def _epoch_keys(num_models, independent):
+  keys = jnp.stack([jax.random.fold_in(jax.random.key(7), i) for i in range(num_models)])
+  shuffle, steps = jax.vmap(jax.random.split, out_axes=1)(keys)
+  return (shuffle if independent else shuffle[:1]), steps
+
+
+def _train(kind, images, *, num_models=1, chunks=4, independent=False, epochs=1,
+           max_chunk_bytes=streaming.MAX_CHUNK_BYTES):
+  """Parameters after `epochs` epochs through the `kind` runner, driven as the trainer does."""
+  config, mesh = _config(num_models), parallel.make_mesh()
+  model, step_config, state, settings = _setup(config, images.shape[1:], mesh)
+  common = dict(batch_size=config.batch_size, chunks_per_epoch=chunks, mesh=mesh,
+                independent_orders=independent)
+  if kind == "resident":
+    runner = epoch.Runner(model, step_config, epoch.place_training_set(np.asarray(images), mesh),
+                          len(images), **common)
+  else:
+    runner = streaming.StreamedRunner(model, step_config, images, len(images),
+                                      max_chunk_bytes=max_chunk_bytes, **common)
+  for e in range(epochs):
+    shuffle_keys, step_keys = _epoch_keys(num_models, independent)
+    shuffle_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(shuffle_keys, e)
+    if e == 0:
+      runner.compile(state, shuffle_keys, step_keys, settings)
+    batches = runner.batches(shuffle_keys)
+    for start in range(0, runner.steps_per_epoch, runner.chunk):
+      state, metrics = runner.run_chunk(state, batches, step_keys, settings, start)
+      parallel.to_host(metrics)
+  if kind == "streamed":
+    runner.close()
+  return parallel.to_host(state.params), runner
+
+
+def _assert_identical(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+# ----------------------------------------------------------------------------
+# Exactness.
+
+
+def test_permutations_are_those_of_the_resident_shuffle():
+  keys = jnp.stack([jax.random.key(3), jax.random.key(4)])
+  host = streaming.permutations(keys, 1000)
+  for key, order in zip(keys, host):
+    np.testing.assert_array_equal(order, jax.jit(lambda k: jax.random.permutation(k, 1000))(key))
+
+
+def test_streamed_batches_are_the_resident_batches(npy_dir):
+  images = data.read_path(npy_dir, "npy").train.images
+  config, mesh = _config(), parallel.make_mesh()
+  model, step_config, _, _ = _setup(config, images.shape[1:], mesh)
+  shuffle_keys, _ = _epoch_keys(1, False)
+  resident = epoch.Runner(model, step_config, epoch.place_training_set(np.asarray(images), mesh),
+                          len(images), batch_size=64, chunks_per_epoch=5, mesh=mesh)
+  streamed = streaming.StreamedRunner(model, step_config, images, len(images), batch_size=64,
+                                      chunks_per_epoch=5, mesh=mesh)
+  expected = np.asarray(resident.batches(shuffle_keys))
+  stream = streamed.batches(shuffle_keys)
+  got = np.concatenate([np.asarray(stream.take(s)) for s in range(0, 10, streamed.chunk)])
+  streamed.close()
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_streamed_epoch_gives_the_resident_parameters_bit_for_bit(npy_dir):
+  images = data.read_path(npy_dir, "npy").train.images
+  assert isinstance(images, np.memmap)
+  resident, _ = _train("resident", images, epochs=2)
+  streamed, runner = _train("streamed", images, epochs=2)
+  assert runner.reader.path is not None  # Read with pread, not through numpy indexing.
+  _assert_identical(streamed, resident)
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 10])
+def test_chunking_never_changes_the_streamed_result(npy_dir, chunks):
+  images = data.read_path(npy_dir, "npy").train.images
+  reference, _ = _train("resident", images, chunks=2)
+  streamed, runner = _train("streamed", images, chunks=chunks)
+  assert runner.chunk == {1: 10, 3: 5, 10: 1}[chunks]
+  _assert_identical(streamed, reference)
+
+
+def test_a_byte_budget_shortens_the_chunk(npy_dir):
+  images = data.read_path(npy_dir, "npy").train.images
+  one_step = 64 * 28 * 28
+  reference, _ = _train("resident", images, chunks=1)
+  streamed, runner = _train("streamed", images, chunks=1, max_chunk_bytes=2 * one_step)
+  assert runner.chunk == 2
+  _assert_identical(streamed, reference)
+
+
+def test_independent_orders_match_the_resident_path(npy_dir):
+  images = data.read_path(npy_dir, "npy").train.images
+  resident, _ = _train("resident", images, num_models=2, independent=True)
+  streamed, _ = _train("streamed", images, num_models=2, independent=True)
+  _assert_identical(streamed, resident)
+
+
+def test_an_in_memory_array_streams_too():
+  images = _images()
+  resident, _ = _train("resident", images)
+  streamed, runner = _train("streamed", images)
+  assert runner.reader.path is None
+  _assert_identical(streamed, resident)
+
+
+_FOUR_DEVICES = """
+import sys, numpy as np, jax
+sys.path.insert(0, {tests!r})
+import test_streaming as t
+from vae_jax import data
+images = data.read_path({folder!r}, "npy").train.images
+params, _ = t._train("streamed", images)
+np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(params)], devices=jax.device_count())
+"""
+
+
+def test_four_devices_give_the_parameters_of_one(npy_dir, tmp_path):
+  images = data.read_path(npy_dir, "npy").train.images
+  one, _ = _train("streamed", images)
+  out = tmp_path / "four.npz"
+  script = _FOUR_DEVICES.format(tests=str(REPO / "tests"), folder=str(npy_dir), out=str(out))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             PYTHONPATH=str(REPO))
+  done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  four = np.load(out)
+  assert int(four["devices"]) == 4
+  for i, y in enumerate(jax.tree.leaves(one)):
+    x = four[f"arr_{i}"].astype(np.float64)
+    assert np.linalg.norm(x - y) / np.linalg.norm(y) < RELATIVE_L2_TOLERANCE
+
+
+# ----------------------------------------------------------------------------
+# Faults and placement.
+
+
+def _copy(npy_dir, tmp_path):
+  folder = tmp_path / "copy"
+  folder.mkdir()
+  for name in ("train.npy", "test.npy"):
+    (folder / name).write_bytes((npy_dir / name).read_bytes())
+  return folder
+
+
+def _stream_one_chunk(images):
+  config, mesh = _config(), parallel.make_mesh()
+  model, step_config, state, settings = _setup(config, images.shape[1:], mesh)
+  runner = streaming.StreamedRunner(model, step_config, images, len(images), batch_size=64,
+                                    chunks_per_epoch=10, mesh=mesh)
+  shuffle_keys, step_keys = _epoch_keys(1, False)
+  stream = runner.batches(shuffle_keys)
+  state, _ = runner.run_chunk(state, stream, step_keys, settings, 0)  # Prefetches step 1.
+  return runner, stream, state, step_keys, settings
+
+
+def test_a_file_truncated_under_the_reader_is_one_usage_error(npy_dir, tmp_path):
+  folder = _copy(npy_dir, tmp_path)
+  images = data.read_path(folder, "npy").train.images
+  runner, stream, state, step_keys, settings = _stream_one_chunk(images)
+  stream.close()  # The prefetched chunk was read before the truncation.
+  os.truncate(folder / "train.npy", 1000)
+  with pytest.raises(UsageError, match="was truncated while training read it") as e:
+    runner.run_chunk(state, stream, step_keys, settings, 1)
+  assert "\n" not in str(e.value)
+  runner.close()
+
+
+def test_a_file_removed_under_the_reader_is_still_read(npy_dir, tmp_path):
+  folder = _copy(npy_dir, tmp_path)
+  images = data.read_path(folder, "npy").train.images
+  runner, stream, state, step_keys, settings = _stream_one_chunk(images)
+  os.remove(folder / "train.npy")
+  for start in range(1, 10):
+    state, metrics = runner.run_chunk(state, stream, step_keys, settings, start)
+  assert np.isfinite(parallel.to_host(metrics)["loss"]).all()
+  runner.close()
+
+
+def test_placement_auto_keeps_what_fits_and_streams_what_does_not(npy_dir, monkeypatch):
+  dataset = data.read_path(npy_dir, "npy")
+  assert streaming.choose_placement("auto", dataset) == "resident"
+  assert streaming.choose_placement("streamed", dataset) == "streamed"
+  monkeypatch.setattr(data, "_host_available_bytes", lambda: dataset.train.images.nbytes)
+  assert streaming.choose_placement("auto", dataset, jax.devices("cpu")) == "streamed"
+  with pytest.raises(UsageError, match="data_placement must be one of"):
+    streaming.choose_placement("disk", dataset)
