@@ -159,8 +159,10 @@ def _build(path: pathlib.Path, splits, class_names, expected: str, folder) -> No
     _write_meta(temporary / META, {"fingerprint": expected, "sizes": sizes,
                                    "folder": str(folder)})
     _replace(temporary, path)
-  except OSError as e:
+  except BaseException as e:  # Ctrl-C too: no partial build is left behind.
     shutil.rmtree(temporary, ignore_errors=True)
+    if not isinstance(e, OSError):
+      raise
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
       raise UsageError(f"no space left to cache {folder} in {path.parent} (about "
                        f"{need / 2**20:,.0f} MiB needed); free some, point --config.cache_dir "
