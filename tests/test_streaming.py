@@ -5,7 +5,7 @@ machine the streamed epoch must give the resident epoch's parameters bit for
 bit: same permutation, same batches, same compiled step. Across device counts
 the error model of `tests/test_parallel.py` applies.
 """
-import json
+import functools
 import os
 import subprocess
 import sys
@@ -51,13 +51,22 @@ def npy_dir(tmp_path_factory):
 
 
 def _setup(config, image_shape, mesh):
+  """The model, step config, a fresh initial state and the settings, all replicated."""
+  model, step_config, state, settings = _initial(config.num_models, tuple(image_shape))
+  put = lambda tree: jax.device_put(tree, parallel.replicated(mesh))
+  return model, step_config, put(state), put(settings)
+
+
+@functools.cache
+def _initial(num_models, image_shape):
+  """Made once per shape: initialisers run op by op, seconds of small compilations."""
+  config = _config(num_models)
   model = model_lib.from_config(config, image_shape)
   settings = train_step.Settings.of(sweep.model_settings(config))
   step_config = train_step.StepConfig.from_config(config, settings, total_steps=1_000)
-  keys = jnp.stack([jax.random.key(i) for i in range(config.num_models)])
-  state = jax.device_put(train_step.create(model, step_config, keys, settings),
-                         parallel.replicated(mesh))
-  return model, step_config, state, jax.device_put(settings, parallel.replicated(mesh))
+  keys = jnp.stack([jax.random.key(i) for i in range(num_models)])
+  state = parallel.to_host(train_step.create(model, step_config, keys, settings))
+  return model, step_config, state, parallel.to_host(settings)
 
 
 def _epoch_keys(num_models, independent):
@@ -66,9 +75,13 @@ def _epoch_keys(num_models, independent):
   return (shuffle if independent else shuffle[:1]), steps
 
 
-def _train(kind, images, *, num_models=1, chunks=4, independent=False, epochs=1,
-           max_chunk_bytes=streaming.MAX_CHUNK_BYTES):
-  """Parameters after `epochs` epochs through the `kind` runner, driven as the trainer does."""
+def _train(kind, images, *, num_models=1, chunks=1, independent=False, epochs=1,
+           max_chunk_bytes=streaming.MAX_CHUNK_BYTES, compile_first=False):
+  """Parameters after `epochs` epochs through the `kind` runner, driven as the trainer does.
+
+  Without `compile_first` the runners' jitted functions are called directly, as the
+  trainer would without `compile`, so tests share jax's compilation cache.
+  """
   config, mesh = _config(num_models), parallel.make_mesh()
   model, step_config, state, settings = _setup(config, images.shape[1:], mesh)
   common = dict(batch_size=config.batch_size, chunks_per_epoch=chunks, mesh=mesh,
@@ -82,7 +95,7 @@ def _train(kind, images, *, num_models=1, chunks=4, independent=False, epochs=1,
   for e in range(epochs):
     shuffle_keys, step_keys = _epoch_keys(num_models, independent)
     shuffle_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(shuffle_keys, e)
-    if e == 0:
+    if e == 0 and compile_first:
       runner.compile(state, shuffle_keys, step_keys, settings)
     batches = runner.batches(shuffle_keys)
     for start in range(0, runner.steps_per_epoch, runner.chunk):
@@ -128,28 +141,32 @@ def test_streamed_batches_are_the_resident_batches(npy_dir):
 def test_streamed_epoch_gives_the_resident_parameters_bit_for_bit(npy_dir):
   images = data.read_path(npy_dir, "npy").train.images
   assert isinstance(images, np.memmap)
-  resident, _ = _train("resident", images, epochs=2)
-  streamed, runner = _train("streamed", images, epochs=2)
+  resident, _ = _train("resident", images, epochs=2, chunks=4, compile_first=True)
+  streamed, runner = _train("streamed", images, epochs=2, chunks=4, compile_first=True)
   assert runner.reader.path is not None  # Read with pread, not through numpy indexing.
   _assert_identical(streamed, resident)
 
 
-@pytest.mark.parametrize("chunks", [1, 3, 10])
-def test_chunking_never_changes_the_streamed_result(npy_dir, chunks):
-  images = data.read_path(npy_dir, "npy").train.images
-  reference, _ = _train("resident", images, chunks=2)
-  streamed, runner = _train("streamed", images, chunks=chunks)
-  assert runner.chunk == {1: 10, 3: 5, 10: 1}[chunks]
-  _assert_identical(streamed, reference)
+@pytest.fixture(scope="module")
+def resident_epoch(npy_dir):
+  """The parameters after one resident epoch in one chunk."""
+  return _train("resident", data.read_path(npy_dir, "npy").train.images)[0]
 
 
-def test_a_byte_budget_shortens_the_chunk(npy_dir):
-  images = data.read_path(npy_dir, "npy").train.images
+@pytest.mark.parametrize("chunks", [1, 10])
+def test_chunking_never_changes_the_streamed_result(npy_dir, resident_epoch, chunks):
+  streamed, runner = _train("streamed", data.read_path(npy_dir, "npy").train.images,
+                            chunks=chunks)
+  assert runner.chunk == {1: 10, 10: 1}[chunks]
+  _assert_identical(streamed, resident_epoch)
+
+
+def test_a_byte_budget_shortens_the_chunk(npy_dir, resident_epoch):
   one_step = 64 * 28 * 28
-  reference, _ = _train("resident", images, chunks=1)
-  streamed, runner = _train("streamed", images, chunks=1, max_chunk_bytes=2 * one_step)
+  streamed, runner = _train("streamed", data.read_path(npy_dir, "npy").train.images,
+                            max_chunk_bytes=2 * one_step)
   assert runner.chunk == 2
-  _assert_identical(streamed, reference)
+  _assert_identical(streamed, resident_epoch)
 
 
 def test_independent_orders_match_the_resident_path(npy_dir):
@@ -159,12 +176,10 @@ def test_independent_orders_match_the_resident_path(npy_dir):
   _assert_identical(streamed, resident)
 
 
-def test_an_in_memory_array_streams_too():
-  images = _images()
-  resident, _ = _train("resident", images)
-  streamed, runner = _train("streamed", images)
+def test_an_in_memory_array_streams_too(resident_epoch):
+  streamed, runner = _train("streamed", _images())
   assert runner.reader.path is None
-  _assert_identical(streamed, resident)
+  _assert_identical(streamed, resident_epoch)
 
 
 _FOUR_DEVICES = """
@@ -178,9 +193,8 @@ np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(params)], devices=jax
 """
 
 
-def test_four_devices_give_the_parameters_of_one(npy_dir, tmp_path):
-  images = data.read_path(npy_dir, "npy").train.images
-  one, _ = _train("streamed", images)
+def test_four_devices_give_the_parameters_of_one(npy_dir, resident_epoch, tmp_path):
+  one = resident_epoch
   out = tmp_path / "four.npz"
   script = _FOUR_DEVICES.format(tests=str(REPO / "tests"), folder=str(npy_dir), out=str(out))
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",

@@ -240,8 +240,8 @@ class StreamedRunner:
 
   Attributes:
     steps_per_epoch: full batches per epoch.
-    chunk: steps per `run_chunk` call; divides `steps_per_epoch`. At least
-      `chunks_per_epoch` chunks, more when a chunk's batches would exceed
+    chunk: steps per `run_chunk` call; divides `steps_per_epoch`. That of
+      `epoch.Runner`, or shorter where a chunk's batches would exceed
       `max_chunk_bytes` on this process's devices.
     compile_seconds: time `compile` took (None before).
   """
@@ -280,12 +280,17 @@ class StreamedRunner:
     self.compile_seconds = None
 
   def _chunk_length(self, num_orders: int) -> int:
-    """Steps per chunk: `chunks_per_epoch` chunks or more, each within max_chunk_bytes here."""
+    """Steps per chunk: the resident runner's, unless that exceeds max_chunk_bytes here;
+    then the longest that divides the epoch and fits (one step at least)."""
     local = len(self.mesh.local_devices) / self.mesh.size
     step_bytes = self.batch_size * math.prod(self.image_shape) * num_orders * local
-    chunks = max(self._chunks_per_epoch,
-                 math.ceil(self.steps_per_epoch * step_bytes / self._max_chunk_bytes))
-    return epoch.chunk_size(self.steps_per_epoch, min(chunks, self.steps_per_epoch))
+    steps = self.steps_per_epoch
+    chunk = epoch.chunk_size(steps, self._chunks_per_epoch)
+    if chunk * step_bytes <= self._max_chunk_bytes:
+      return chunk
+    fitting = [d for d in range(1, chunk)
+               if steps % d == 0 and d * step_bytes <= self._max_chunk_bytes]
+    return max(fitting, default=1)
 
   def _set_orders(self, shuffle_keys: jax.Array) -> None:
     """Fixes the chunk for the number of orders (independent orders multiply the bytes)."""
