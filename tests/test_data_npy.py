@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from vae_jax import data
+from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
 from vae_jax.sources import folder_cache
 from vae_jax.sources import image_folder
@@ -212,3 +213,13 @@ def test_the_cache_root_follows_the_environment(monkeypatch, tmp_path):
 def test_an_unknown_cache_mode_is_one_line():
   with pytest.raises(UsageError, match="folder_cache must be one of"):
     folder_cache.wanted("sometimes", 5)
+
+
+def test_load_through_a_config_keeps_the_memmaps(npy_dir):
+  config = tiny.get_config()
+  config.data_dir, config.dataset = str(npy_dir), "mine"
+  dataset = data.load(config)
+  assert isinstance(dataset.train.images, np.memmap)
+  config.folder_cache = "sometimes"  # A field the default config may not have yet.
+  with pytest.raises(UsageError, match="folder_cache must be one of"):
+    data.load(config)
