@@ -69,8 +69,10 @@ def _initial(num_models, image_shape):
   return model, step_config, state, parallel.to_host(settings)
 
 
-def _epoch_keys(num_models, independent):
+def _epoch_keys(num_models, independent, epoch_index=0):
+  """(shuffle keys, step keys) of an epoch, shaped as `trainer._epoch_keys` makes them."""
   keys = jnp.stack([jax.random.fold_in(jax.random.key(7), i) for i in range(num_models)])
+  keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, epoch_index)
   shuffle, steps = jax.vmap(jax.random.split, out_axes=1)(keys)
   return (shuffle if independent else shuffle[:1]), steps
 
@@ -93,8 +95,7 @@ def _train(kind, images, *, num_models=1, chunks=1, independent=False, epochs=1,
     runner = streaming.StreamedRunner(model, step_config, images, len(images),
                                       max_chunk_bytes=max_chunk_bytes, **common)
   for e in range(epochs):
-    shuffle_keys, step_keys = _epoch_keys(num_models, independent)
-    shuffle_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(shuffle_keys, e)
+    shuffle_keys, step_keys = _epoch_keys(num_models, independent, e)
     if e == 0 and compile_first:
       runner.compile(state, shuffle_keys, step_keys, settings)
     batches = runner.batches(shuffle_keys)
@@ -167,6 +168,26 @@ def test_a_byte_budget_shortens_the_chunk(npy_dir, resident_epoch):
                             max_chunk_bytes=2 * one_step)
   assert runner.chunk == 2
   _assert_identical(streamed, resident_epoch)
+
+
+def test_a_streamed_epoch_resumes_a_resident_one_mid_epoch(npy_dir, resident_epoch):
+  """A resumed run starts at a chunk boundary; the stream then reads that chunk first."""
+  images = data.read_path(npy_dir, "npy").train.images
+  config, mesh = _config(), parallel.make_mesh()
+  model, step_config, state, settings = _setup(config, images.shape[1:], mesh)
+  common = dict(batch_size=64, chunks_per_epoch=5, mesh=mesh)
+  resident = epoch.Runner(model, step_config, epoch.place_training_set(np.asarray(images), mesh),
+                          len(images), **common)
+  streamed = streaming.StreamedRunner(model, step_config, images, len(images), **common)
+  shuffle_keys, step_keys = _epoch_keys(1, False)
+  batches = resident.batches(shuffle_keys)
+  for start in (0, 2):
+    state, _ = resident.run_chunk(state, batches, step_keys, settings, start)
+  stream = streamed.batches(shuffle_keys)
+  for start in (4, 6, 8):
+    state, _ = streamed.run_chunk(state, stream, step_keys, settings, start)
+  streamed.close()
+  _assert_identical(parallel.to_host(state.params), resident_epoch)
 
 
 def test_independent_orders_match_the_resident_path(npy_dir):
