@@ -124,6 +124,43 @@ def test_the_cache_gives_the_arrays_of_a_fresh_decode(tmp_path, cache_dir):
   assert cached.class_names == fresh.class_names == ("cat", "dog")
 
 
+def _mixed_folder(root, first_shape, other_shape, num_first):
+  """Images of `first_shape` (the first `num_first` in load order), then of `other_shape`."""
+  root.mkdir(parents=True)
+  for i in range(9):
+    shape = first_shape if i < num_first else other_shape
+    image = _images(1, shape, seed=i)[0]
+    Image.fromarray(image[..., 0] if shape[2] == 1 else image).save(root / f"{i:03d}.png")
+  return root
+
+
+@pytest.mark.parametrize("first, other, num_first", [
+    ((6, 5, 3), (7, 7, 3), 6),   # The first shape is the majority: the others converted in.
+    ((6, 5, 1), (7, 7, 3), 2),   # The first shape is a minority: every file written again.
+])
+def test_mixed_shapes_give_the_arrays_of_a_fresh_decode(tmp_path, cache_dir, first, other,
+                                                        num_first):
+  folder = _mixed_folder(tmp_path / "mixed", first, other, num_first)
+  fresh = _read(folder, cache_dir, "never", test_fraction=0.3)
+  cached = _read(folder, cache_dir, test_fraction=0.3)
+  assert cached.image_shape == fresh.image_shape
+  np.testing.assert_array_equal(cached.train.images, fresh.train.images)
+  np.testing.assert_array_equal(cached.test.images, fresh.test.images)
+  entry = folder_cache.entry(folder, 0, 0.3, str(cache_dir))
+  assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "test.npy", "train.npy"]
+
+
+def test_train_and_test_folders_give_the_arrays_of_a_fresh_decode(tmp_path, cache_dir):
+  folder = tmp_path / "split"
+  _image_folder(folder / "train", 8)
+  _image_folder(folder / "test", 4)
+  fresh = _read(folder, cache_dir, "never")
+  cached = _read(folder, cache_dir)
+  for a, b in ((fresh.train, cached.train), (fresh.test, cached.test)):
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
 def test_the_cache_is_reused_while_the_folder_is_unchanged(tmp_path, cache_dir, monkeypatch):
   folder = _image_folder(tmp_path / "pics")
   _read(folder, cache_dir)
@@ -171,10 +208,14 @@ def test_a_damaged_meta_file_is_rebuilt(tmp_path, cache_dir):
 def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, cache_dir, monkeypatch):
   folder = _image_folder(tmp_path / "pics")
 
-  def full(path, array):
-    raise OSError(errno.ENOSPC, "No space left on device")
+  written = []
 
-  monkeypatch.setattr(npy, "_save", full)
+  def full(self, position, image):  # The disk fills up after 5 images.
+    if len(written) == 5:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    written.append(position)
+
+  monkeypatch.setattr(npy.ImagesFile, "put", full)
   with pytest.raises(UsageError, match="no space left to cache .* set --config.folder_cache=never"):
     _read(folder, cache_dir)
   assert list(folder_cache.root(str(cache_dir)).iterdir()) == []

@@ -287,7 +287,17 @@ def split_off_test(split: Split, fraction: float, where: str = "data") -> tuple[
   Raises:
     UsageError: too few images for both parts to be non-empty.
   """
-  n = len(split.images)
+  is_test = test_mask(len(split.images), fraction, where)
+  return (Split(split.images[~is_test], split.labels[~is_test]),
+          Split(split.images[is_test], split.labels[is_test]))
+
+
+def test_mask(n: int, fraction: float, where: str = "data") -> np.ndarray:
+  """`(n,)` bool, True for the round(n * fraction) images `split_off_test` holds out.
+
+  Raises:
+    UsageError: too few images for both parts to be non-empty.
+  """
   num_test = round(n * fraction)
   if not 0 < num_test < n:
     raise UsageError(f"{where}: {n} images and test_fraction={fraction} leave an empty "
@@ -295,8 +305,7 @@ def split_off_test(split: Split, fraction: float, where: str = "data") -> tuple[
                      "test/ folder")
   is_test = np.zeros(n, bool)
   is_test[np.random.default_rng(SPLIT_SEED).permutation(n)[:num_test]] = True
-  return (Split(split.images[~is_test], split.labels[~is_test]),
-          Split(split.images[is_test], split.labels[is_test]))
+  return is_test
 
 
 def _hwc(shape) -> str:

@@ -16,11 +16,14 @@ renamed into place once every file is written and fsynced, so a crash leaves
 no half entry under the real name. A full disk while building raises one
 line and removes the partial build; the image folder itself is only read.
 
-The build decodes the whole folder in RAM first (`image_folder.read`, the
-same arrays as without a cache, with its threads and progress bar); later
-runs open memmaps and read nothing until indexed. A file rewritten with the
+The build writes each image to its place in `train.npy` or `test.npy` as it
+is decoded (`image_folder.decode_chunks`: threads, progress bar), so RAM
+holds only the images of a minority shape, converted at the end as
+`image_folder.decode` converts them: the arrays are those of a fresh decode.
+Later runs open memmaps and read nothing until indexed. A file rewritten with the
 same size within the file system's mtime granularity is not noticed.
 """
+import dataclasses
 import errno
 import hashlib
 import json
@@ -127,49 +130,140 @@ def cached(folder, image_size: int, test_fraction: float, *, cache_dir=None,
     if why is None:
       return path
     print_(f"rebuilding the image cache {path} of {folder} ({why})")
-  splits = _decode(folder, listings, image_size, split_fraction, workers)
-  _build(path, splits, class_names, expected, folder)
+  _build(path, _Plan.of(folder, listings, image_size, split_fraction, class_names, workers),
+         expected)
   return path
 
 
-def _decode(folder, listings, image_size, split_fraction, workers):
-  """{"train": ..., "test": ...} as `vae_jax.data` would make them without a cache."""
-  from vae_jax import data  # pylint: disable=g-import-not-at-top  # data imports this module.
-  files = [f for names, _ in listings.values() for f in names]
-  images = image_folder.decode(files, image_size, workers=workers,
-                               description=f"decoding {folder} into the cache")
-  splits, start = {}, 0
-  for split, (names, labels) in listings.items():
-    splits[split] = images[start:start + len(names)], labels
-    start += len(names)
-  if split_fraction is not None:
-    train, test = data.split_off_test(data.Split(*splits["train"]), split_fraction, str(folder))
-    splits = {"train": (train.images, train.labels), "test": (test.images, test.labels)}
-  return splits
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """What to decode and where each image goes: file i to row `rows[i]` of split `splits[i]`.
+
+  Attributes:
+    folder: the image folder.
+    files: every image file, in load order.
+    splits: `(n,)` the split name of each file's image.
+    rows: `(n,)` its row in that split's file.
+    labels: each split's labels, `(count,)` int32.
+    class_names, image_size, workers: as for `cached`.
+  """
+
+  folder: pathlib.Path
+  files: list[str]
+  splits: np.ndarray
+  rows: np.ndarray
+  labels: dict[str, np.ndarray]
+  class_names: tuple[str, ...] | None
+  image_size: int
+  workers: int | None
+
+  @classmethod
+  def of(cls, folder, listings, image_size, split_fraction, class_names, workers) -> "_Plan":
+    """The splits `vae_jax.data` makes: the folder's own, or a test set split off."""
+    from vae_jax import data  # pylint: disable=g-import-not-at-top  # data imports this module.
+    files = [f for names, _ in listings.values() for f in names]
+    labels = np.concatenate([np.asarray(l, np.int32) for _, l in listings.values()])
+    if split_fraction is None:
+      splits = np.repeat(list(listings), [len(names) for names, _ in listings.values()])
+    else:
+      is_test = data.test_mask(len(files), split_fraction, str(folder))
+      splits = np.where(is_test, "test", "train")
+    rows = np.empty(len(files), np.int64)
+    by_split = {}
+    for split in ("train", "test"):
+      members = splits == split
+      rows[members] = np.arange(members.sum())
+      by_split[split] = labels[members]
+    return cls(pathlib.Path(folder), files, splits, rows, by_split, class_names, image_size,
+               workers)
 
 
-def _build(path: pathlib.Path, splits, class_names, expected: str, folder) -> None:
+def _build(path: pathlib.Path, plan: _Plan, expected: str) -> None:
   """Writes the entry under a temporary name and renames it to `path`."""
   temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-  need = sum(images.nbytes for images, _ in splits.values())
   try:
     temporary.mkdir(parents=True)
-    npy.write(temporary, splits, class_names)
+    _write_images(temporary, plan)
+    for split, labels in plan.labels.items():
+      npy.write_labels(temporary, split, labels)
+    npy.write_class_names(temporary, plan.class_names)
     sizes = {p.name: p.stat().st_size for p in temporary.iterdir()}
     _write_meta(temporary / META, {"fingerprint": expected, "sizes": sizes,
-                                   "folder": str(folder)})
+                                   "folder": str(plan.folder)})
     _replace(temporary, path)
   except BaseException as e:  # Ctrl-C too: no partial build is left behind.
     shutil.rmtree(temporary, ignore_errors=True)
     if not isinstance(e, OSError):
       raise
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-      raise UsageError(f"no space left to cache {folder} in {path.parent} (about "
-                       f"{need / 2**20:,.0f} MiB needed); free some, point --config.cache_dir "
-                       "or $VAE_JAX_CACHE elsewhere, or set --config.folder_cache=never") from None
+      raise UsageError(f"no space left to cache {plan.folder} in {path.parent} (about "
+                       f"{_first_size(plan) * len(plan.files) / 2**20:,.0f} MiB needed); free "
+                       "some, point --config.cache_dir or $VAE_JAX_CACHE elsewhere, or set "
+                       "--config.folder_cache=never") from None
     raise UsageError(f"cannot write the image cache {path} ({e.strerror or e}); point "
                      "--config.cache_dir or $VAE_JAX_CACHE elsewhere, or set "
                      "--config.folder_cache=never") from None
+
+
+def _first_size(plan: _Plan) -> int:
+  """Bytes of the first image, decoded (an estimate of every image's)."""
+  return image_folder.decode_one(plan.files[0], plan.image_size).nbytes
+
+
+def _write_images(folder: pathlib.Path, plan: _Plan) -> None:
+  """Decodes the images into `folder`/{train,test}.npy as they come, in the first image's shape;
+  the others (kept in RAM) are converted in once the majority shape is known, as
+  `image_folder.decode` does."""
+  files, odd = None, {}
+  try:
+    for start, chunk in image_folder.decode_chunks(
+        plan.files, plan.image_size, workers=plan.workers,
+        description=f"decoding {plan.folder} into the cache"):
+      for i, image in enumerate(chunk, start):
+        if files is None:
+          files = _open_files(folder, plan, image.shape)
+        if image.shape == files["train"].shape:
+          files[plan.splits[i]].put(plan.rows[i], image)
+        else:
+          odd[i] = image
+    first = files["train"].shape
+    shape = image_folder.majority_shape(first, len(plan.files) - len(odd), odd)
+    if shape != first:  # The first image was in the minority: write every file again.
+      files = _reshaped(folder, plan, files, odd, shape)
+    else:
+      for i, image in odd.items():
+        files[plan.splits[i]].put(plan.rows[i], image_folder.convert(image, *shape))
+  finally:
+    for f in (files or {}).values():
+      f.close()
+
+
+def _open_files(folder: pathlib.Path, plan: _Plan, shape) -> dict[str, npy.ImagesFile]:
+  return {split: npy.ImagesFile(folder / f"{split}.npy", len(labels), shape)
+          for split, labels in plan.labels.items()}
+
+
+def _reshaped(folder, plan: _Plan, files, odd, shape) -> dict[str, npy.ImagesFile]:
+  """The files rewritten in `shape`: each image converted from what was written or kept."""
+  old = {}
+  for split, f in files.items():
+    f.close()
+    os.rename(f.path, f.path.with_suffix(".old"))
+    old[split] = npy.open_images(f.path.with_suffix(".old"))
+  new = _open_files(folder, plan, shape)
+  try:
+    for i in range(len(plan.files)):
+      split, row = plan.splits[i], plan.rows[i]
+      image = odd[i] if i in odd else np.asarray(old[split][row])
+      new[split].put(row, image if image.shape == shape else image_folder.convert(image, *shape))
+  except BaseException:
+    for f in new.values():
+      f.close()
+    raise
+  for split in list(old):
+    del old[split]  # Unmaps the file.
+    os.remove(folder / f"{split}.old")
+  return new
 
 
 def _write_meta(path: pathlib.Path, meta: dict) -> None:

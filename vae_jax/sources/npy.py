@@ -12,6 +12,8 @@ what `vae_jax.streaming` does batch by batch. Labels and names are small and
 read in full. The image folder cache (`vae_jax.sources.folder_cache`) writes
 this layout.
 """
+import errno
+import io
 import json
 import os
 import pathlib
@@ -129,13 +131,61 @@ def write(folder: pathlib.Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]
   folder = pathlib.Path(folder)
   for split, (images, labels) in splits.items():
     _save(folder / f"{split}.npy", images)
-    if (np.asarray(labels) >= 0).any():
-      _save(folder / f"{split}_labels.npy", np.asarray(labels, np.int32))
+    write_labels(folder, split, labels)
+  write_class_names(folder, class_names)
+
+
+def write_labels(folder: pathlib.Path, split: str, labels: np.ndarray) -> None:
+  """`split`_labels.npy, unless every label is unknown (-1)."""
+  if (np.asarray(labels) >= 0).any():
+    _save(pathlib.Path(folder) / f"{split}_labels.npy", np.asarray(labels, np.int32))
+
+
+def write_class_names(folder: pathlib.Path, class_names: tuple[str, ...] | None) -> None:
   if class_names is not None:
-    with open(folder / CLASS_NAMES, "w") as f:
+    with open(pathlib.Path(folder) / CLASS_NAMES, "w") as f:
       json.dump(list(class_names), f)
       f.flush()
       os.fsync(f.fileno())
+
+
+class ImagesFile:
+  """An images `.npy` file written row by row with pwrite, preallocated.
+
+  The whole file is allocated up front (`posix_fallocate`), so a full disk shows
+  as ENOSPC before any decoding, not as a SIGBUS or a short file later.
+  """
+
+  def __init__(self, path: pathlib.Path, count: int, shape: tuple[int, int, int]):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (count, *shape)})
+    self.path, self.shape, self.row = path, shape, int(np.prod(shape))
+    self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    self._offset = len(header.getvalue())
+    try:
+      os.posix_fallocate(self._fd, 0, self._offset + count * self.row)
+      self._write(header.getvalue(), 0)
+    except BaseException:
+      os.close(self._fd)
+      raise
+
+  def put(self, position: int, image: np.ndarray) -> None:
+    self._write(np.ascontiguousarray(image, np.uint8).tobytes(), self._offset + position * self.row)
+
+  def _write(self, raw: bytes, offset: int) -> None:
+    if os.pwrite(self._fd, raw, offset) != len(raw):
+      raise OSError(errno.EIO, f"short write to {self.path}")
+
+  def close(self) -> None:
+    """fsyncs and closes the file (once)."""
+    if self._fd is None:
+      return
+    fd, self._fd = self._fd, None
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
 
 
 def _save(path: pathlib.Path, array: np.ndarray) -> None:
