@@ -18,6 +18,11 @@ memory: writes N x 64 x 64 x 3 random uint8 images (default 250,000, 3 GB) to
 a temporary `.npy`, trains one streamed epoch of a small MLP (hidden 16) over
 them and reports this process's peak anonymous RSS (`/proc/self/status`
 RssAnon, sampled on a thread, and VmHWM). Target: < 1.5 GB.
+
+folder: loads --folder (an image folder) as `data.read_path` does, through the
+cache (--folder_cache=always: a build the first time, an open after) or
+decoded afresh (never); seconds and peak RssAnon. Run it in a fresh process
+for each figure; the cache goes to $VAE_JAX_CACHE.
 """
 import os
 import statistics
@@ -41,7 +46,11 @@ from vae_jax import train_step
 from vae_jax.configs import default
 from vae_jax.sources import npy
 
-_MODE = flags.DEFINE_enum("mode", "reader", ["reader", "epoch", "memory", "grain"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "reader", ["reader", "epoch", "memory", "grain", "folder"],
+                         "What to run.")
+_FOLDER = flags.DEFINE_string("folder", None, "An image folder, for --mode=folder.")
+_FOLDER_CACHE = flags.DEFINE_enum("folder_cache", "always", ["always", "never"],
+                                  "--mode=folder: through the cache or decoded afresh.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
                                 "Fashion-MNIST IDX files, for --mode=epoch.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds (epoch) or repeats (reader).")
@@ -229,13 +238,25 @@ def bench_grain(folder: str) -> None:
           flush=True)
 
 
+def bench_folder(folder: str) -> None:
+  del folder
+  with _PeakRss() as rss:
+    start = time.perf_counter()
+    dataset = data.read_path(_FOLDER.value, "folder", folder_cache=_FOLDER_CACHE.value)
+    seconds = time.perf_counter() - start
+  print(f"read_path(folder_cache={_FOLDER_CACHE.value}): {len(dataset.train.images):,} + "
+        f"{len(dataset.test.images):,} images of {dataset.image_shape} in {seconds:.2f} s; "
+        f"peak RssAnon {rss.peak / 2**20:,.0f} MiB ({type(dataset.train.images).__name__})",
+        flush=True)
+
+
 def main(argv):
   del argv
   print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; jax {jax.__version__} "
         f"on {jax.devices()[0].platform}", flush=True)
   with tempfile.TemporaryDirectory(dir=_SCRATCH.value) as folder:
     {"reader": bench_reader, "epoch": bench_epoch, "memory": bench_memory,
-     "grain": bench_grain}[_MODE.value](folder)
+     "grain": bench_grain, "folder": bench_folder}[_MODE.value](folder)
 
 
 if __name__ == "__main__":
