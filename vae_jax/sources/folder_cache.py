@@ -9,7 +9,7 @@ folder has no `test/`, since the cache holds the split already made), so each
 variant has its own entry.
 
 `meta.json` holds the folder's fingerprint (every image's relative name, size
-and mtime in ns) and each file's expected size in bytes. An entry is used
+and mtime in ns, and Pillow's version) and each file's expected size in bytes. An entry is used
 only when both still match: a changed folder or a truncated, damaged or
 half-deleted entry is rebuilt. An entry is built under a temporary name and
 renamed into place once every file is written and fsynced, so a crash leaves
@@ -34,6 +34,7 @@ import sys
 import uuid
 
 import numpy as np
+import PIL
 
 from vae_jax import download
 from vae_jax.errors import UsageError
@@ -68,8 +69,9 @@ def entry(folder: pathlib.Path, image_size: int, test_fraction: float | None,
 
 
 def fingerprint(listings: dict[str, tuple[list[str], np.ndarray]], folder: pathlib.Path) -> str:
-  """A hash of every listed image's split, relative name, size and mtime (ns), and labels."""
-  digest = hashlib.sha256()
+  """A hash of every listed image's split, relative name, size and mtime (ns), the labels,
+  and Pillow's version (another decoder may give other pixels)."""
+  digest = hashlib.sha256(f"Pillow {PIL.__version__}\0".encode())
   for split, (files, labels) in listings.items():
     digest.update(f"{split}\0{len(files)}\0".encode())
     for name in files:
