@@ -7,6 +7,7 @@ the error model of `tests/test_parallel.py` applies.
 """
 import functools
 import os
+import socket
 import subprocess
 import sys
 
@@ -228,6 +229,56 @@ def test_four_devices_give_the_parameters_of_one(npy_dir, resident_epoch, tmp_pa
   for i, y in enumerate(jax.tree.leaves(one)):
     x = four[f"arr_{i}"].astype(np.float64)
     assert np.linalg.norm(x - y) / np.linalg.norm(y) < RELATIVE_L2_TOLERANCE
+
+
+_TWO_PROCESSES = """
+import sys, numpy as np, jax
+sys.path.insert(0, {tests!r})
+from vae_jax import parallel, streaming
+parallel.initialize_distributed("localhost:{port}", 2, {process})
+import test_streaming as t
+from vae_jax import data
+read, rows = streaming.Reader.read, []
+def counted(self, indices):
+  rows.append(np.size(indices))
+  return read(self, indices)
+streaming.Reader.read = counted
+images = data.read_path({folder!r}, "npy").train.images
+params, _ = t._train("streamed", images)
+np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(params)], rows=sum(rows),
+         devices=jax.device_count())
+"""
+
+
+def test_two_processes_read_their_halves_and_give_the_parameters_of_one(npy_dir, resident_epoch,
+                                                                       tmp_path):
+  with socket.socket() as s:  # A free port for the coordinator.
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             PYTHONPATH=str(REPO))
+  processes = [subprocess.Popen(
+      [sys.executable, "-c", _TWO_PROCESSES.format(
+          tests=str(REPO / "tests"), port=port, process=i, folder=str(npy_dir),
+          out=str(tmp_path / f"{i}.npz"))],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  try:
+    for p in processes:
+      _, err = p.communicate(timeout=300)
+      assert p.returncode == 0, err[-3000:]
+  finally:
+    for p in processes:  # One that failed may leave the other waiting in a collective.
+      if p.poll() is None:
+        p.kill()
+        p.communicate()
+  for i in range(2):
+    result = np.load(tmp_path / f"{i}.npz")
+    assert int(result["devices"]) == 4
+    assert int(result["rows"]) == NUM_IMAGES // 2  # Each process read its devices' half.
+    for j, y in enumerate(jax.tree.leaves(resident_epoch)):
+      x = result[f"arr_{j}"].astype(np.float64)
+      assert np.linalg.norm(x - y) / np.linalg.norm(y) < RELATIVE_L2_TOLERANCE
 
 
 # ----------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def permutations(keys: jax.Array, num_examples: int) -> np.ndarray:
     int32 (K, num_examples): the orders `epoch.shuffle_batches` draws.
   """
   raw = parallel.to_host(jax.random.key_data(keys))
-  cpu = jax.devices("cpu")[0]
+  cpu = jax.local_devices(backend="cpu")[0]  # jax.devices() lists other processes' too.
   on_cpu = jax.device_put(jax.random.wrap_key_data(raw, impl=jax.random.key_impl(keys)), cpu)
   # One key at a time, as shuffle_batches does for K = 1 (no vmap).
   return np.stack([np.asarray(_permutation(key, num_examples)) for key in on_cpu])
