@@ -88,7 +88,8 @@ def bench_reader(folder: str) -> None:
   _page_in(path)
   images = np.load(path, mmap_mode="r")
   rng = np.random.default_rng(1)
-  batches = [rng.permutation(shape[0])[:batch * 100].reshape(100, batch) for _ in range(_ROUNDS.value)]
+  batches = [rng.permutation(shape[0])[:batch * 100].reshape(100, batch)
+             for _ in range(_ROUNDS.value)]
   row_mb = np.prod(shape[1:]) / 2**20
   for threads in sorted({1, 2, _THREADS.value}):
     reader = streaming.Reader(images, threads)

@@ -165,7 +165,8 @@ def test_the_cache_is_reused_while_the_folder_is_unchanged(tmp_path, cache_dir, 
   folder = _image_folder(tmp_path / "pics")
   _read(folder, cache_dir)
   monkeypatch.setattr(image_folder, "decode", lambda *a, **k: pytest.fail("decoded again"))
-  assert len(_read(folder, cache_dir).train.images) + len(_read(folder, cache_dir).test.images) == 12
+  again = _read(folder, cache_dir)
+  assert len(again.train.images) + len(again.test.images) == 12
 
 
 def test_a_changed_folder_rebuilds_the_cache(tmp_path, cache_dir):

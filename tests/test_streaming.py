@@ -333,5 +333,6 @@ def test_placement_auto_keeps_what_fits_and_streams_what_does_not(npy_dir, monke
   assert streaming.choose_placement("streamed", dataset) == "streamed"
   monkeypatch.setattr(data, "_host_available_bytes", lambda: dataset.train.images.nbytes)
   assert streaming.choose_placement("auto", dataset, jax.devices("cpu")) == "streamed"
+  data.check_fits(dataset, jax.devices("cpu"), train_copies=0)  # Streamed: the test set only.
   with pytest.raises(UsageError, match="data_placement must be one of"):
     streaming.choose_placement("disk", dataset)

@@ -331,14 +331,15 @@ def check_fits(dataset: Dataset, devices: Sequence[jax.Device] | None = None, *,
   Args:
     dataset: the loaded data.
     devices: the devices the data will be sharded over.
-    train_copies: copies of the training images to count (2: with the epoch's
-      shuffled copy, as `streaming.choose_placement` asks).
+    train_copies: copies of the training images to count: 2 with the epoch's
+      shuffled copy (`streaming.choose_placement`), 0 when they are streamed.
   """
   devices = list(devices or jax.devices())
   need = train_copies * dataset.train.images.nbytes + dataset.test.images.nbytes
   share = -(-need // len(devices))
   spread = f", over {len(devices)} devices" if len(devices) > 1 else ""
-  what = (f"the images ({_size(need)} uint8: train {_size(dataset.train.images.nbytes)} + "
+  copies = {0: "test ", 1: ""}.get(train_copies, f"{train_copies} x train + test ")
+  what = (f"the {copies}images ({_size(need)} uint8: train {_size(dataset.train.images.nbytes)} + "
           f"test {_size(dataset.test.images.nbytes)}{spread})")
   host_need = 0
   for device in devices:
