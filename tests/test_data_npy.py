@@ -238,6 +238,18 @@ def test_a_crash_mid_build_leaves_no_entry_under_the_real_name(tmp_path, cache_d
   assert len(_read(folder, cache_dir).train.images) == 11  # A later run builds it.
 
 
+def test_a_killed_build_is_cleaned_up_by_a_later_one(tmp_path, cache_dir):
+  folder = _image_folder(tmp_path / "pics")
+  path = folder_cache.entry(folder, 0, 0.1, str(cache_dir))
+  dead, live = (path.with_name(f".{path.name}.{name}.tmp") for name in ("dead", "live"))
+  for leftover in (dead, live):
+    leftover.mkdir(parents=True)
+    (leftover / "train.npy").write_bytes(b"half")
+  os.utime(dead, (1, 1))
+  _read(folder, cache_dir)
+  assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, live.name])
+
+
 def test_auto_caches_only_large_folders(tmp_path, cache_dir, monkeypatch):
   folder = _image_folder(tmp_path / "pics")
   _read(folder, cache_dir, "auto")

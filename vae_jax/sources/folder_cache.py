@@ -13,7 +13,8 @@ and mtime in ns, and Pillow's version) and each file's expected size in bytes. A
 only when both still match: a changed folder or a truncated, damaged or
 half-deleted entry is rebuilt. An entry is built under a temporary name and
 renamed into place once every file is written and fsynced, so a crash leaves
-no half entry under the real name. A full disk while building raises one
+no half entry under the real name (and a killed build's temporary folder is
+deleted by a build a day later). A full disk while building raises one
 line and removes the partial build; the image folder itself is only read.
 
 The build writes each image to its place in `train.npy` or `test.npy` as it
@@ -31,6 +32,7 @@ import os
 import pathlib
 import shutil
 import sys
+import time
 import uuid
 
 import numpy as np
@@ -47,6 +49,8 @@ MODES = ("auto", "always", "never")
 # decodes them every time rather than keep a copy.
 CACHE_FROM = image_folder.PROGRESS_FROM
 META = "meta.json"
+# A build's temporary folder untouched this long is a dead build's.
+LEFTOVER_SECONDS = 24 * 3600
 
 
 def root(cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
@@ -182,6 +186,7 @@ class _Plan:
 
 def _build(path: pathlib.Path, plan: _Plan, expected: str) -> None:
   """Writes the entry under a temporary name and renames it to `path`."""
+  _remove_leftovers(path)
   temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
   try:
     temporary.mkdir(parents=True)
@@ -205,6 +210,19 @@ def _build(path: pathlib.Path, plan: _Plan, expected: str) -> None:
     raise UsageError(f"cannot write the image cache {path} ({e.strerror or e}); point "
                      "--config.cache_dir or $VAE_JAX_CACHE elsewhere, or set "
                      "--config.folder_cache=never") from None
+
+
+def _remove_leftovers(path: pathlib.Path) -> None:
+  """Deletes the temporary folders of builds of `path` killed (SIGKILL, power loss) long ago;
+  younger ones may be another process's build in progress."""
+  if not path.parent.is_dir():
+    return
+  for leftover in path.parent.glob(f".{path.name}.*"):
+    try:
+      if time.time() - leftover.stat().st_mtime > LEFTOVER_SECONDS:
+        shutil.rmtree(leftover, ignore_errors=True)
+    except OSError:
+      pass
 
 
 def _first_size(plan: _Plan) -> int:
