@@ -198,6 +198,20 @@ def test_independent_orders_match_the_resident_path(npy_dir):
   _assert_identical(streamed, resident)
 
 
+@pytest.mark.parametrize("chunks, budget_steps, expected", [(2, 5, 5), (2, 4, 1), (1, 2, 2),
+                                                           (1, 0, 1)])
+def test_the_budgeted_chunk_divides_the_resident_one(chunks, budget_steps, expected):
+  """So every chunk boundary of one runner is one of the other's (a resume may switch)."""
+  images, mesh = _images(), parallel.make_mesh()
+  model, step_config, _, _ = _setup(_config(), images.shape[1:], mesh)
+  runner = streaming.StreamedRunner(model, step_config, images, len(images), batch_size=64,
+                                    chunks_per_epoch=chunks, mesh=mesh,
+                                    max_chunk_bytes=budget_steps * 64 * 28 * 28)
+  runner.close()
+  resident = epoch.chunk_size(10, chunks)
+  assert runner.chunk == expected and resident % runner.chunk == 0
+
+
 def test_an_in_memory_array_streams_too(resident_epoch):
   streamed, runner = _train("streamed", _images())
   assert runner.reader.path is None

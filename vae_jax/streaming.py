@@ -52,9 +52,9 @@ from vae_jax import parallel
 from vae_jax.errors import UsageError
 
 PLACEMENTS = ("auto", "resident", "streamed")
-# The bytes of one chunk of batches on this process's devices, at most (the chunk is
-# shortened until it fits): two of them exist at once (one training, one prefetched),
-# plus, on a CPU device, the host buffer each was read into.
+# The bytes of one chunk of the global batches, at most (the chunk is shortened until
+# it fits; each process holds its share): two of them exist at once (one training,
+# one prefetched), plus, on a CPU device, the host buffer each was read into.
 MAX_CHUNK_BYTES = 128 * 2**20
 # Reading threads: pread releases the GIL, the per-image Python work holds it, so a
 # few threads suffice.
@@ -241,8 +241,8 @@ class StreamedRunner:
   Attributes:
     steps_per_epoch: full batches per epoch.
     chunk: steps per `run_chunk` call; divides `steps_per_epoch`. That of
-      `epoch.Runner`, or shorter where a chunk's batches would exceed
-      `max_chunk_bytes` on this process's devices.
+      `epoch.Runner`, or a divisor of it where a chunk's global batches would
+      exceed `max_chunk_bytes`.
     compile_seconds: time `compile` took (None before).
   """
 
@@ -259,7 +259,7 @@ class StreamedRunner:
       chunks_per_epoch: at least this many `run_chunk` calls per epoch.
       mesh: the device mesh.
       independent_orders: shuffle each model's data in its own order.
-      max_chunk_bytes: the most bytes of one chunk's batches on this process's devices.
+      max_chunk_bytes: the most bytes of one chunk's global batches.
       read_threads: threads reading images.
     """
     self.model, self.step_config = model, step_config
@@ -280,16 +280,18 @@ class StreamedRunner:
     self.compile_seconds = None
 
   def _chunk_length(self, num_orders: int) -> int:
-    """Steps per chunk: the resident runner's, unless that exceeds max_chunk_bytes here;
-    then the longest that divides the epoch and fits (one step at least)."""
-    local = len(self.mesh.local_devices) / self.mesh.size
-    step_bytes = self.batch_size * math.prod(self.image_shape) * num_orders * local
-    steps = self.steps_per_epoch
-    chunk = epoch.chunk_size(steps, self._chunks_per_epoch)
-    if chunk * step_bytes <= self._max_chunk_bytes:
-      return chunk
-    fitting = [d for d in range(1, chunk)
-               if steps % d == 0 and d * step_bytes <= self._max_chunk_bytes]
+    """Steps per chunk: the resident runner's, unless its batches exceed max_chunk_bytes;
+    then its longest divisor that fits (one step at least).
+
+    A divisor, so that every chunk boundary of the resident runner is one of this
+    runner's: a run stopped at a boundary resumes with either. Counted over the
+    global batch, not this process's share, so that the chunk depends on the config
+    and the data alone, not on the machines a resume runs on.
+    """
+    step_bytes = self.batch_size * math.prod(self.image_shape) * num_orders
+    chunk = epoch.chunk_size(self.steps_per_epoch, self._chunks_per_epoch)
+    fitting = [d for d in range(1, chunk + 1)
+               if chunk % d == 0 and d * step_bytes <= self._max_chunk_bytes]
     return max(fitting, default=1)
 
   def _set_orders(self, shuffle_keys: jax.Array) -> None:
