@@ -2,11 +2,14 @@
 
 `load(config)` picks the source from the config:
   * `data_dir=PATH`: what PATH holds decides (`read_path`): the four IDX
-    files, one `.npz` file (PATH may be the file), or a folder of PNG/JPEG
-    images (`vae_jax.sources.image_folder` has the layouts). `dataset` is then
-    only the name results are labelled with, any string; left empty, the name
-    comes from the data (`name_of`): MNIST, Fashion-MNIST and mnist_sample IDX
-    files by their checksums, else the `.npz` file's or the folder's name;
+    files, one `.npz` file (PATH may be the file), `train.npy` and `test.npy`
+    (opened as memory maps, `vae_jax.sources.npy`), or a folder of PNG/JPEG
+    images (`vae_jax.sources.image_folder` has the layouts; large ones are
+    decoded once into an `.npy` cache, `vae_jax.sources.folder_cache`).
+    `dataset` is then only the name results are labelled with, any string;
+    left empty, the name comes from the data (`name_of`): MNIST, Fashion-MNIST
+    and mnist_sample IDX files by their checksums, else the `.npz` file's or
+    the folder's name;
   * `dataset` empty (the default): MNIST, downloaded once; on a machine that
     reaches no mirror and has no copy cached, the shipped `mnist_sample`
     instead, said in one line;
@@ -43,8 +46,10 @@ import numpy as np
 from vae_jax import download
 from vae_jax import schema
 from vae_jax.errors import UsageError
+from vae_jax.sources import folder_cache
 from vae_jax.sources import idx
 from vae_jax.sources import image_folder
+from vae_jax.sources import npy
 from vae_jax.sources import npz
 from vae_jax.sources import pixels
 
@@ -72,8 +77,8 @@ SPLIT_SEED = 0
 _TFDS_HINT = ("offline, prepare it where there is network and pass --config.tfds_data_dir, "
               "or use --config.data_dir with IDX, .npz or image files")
 _EXPECTED = ("the four IDX files (train-images-idx3-ubyte[.gz], ...), one .npz file "
-             "(x_train, x_test, ...), or PNG/JPEG images (directly, in class folders, "
-             "or under train/ and test/)")
+             "(x_train, x_test, ...), train.npy and test.npy, or PNG/JPEG images (directly, "
+             "in class folders, or under train/ and test/)")
 
 _TEST_FRACTION = schema.FIELDS["test_fraction"].default
 
@@ -117,7 +122,7 @@ def check_config(config) -> None:
                      f"{TFDS_PREFIX}NAME (tensorflow-datasets), or set data_dir")
   if name == TFDS_PREFIX:
     raise UsageError(f"dataset={name!r} lacks the tfds name, e.g. {TFDS_PREFIX}cifar10")
-  for name in ("test_fraction", "image_size"):
+  for name in ("test_fraction", "image_size", "folder_cache"):
     schema.FIELDS[name].check(config[name])
 
 
@@ -125,8 +130,8 @@ def load(config, *, say: Callable[[str], None] | None = None) -> Dataset:
   """Loads the dataset a config names.
 
   Fields read: `dataset`, `data_dir`, `cache_dir`, `tfds_data_dir`,
-  `test_fraction`, `image_size` (a config.json written before some of them
-  existed is completed by `schema.upgrade` when it is read).
+  `test_fraction`, `image_size`, `folder_cache` (a config.json written before
+  some of them existed is completed by `schema.upgrade` when it is read).
 
   Args:
     config: the run's config.
@@ -134,7 +139,8 @@ def load(config, *, say: Callable[[str], None] | None = None) -> Dataset:
       digits offline; default: stderr.
 
   Returns:
-    The dataset, images `(N, H, W, C)` uint8; its `name` is what results carry.
+    The dataset, images `(N, H, W, C)` uint8 (memmaps for `.npy` folders and
+    cached image folders); its `name` is what results carry.
 
   Raises:
     UsageError: an invalid field, or data that cannot be read (one line).
@@ -143,7 +149,8 @@ def load(config, *, say: Callable[[str], None] | None = None) -> Dataset:
   image_size, test_fraction = config.image_size, config.test_fraction
   if config.data_dir:
     return read_path(config.data_dir, config.dataset or None, image_size=image_size,
-                     test_fraction=test_fraction)
+                     test_fraction=test_fraction, folder_cache=config.folder_cache,
+                     cache_dir=config.cache_dir or None)
   if not config.dataset:
     return _resized(_default_dataset(config.cache_dir or None, say), image_size)
   if config.dataset == "mnist_sample":
@@ -173,13 +180,24 @@ def _to_stderr(message: str) -> None:
 
 
 def read_path(path, name: str | None = None, *, image_size: int = 0,
-              test_fraction: float = _TEST_FRACTION) -> Dataset:
-  """Reads what `path` holds: IDX files, a `.npz` file (or a folder with one), or images.
+              test_fraction: float = _TEST_FRACTION, folder_cache: str = "auto",
+              cache_dir=None) -> Dataset:
+  """Reads what `path` holds: IDX files, a `.npz` file (or a folder with one), `.npy`
+  files, or images.
 
   Checked in that order: a folder holding any of the four IDX file names is
   read as IDX (and must hold all four), else one holding a `.npz` as that
-  file, else one holding PNG/JPEG files as an image folder. `name` None: the
-  name comes from the data (see `name_of`).
+  file, else one holding `train.npy` as an `.npy` folder, else one holding
+  PNG/JPEG files as an image folder.
+
+  Args:
+    path: the file or folder.
+    name: the dataset's name; None: from the data (see `name_of`).
+    image_size: S > 0 resizes every image to S x S.
+    test_fraction: the share split off as test set where the input has none.
+    folder_cache: for image folders: "auto" (cache those of at least
+      `folder_cache.CACHE_FROM` images), "always" or "never".
+    cache_dir: the cache root (`folder_cache.root`); None: the default.
 
   Raises:
     UsageError: a missing path, an empty folder, unknown content (saying what
@@ -198,10 +216,11 @@ def read_path(path, name: str | None = None, *, image_size: int = 0,
     return _resized(dataclasses.replace(dataset, name=name or name_of(path)), image_size)
   if npz_file := npz.find(path):
     return _from_npz(npz_file, name or name_of(npz_file), image_size)
+  if npy.holds_npy(path):
+    return _from_npy(path, name or name_of(path), image_size)
   if image_folder.holds_images(path):
-    folder = image_folder.read(path, image_size)
-    return assemble(name or name_of(path), str(path), folder.splits, folder.class_names,
-                    test_fraction)
+    return _from_image_folder(path, name or name_of(path), image_size, test_fraction,
+                              folder_cache, cache_dir)
   if not any(path.iterdir()):
     raise UsageError(f"data_dir {str(path)!r} is empty; expected {_EXPECTED}")
   raise UsageError(f"data_dir {str(path)!r} holds none of the inputs it can read; expected "
@@ -255,6 +274,30 @@ def load_idx_dir(data_dir, name: str = "idx") -> Dataset:
 
 def _from_npz(path: pathlib.Path, name: str, image_size: int) -> Dataset:
   return _resized(assemble(name, str(path), npz.read(path)), image_size)
+
+
+def _from_npy(path: pathlib.Path, name: str, image_size: int) -> Dataset:
+  """The memmapped `.npy` folder; never resized, which would copy it into RAM."""
+  splits, class_names = npy.read(path)
+  dataset = assemble(name, str(path), splits, class_names)
+  if image_size and dataset.image_shape[:2] != (image_size, image_size):
+    raise UsageError(f"{path}: images are {_hwc(dataset.image_shape)}; .npy folders are not "
+                     f"resized (image_size={image_size}): resize them ahead of time or set "
+                     "--config.image_size=0")
+  return dataset
+
+
+def _from_image_folder(path: pathlib.Path, name: str, image_size: int, test_fraction: float,
+                       mode: str, cache_dir) -> Dataset:
+  """Decoded afresh, or through the `.npy` cache: the same arrays either way."""
+  listings, class_names = image_folder.list_splits(path)
+  if not folder_cache.wanted(mode, sum(len(files) for files, _ in listings.values())):
+    folder = image_folder.read(path, image_size)
+    return assemble(name, str(path), folder.splits, folder.class_names, test_fraction)
+  entry = folder_cache.cached(path, image_size, test_fraction, cache_dir=cache_dir,
+                              listings=listings, class_names=class_names)
+  splits, class_names = npy.read(entry)
+  return assemble(name, str(path), splits, class_names)
 
 
 def load_tfds(tfds_name: str, data_dir: str | None = None, *, name: str | None = None,
@@ -328,7 +371,17 @@ def split_off_test(split: Split, fraction: float, where: str = "data") -> tuple[
   Raises:
     UsageError: too few images for both parts to be non-empty.
   """
-  n = len(split.images)
+  is_test = test_mask(len(split.images), fraction, where)
+  return (Split(split.images[~is_test], split.labels[~is_test]),
+          Split(split.images[is_test], split.labels[is_test]))
+
+
+def test_mask(n: int, fraction: float, where: str = "data") -> np.ndarray:
+  """`(n,)` bool, True for the round(n * fraction) images `split_off_test` holds out.
+
+  Raises:
+    UsageError: too few images for both parts to be non-empty.
+  """
   num_test = round(n * fraction)
   if not 0 < num_test < n:
     raise UsageError(f"{where}: {n} images and test_fraction={fraction} leave an empty "
@@ -336,8 +389,7 @@ def split_off_test(split: Split, fraction: float, where: str = "data") -> tuple[
                      "test/ folder")
   is_test = np.zeros(n, bool)
   is_test[np.random.default_rng(SPLIT_SEED).permutation(n)[:num_test]] = True
-  return (Split(split.images[~is_test], split.labels[~is_test]),
-          Split(split.images[is_test], split.labels[is_test]))
+  return is_test
 
 
 def _hwc(shape) -> str:
@@ -348,7 +400,8 @@ def _hwc(shape) -> str:
 # Memory.
 
 
-def check_fits(dataset: Dataset, devices: Sequence[jax.Device] | None = None) -> None:
+def check_fits(dataset: Dataset, devices: Sequence[jax.Device] | None = None, *,
+               train_copies: int = 1) -> None:
   """Raises UsageError if the uint8 train + test images would not fit in device memory.
 
   The images are taken to be sharded evenly over `devices` (default: all),
@@ -362,12 +415,15 @@ def check_fits(dataset: Dataset, devices: Sequence[jax.Device] | None = None) ->
   Args:
     dataset: the loaded data.
     devices: the devices the data will be sharded over.
+    train_copies: copies of the training images to count: 2 with the epoch's
+      shuffled copy (`streaming.choose_placement`), 0 when they are streamed.
   """
   devices = list(devices or jax.devices())
-  need = dataset.train.images.nbytes + dataset.test.images.nbytes
+  need = train_copies * dataset.train.images.nbytes + dataset.test.images.nbytes
   share = -(-need // len(devices))
   spread = f", over {len(devices)} devices" if len(devices) > 1 else ""
-  what = (f"the images ({_size(need)} uint8: train {_size(dataset.train.images.nbytes)} + "
+  copies = {0: "test ", 1: ""}.get(train_copies, f"{train_copies} x train + test ")
+  what = (f"the {copies}images ({_size(need)} uint8: train {_size(dataset.train.images.nbytes)} + "
           f"test {_size(dataset.test.images.nbytes)}{spread})")
   host_need = 0
   for device in devices:

@@ -57,20 +57,22 @@ def shuffle_batches(images, keys, *, num_examples: int, batch_size: int, shardin
   return jax.lax.with_sharding_constraint(batches, sharding)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "step_config", "num_steps"),
+@functools.partial(jax.jit, static_argnames=("model", "step_config", "num_steps", "chunk_batches"),
                    donate_argnames=("state",))
 def train_chunk(model, step_config, state, batches, step_keys, settings, start, *,
-                num_steps: int):
+                num_steps: int, chunk_batches: bool = False):
   """Steps `start .. start + num_steps - 1` of an epoch with `lax.scan`, for every model.
 
   Args:
     model, step_config: static; see `train_step.step_one`.
     state: the stacked train state; its buffers are donated.
-    batches: the epoch's batches from `shuffle_batches`.
+    batches: the epoch's batches from `shuffle_batches`; with `chunk_batches`
+      only this chunk's, batch i for step `start + i` (`vae_jax.streaming`).
     step_keys: (N,) keys of the epoch; step s of model i draws from `fold_in(step_keys[i], s)`.
     settings: per-model settings.
     start: index of the first step, a scalar.
     num_steps: steps to run (static).
+    chunk_batches: whether `batches` holds this chunk's batches only (static).
 
   Returns:
     The new state and the steps' metrics, each (N, num_steps).
@@ -78,7 +80,8 @@ def train_chunk(model, step_config, state, batches, step_keys, settings, start, 
   def one_model(state, batches, step_key, settings):
     def body(state, i):
       step = start + i
-      batch = jax.lax.dynamic_index_in_dim(batches, step, keepdims=False)
+      # The key always follows the epoch's step, whichever batches are at hand.
+      batch = jax.lax.dynamic_index_in_dim(batches, i if chunk_batches else step, keepdims=False)
       return train_step_lib.step_one(model, step_config, state, batch,
                                      jax.random.fold_in(step_key, step), settings)
     after, metrics = jax.lax.scan(body, state, jnp.arange(num_steps))

@@ -24,6 +24,7 @@ from vae_jax import optim
 from vae_jax import parallel
 from vae_jax import schema
 from vae_jax import stacked
+from vae_jax import streaming
 from vae_jax import sweep
 from vae_jax import train_step
 from vae_jax.errors import UsageError
@@ -156,7 +157,9 @@ class Experiment:
 
   @classmethod
   def build(cls, config, dataset: data.Dataset, module: model_lib.VAE,
-            with_evaluation: bool = True) -> "Experiment":
+            with_evaluation: bool = True, placement: str = "device") -> "Experiment":
+    """Args: placement: "device" (the training set in device memory, `epoch.Runner`)
+    or "stream" (read from the host batch by batch, `streaming.StreamedRunner`)."""
     mesh = parallel.make_mesh()
     model_settings = sweep.model_settings(config)
     settings = jax.device_put(train_step.Settings.of(model_settings), parallel.replicated(mesh))
@@ -164,15 +167,24 @@ class Experiment:
     step_config = train_step.StepConfig.from_config(
         config, settings, config.num_epochs * steps_per_epoch)  # The cosine schedule's length.
     keys = KeyStreams.of(config)
-    runner = epoch_lib.Runner(
-        module, step_config, epoch_lib.place_training_set(dataset.train.images, mesh),
-        len(dataset.train.images), batch_size=config.batch_size,
-        chunks_per_epoch=config.chunks_per_epoch, mesh=mesh,
-        independent_orders=keys.independent_orders)
+    options = dict(batch_size=config.batch_size, chunks_per_epoch=config.chunks_per_epoch,
+                   mesh=mesh, independent_orders=keys.independent_orders)
+    if placement == "stream":
+      runner = streaming.StreamedRunner(module, step_config, dataset.train.images,
+                                        len(dataset.train.images), **options)
+    else:
+      runner = epoch_lib.Runner(
+          module, step_config, epoch_lib.place_training_set(dataset.train.images, mesh),
+          len(dataset.train.images), **options)
     evaluation_data = (EvaluationData.place(dataset.test.images, config, mesh)
                        if with_evaluation else None)
     return cls(config, module, mesh, keys, model_settings, settings, step_config, runner,
                evaluation_data)
+
+  def close(self) -> None:
+    """Stops a streamed epoch's reader threads (nothing to do for a resident one)."""
+    if hasattr(self.runner, "close"):
+      self.runner.close()
 
   @property
   def num_models(self) -> int:

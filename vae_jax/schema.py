@@ -108,6 +108,16 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
        "data", low=0.0, high=1.0, strict=True),
     _f("image_size", 0, "S > 0: centre-crop every image to a square, resize to S x S; 0: keep",
        "data", low=0, hint=" (0 keeps the size)"),
+    _f("folder_cache", "auto", "image folders: auto (decode those of 10,000 images or more "
+       "once into an .npy cache, reused while the folder is unchanged) | always | never",
+       "data", choices=("auto", "always", "never")),
+    _f("data_placement", "auto", "device: the training set in device memory (the fastest "
+       "epoch) | stream: read batch by batch from the host (a memmap), for data larger than "
+       "device memory | auto: device when it fits device_data_budget, else stream", "data",
+       choices=("auto", "device", "stream")),
+    _f("device_data_budget", 0.0, "GiB of device memory the training set may take with "
+       "data_placement=auto (counting its shuffled copy); 0: the device's free memory (host "
+       "memory for CPU devices)", "data", low=0.0),
     _f("binarize", "none", "none: grey levels as targets; dynamic: a Bernoulli draw per step",
        "data", choices=("none", "dynamic")),
     # Model: the network and p(x|z).

@@ -45,6 +45,7 @@ from vae_jax import parallel
 from vae_jax import reporting
 from vae_jax import stacked
 from vae_jax import stopping
+from vae_jax import streaming
 from vae_jax import train_step
 from vae_jax.errors import Interrupted
 from vae_jax.errors import TrainingDiverged
@@ -108,7 +109,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   workdir = pathlib.Path(workdir)
   config = _with_saved_dataset(config, workdir)
   dataset = data.load(config, say=_printer(verbose))
-  data.check_fits(dataset)
+  placement, why = streaming.choose_placement(config.data_placement, dataset,
+                                              config.device_data_budget)
+  data.check_fits(dataset, train_copies=0 if placement == "stream" else 1)
   config = experiment_lib.resolve_config(config, dataset, module)
   module = _module(config, dataset, module)
   if workdir.exists() and not workdir.is_dir():
@@ -121,7 +124,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     reporter = reporting.Reporter(workdir, parallel.is_main_process(), config.num_models,
                                   verbose)
     stack.callback(reporter.close)
-    experiment = Experiment.build(config, dataset, module)
+    experiment = Experiment.build(config, dataset, module, placement=placement)
+    stack.callback(experiment.close)
+    if config.data_placement == "auto" and placement == "stream":  # Worth a line: slower.
+      reporter.say(f"streaming the training set from the host: {why}")
     return _train(experiment, ckpt, reporter, stopping.Stopper(should_stop), dataset)
 
 
@@ -271,6 +277,11 @@ def _train_epoch(exp: Experiment, state, epoch: int, stop, reporter, ckpt
   """Trains the rest of epoch `epoch` chunk by chunk, until its end or a stop."""
   spe = exp.steps_per_epoch
   done = state.steps_done - epoch * spe
+  if done % exp.runner.chunk:
+    raise UsageError(f"the checkpoint at step {state.steps_done} is {done} steps into epoch "
+                     f"{epoch + 1}, not at a boundary of this run's chunks of "
+                     f"{exp.runner.chunk} steps; resume with the chunks_per_epoch and "
+                     "data_placement it was written with")
   if done == 0:
     state = state.new_epoch()
   shuffle_keys, step_keys = exp.keys.epoch(epoch)

@@ -29,6 +29,7 @@ import dataclasses
 import multiprocessing
 import os
 import pathlib
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -94,7 +95,7 @@ def read(folder, image_size: int = 0, *, workers: int | None = None,
     UsageError: an empty or mixed-up layout, or a file Pillow cannot decode.
   """
   folder = pathlib.Path(folder)
-  listings, class_names = _list_splits(folder)
+  listings, class_names = list_splits(folder)
   all_files = [f for files, _ in listings.values() for f in files]
   images = decode(all_files, image_size, workers=workers, executor=executor,
                   description=f"decoding {folder}")
@@ -105,8 +106,12 @@ def read(folder, image_size: int = 0, *, workers: int | None = None,
   return FolderData(splits, class_names)
 
 
-def _list_splits(folder: pathlib.Path):
-  """({split: (paths, labels)}, class names or None) of the folder's splits."""
+def list_splits(folder: pathlib.Path):
+  """({split: (paths, labels)}, class names or None) of the folder's splits, in load order.
+
+  Raises:
+    UsageError: see `list_split`; train/ and test/ of different layouts.
+  """
   listings, class_names = {}, None
   for split, root in _split_roots(folder).items():
     files, labels, names = list_split(root, class_names)
@@ -213,26 +218,43 @@ def decode(files: list[str], image_size: int = 0, *, workers: int | None = None,
   Raises:
     UsageError: naming the first file that Pillow cannot decode.
   """
+  # Filled as chunks arrive, in the shape of the first image; the others
+  # wait in `odd` for the majority to be known.
+  out, odd = None, {}
+  for start, chunk in decode_chunks(files, image_size, workers=workers, executor=executor,
+                                    description=description):
+    for i, array in enumerate(chunk, start):
+      if out is None:
+        out = np.empty((len(files), *array.shape), np.uint8)
+      if array.shape == out.shape[1:]:
+        out[i] = array
+      else:
+        odd[i] = array
+  return _uniform(out, odd)
+
+
+def decode_chunks(files: list[str], image_size: int = 0, *, workers: int | None = None,
+                  executor: str = "auto", description: str = "decoding"
+                  ) -> Iterator[tuple[int, list[np.ndarray]]]:
+  """Decodes `files` in chunks of CHUNK, in order, with a progress bar for large folders.
+
+  Arguments as for `decode`, which assembles the chunks; the folder cache
+  writes them to disk as they come.
+
+  Yields:
+    (index of the chunk's first file, its images `(h, w, c)` uint8 as decoded,
+    not yet converted to one shape).
+  """
   if executor == "auto":
     executor = "threads" if _values(files[0]) >= THREADS_FROM_VALUES else "serial"
   chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
   bar = tqdm.tqdm(total=len(files), desc=description, unit=" images", leave=False,
                   disable=None if len(files) >= PROGRESS_FROM else True)
-  # Filled as chunks arrive, in the shape of the first image; the others
-  # wait in `odd` for the majority to be known.
-  out, odd = None, {}
   with _pool(executor, workers) as pool, bar:
     decoded = (pool.map if pool else map)(_decode_chunk, chunks, [image_size] * len(chunks))
     for start, chunk in zip(range(0, len(files), CHUNK), decoded):
-      for i, array in enumerate(chunk, start):
-        if out is None:
-          out = np.empty((len(files), *array.shape), np.uint8)
-        if array.shape == out.shape[1:]:
-          out[i] = array
-        else:
-          odd[i] = array
+      yield start, chunk
       bar.update(len(chunk))
-  return _uniform(out, odd)
 
 
 def _values(path: str) -> int:
@@ -317,24 +339,31 @@ def _grey_palette(image: Image.Image) -> bool:
   return bool((palette == palette[:, :1]).all())
 
 
-def _uniform(out: np.ndarray, odd: dict[int, np.ndarray]) -> np.ndarray:
-  """`out` with the images in `odd` (index -> `(h, w, c)`) converted in, to the majority shape."""
-  sizes = collections.Counter({out.shape[1:3]: len(out) - len(odd)})
+def majority_shape(first: tuple[int, int, int], num_first: int,
+                   odd: dict[int, np.ndarray]) -> tuple[int, int, int]:
+  """The (H, W, C) every image is converted to, from `num_first` images of the first image's
+  shape `first` and the others in `odd` (index -> `(h, w, c)`)."""
+  sizes = collections.Counter({first[:2]: num_first})
   sizes.update(a.shape[:2] for a in odd.values())
-  channels = collections.Counter({out.shape[3]: len(out) - len(odd)})
+  channels = collections.Counter({first[2]: num_first})
   channels.update(a.shape[2] for a in odd.values())
   # Ties: the size met first, and colour (converting grey to colour loses nothing).
   (height, width), _ = sizes.most_common(1)[0]
-  shape = (height, width, 3 if channels[3] >= channels[1] else 1)
+  return (height, width, 3 if channels[3] >= channels[1] else 1)
+
+
+def _uniform(out: np.ndarray, odd: dict[int, np.ndarray]) -> np.ndarray:
+  """`out` with the images in `odd` (index -> `(h, w, c)`) converted in, to the majority shape."""
+  shape = majority_shape(out.shape[1:], len(out) - len(odd), odd)
   if shape != out.shape[1:]:  # The first image was in the minority: start again.
     odd = {i: odd.get(i, out[i]) for i in range(len(out))}
     out = np.empty((len(out), *shape), np.uint8)
   for i, array in odd.items():
-    out[i] = array if array.shape == shape else _convert(array, *shape)
+    out[i] = array if array.shape == shape else convert(array, *shape)
   return out
 
 
-def _convert(array: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
+def convert(array: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
   """One `(h, w, c)` image to `(height, width, channels)`: Pillow's mode conversion and `fit`."""
   image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
   image = pixels.fit(image.convert("L" if channels == 1 else "RGB"), (width, height))
