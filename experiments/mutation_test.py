@@ -14,7 +14,7 @@ Not part of CI (an hour of CPU) and not a test dependency:
 `plan` makes cosmic-ray sessions for MODULES (`cosmic-ray init`, then
 `cr-filter-operators`): its core operators cut to one plausible slip per
 site, as mutmut makes them (+ for -, < for <=, a number off by one, a negated
-condition, ...; not + for <<), and for trainer.py only the key handling. It
+condition, ...; not + for <<), and for experiment.py only the key handling. It
 writes each mutant's code (cosmic-ray's `mutate_code`) and the in-process
 tests of the selection (TESTS) that execute its line, from one coverage run
 with per-test contexts. `run` tests each mutant in a copy of the repository
@@ -39,8 +39,9 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-MODULES = ("objectives", "model", "train_step", "epoch", "checkpoints", "trainer")
-KEY_HANDLING = {"stream_keys", "_epoch_keys", "_roots"}  # And the trainer's *_STREAM numbers.
+MODULES = ("objectives", "model", "train_step", "epoch", "checkpoints", "experiment")
+# experiment.py: only KeyStreams' methods, and its stream numbers (the line naming INIT, ...).
+KEY_HANDLING = {"of", "stream", "epoch", "evaluation", "iwae"}
 
 # The in-process tests (subprocess tests are too slow to run per mutant), as of the
 # issue (before) and with the tests written for it (after).
@@ -118,8 +119,8 @@ def _mutants(out: pathlib.Path, module: str, contexts: dict, only: dict | None) 
                     "(SELECT job_id FROM work_results)").fetchall()
   mutants = []
   for job, op, op_args, occurrence, row, definition in rows:
-    if module == "trainer" and not (definition in KEY_HANDLING or (
-        definition is None and "_STREAM" in lines[row - 1])):
+    if module == "experiment" and not (definition in KEY_HANDLING or (
+        "INIT, TRAIN" in lines[row - 1])):
       continue
     op_args = json.loads(op_args)  # Stored as JSON of a JSON string.
     operator = plugins.get_operator(op)(**(json.loads(op_args) if isinstance(op_args, str) else op_args))

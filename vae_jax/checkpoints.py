@@ -3,14 +3,16 @@
 A workdir holds `config.json` (what rebuilds the model) and `checkpoints/STEP/`
 with three orbax items:
   * `params` and `opt_state`: the stacked models' arrays (leading model axis);
-  * `meta`: JSON with the step, which models are alive, the trainer's
-    progress within the run, and per array item its layout (leaf paths, dtypes,
-    shapes) and a SHA-256 digest of its contents.
+  * `meta`: JSON with the step, the train state's other counters (which models
+    are alive, the epoch's sums, ...: `train_step.TrainState.COUNTERS`), what
+    the run checks on resume (its steps per epoch), and per array item its
+    layout (leaf paths, dtypes, shapes) and a SHA-256 digest of its contents.
 A restore first compares the layout, so another model or optimizer is named
 as such, then recomputes the digests, so truncated, deleted or overwritten
-files are caught (orbax itself does not verify content); the trainer and
-`load` then fall back to the newest intact checkpoint, and the trainer moves
-the damaged ones to `checkpoints.damaged/`. Orbax writes each checkpoint into
+files are caught (orbax itself does not verify content). `restore_newest` is
+the one restore path of training, `load` and `evaluate`: it falls back to the
+newest intact checkpoint, and the run's writer moves the damaged ones to
+`checkpoints.damaged/`. Orbax writes each checkpoint into
 a temporary folder and renames it when complete, so readers never see half of
 one; the writer deletes the temporary folders of saves killed midway.
 """
