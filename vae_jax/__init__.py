@@ -21,6 +21,8 @@ Use a trained model:
     rows = vae_jax.interpolate(model, zeros, sixes, num_steps=9)  # (5, 9, H, W)
     print(vae_jax.evaluate(model, test.images[:100], k=100, key=jax.random.key(0)))
 """
+import typing
+
 from vae_jax import data
 from vae_jax import evaluation
 from vae_jax import likelihoods
@@ -44,6 +46,9 @@ from vae_jax.model import MLPDecoder
 from vae_jax.model import MLPEncoder
 from vae_jax.model import VAE
 from vae_jax.commands import old_names as _old_names
+
+if typing.TYPE_CHECKING:  # Type checkers and the API reference see it; runtime: below.
+  from vae_jax.train import train_and_evaluate
 
 _old_names.install()  # `python -m vae_jax.interpolate` (an older README's) says what it is now.
 
