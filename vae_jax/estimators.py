@@ -142,3 +142,60 @@ def check(estimator: str, posterior) -> None:
   if estimator in NEEDS_POSTERIOR_LOG_PROB and not hasattr(posterior, "log_prob"):
     raise UsageError(f"estimator={estimator} evaluates log q(z|x) at stopped parameters, which "
                      f"posterior {type(posterior).__name__} cannot (no log_prob); use iwae or elbo")
+
+
+# ----------------------------------------------------------------------------
+# For `vae_jax.VAE`: its parameters split into q's and p's, and its `terms`.
+
+INFERENCE = ("encoder", "posterior")  # q's parameters; the rest are p's.
+
+
+def split_params(params: dict, prior_uses_encoder: bool) -> tuple[dict, dict]:
+  """(q_params, p_params) of a VAE's parameters; with a prior that runs the encoder
+  (the VampPrior) p gets its own copy of the encoder's (see the module docstring)."""
+  q = {name: value for name, value in params.items() if name in INFERENCE}
+  p = {name: value for name, value in params.items() if name not in INFERENCE}
+  if prior_uses_encoder:
+    p["encoder"] = params["encoder"]
+  return q, p
+
+
+def merge_grads(q_grads: dict, p_grads: dict) -> dict:
+  """The parameters' gradient from q's and p's parts (the encoder's two copies added)."""
+  grads = {**p_grads, **q_grads}
+  if "encoder" in q_grads and "encoder" in p_grads:
+    grads["encoder"] = jax.tree.map(jnp.add, q_grads["encoder"], p_grads["encoder"])
+  return grads
+
+
+def vae_terms(model, x: jax.Array, key: jax.Array, num_samples: int) -> Terms:
+  """The `terms(q_params, p_params, stop_posterior)` of a `vae_jax.VAE` on images x
+  (B, H, W, C) in [0, 1], with `num_samples` draws per example from `key`: three (K, B)."""
+  cls = type(model)
+
+  def terms(q_params, p_params, stop_posterior: bool):
+    params = {**p_params, **q_params}  # q's encoder draws z; p's copy serves the prior.
+    z, log_qz = model.apply({"params": params}, x, key, num_samples, method=cls.draw)
+    if stop_posterior:  # Every parameter of q stopped; z keeps its path.
+      log_qz = model.apply({"params": jax.lax.stop_gradient(params)}, x, z, method=cls.log_q_at)
+    log_px_z = model.apply({"params": params}, x, z, method=cls.log_px_at)
+    log_pz = model.apply({"params": p_params}, z, method=cls.log_prior)
+    return log_px_z, log_pz, log_qz
+
+  return terms
+
+
+def of_config(objective: str, gradient_estimator: str, train_samples: int) -> str | None:
+  """The estimator a config's objective fields name, or None for the seed's single-sample
+  ELBO with its analytic KL (the default, computed by `VAE.elbo_terms`).
+
+  Raises:
+    UsageError: an estimator that does not go with the objective.
+  """
+  name = {("elbo", "reparam"): "elbo", ("elbo", "stl"): "stl", ("iwae", "reparam"): "iwae",
+          ("iwae", "dreg"): "dreg"}.get((objective, gradient_estimator))
+  if name is None:
+    fits = "iwae" if gradient_estimator == "dreg" else "elbo"
+    raise UsageError(f"gradient_estimator={gradient_estimator} goes with objective={fits}, "
+                     f"not {objective}")
+  return None if name == "elbo" and train_samples == 1 else name

@@ -18,6 +18,7 @@ import numpy as np
 from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import epoch as epoch_lib
+from vae_jax import estimators
 from vae_jax import evaluation
 from vae_jax import model as model_lib
 from vae_jax import optim
@@ -43,6 +44,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   model_lib.Architecture.from_config(config).check()  # Again with the data's image shape later.
   models = sweep.model_settings(config)
   optim.check(config)
+  estimator = estimators.of_config(config.objective, config.gradient_estimator,
+                                   config.train_samples)
+  weighs = any(m["beta"] != 1 or m["kl_warmup_steps"] or m["free_bits"] for m in models)
+  if estimator is not None and weighs:
+    raise UsageError(f"beta, kl_warmup_steps and free_bits weigh the single-sample ELBO's KL; "
+                     f"with objective={config.objective}, train_samples={config.train_samples} "
+                     f"and gradient_estimator={config.gradient_estimator} they are not defined: "
+                     "leave them at 1, 0 and 0")
   if any(m["free_bits"] for m in models) and (config.prior, config.posterior) != ("normal",
                                                                                    "gaussian"):
     raise UsageError("free_bits needs the KL per latent in closed form, which only "

@@ -296,6 +296,29 @@ class VAE(nn.Module):
     log_lik = self.log_likelihood(x[:, None], outputs)
     return log_lik + self.log_prior(z) - log_q, log_lik
 
+  # The per-sample terms of the many-sample objectives (`vae_jax.estimators`).
+
+  def draw(self, x: jax.Array, key: jax.Array, num_samples: int
+           ) -> tuple[jax.Array, jax.Array]:
+    """K draws z ~ q(z|x) per example, reparameterised: z (K, B, L) and log q(z|x) (K, B)."""
+    mean, logvar = self.encode(x)
+    eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
+    if self.posterior is None:
+      z = mean + jnp.exp(0.5 * logvar) * eps
+      return z, objectives.gaussian_log_density(z, mean, logvar)
+    return self.posterior.transform(eps, mean, logvar)
+
+  def log_q_at(self, x: jax.Array, z: jax.Array) -> jax.Array:
+    """log q(z|x) of given z (K, B, L) for images x (B, ...): (K, B)."""
+    mean, logvar = self.encode(x)
+    return self.log_posterior(z, mean, logvar)
+
+  def log_px_at(self, x: jax.Array, z: jax.Array) -> jax.Array:
+    """log p(x|z) of z (K, B, L): (K, B); all K * B codes through the decoder at once."""
+    num, batch, latents = z.shape
+    outputs = self.decode(z.reshape(num * batch, latents))
+    return self.log_likelihood(x, outputs.reshape(num, batch, *outputs.shape[1:]))
+
   def kl(self, mean: jax.Array, logvar: jax.Array) -> jax.Array | None:
     """The analytic KL(q(z|x) || p(z)) summed over latents (...), or None."""
     kl_dims = self.kl_per_dimension(mean, logvar)

@@ -139,6 +139,7 @@ class VampPrior(nn.Module):
   latents: int
   components: int
   image_shape: tuple[int, int, int]
+  uses_encoder = True  # Its log-density runs the VAE's encoder (estimators.split_params).
 
   def setup(self):
     self.pseudo_logits = self.param("pseudo_logits", nn.initializers.normal(1.0),

@@ -181,6 +181,15 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
        "objective", low=0, sweepable=True),
     _f("free_bits", 0.0, "nats each latent's KL counts as at least (batch mean)", "objective",
        low=0.0, sweepable=True),
+    # The training objective (vae_jax.estimators). Not sweepable: each changes the program.
+    _f("objective", "elbo", "elbo (the negative ELBO) | iwae (the negative importance-weighted "
+       "bound, Burda et al. 2015) over train_samples samples per example", "objective",
+       choices=("elbo", "iwae"), legacy="elbo"),
+    _f("train_samples", 1, "importance samples per example: with iwae its K; with elbo, the "
+       "average of K single-sample ELBOs", "objective", low=1, legacy=1),
+    _f("gradient_estimator", "reparam", "reparam | dreg (doubly reparameterised, iwae; Tucker "
+       "et al. 2018) | stl (sticking the landing, elbo; Roeder et al. 2017): the inference "
+       "network's gradient", "objective", choices=("reparam", "dreg", "stl"), legacy="reparam"),
     # Several models in one program.
     _f("num_models", 1, "models in one program (vmapped): model i uses seed + i", "models",
        low=1, shapes=True, legacy=1),

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from vae_jax import data
+from vae_jax import estimators
 from vae_jax import model as model_lib
 from vae_jax import objectives
 from vae_jax import optim
@@ -109,12 +110,17 @@ class StepConfig:
     binarize: draw binary pixels from the grey levels each step.
     weighted: train on `objectives.weighted_objective` (some model has beta != 1,
       a KL warm-up or free bits) instead of the plain mean negative ELBO.
+    estimator: a many-sample objective of `vae_jax.estimators` (elbo, iwae, stl,
+      dreg) with `train_samples` samples per example; None: the single-sample
+      ELBO with its analytic KL (the seed's).
   """
 
   optimizer: optim.OptimizerConfig
   total_steps: int
   binarize: bool
   weighted: bool
+  estimator: str | None = None
+  train_samples: int = 1
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, settings: "Settings",
@@ -122,8 +128,10 @@ class StepConfig:
     weighted = bool(np.any(np.asarray(settings.beta) != 1)
                     or np.any(np.asarray(settings.kl_warmup_steps) > 0)
                     or np.any(np.asarray(settings.free_bits) > 0))
+    estimator = estimators.of_config(config.objective, config.gradient_estimator,
+                                     config.train_samples)
     return cls(optim.optimizer_config(config), total_steps, config.binarize == "dynamic",
-               weighted)
+               weighted, estimator, config.train_samples)
 
   def tx(self, learning_rate) -> optax.GradientTransformation:
     return optim.make(self.optimizer, learning_rate, self.total_steps)
@@ -173,12 +181,25 @@ def step_one(model, step_config: StepConfig, state: TrainState, batch: jax.Array
     weight = objectives.kl_weight(state.step, settings.beta, settings.kl_warmup_steps)
     return objectives.weighted_objective(terms, weight, settings.free_bits), loss
 
-  (objective, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  if step_config.estimator is None:
+    (objective, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  else:
+    objective, grads = _estimated(model, step_config, state.params, x, z_key)
+    loss = objective
   tx = step_config.tx(settings.learning_rate)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
           {"loss": loss, "objective": objective})
+
+
+def _estimated(model, step_config: StepConfig, params, x, key):
+  """The batch's mean surrogate loss of a many-sample estimator and its gradient."""
+  terms = estimators.vae_terms(model, x, key, step_config.train_samples)
+  q, p = estimators.split_params(params, getattr(model.prior, "uses_encoder", False))
+  surrogate = lambda q, p: jnp.mean(estimators.surrogate(step_config.estimator, terms, q, p))
+  value, (q_grads, p_grads) = jax.value_and_grad(surrogate, argnums=(0, 1))(q, p)
+  return value, estimators.merge_grads(q_grads, p_grads)
 
 
 def freeze_diverged(before: TrainState, after: TrainState, metrics: dict) -> TrainState:
