@@ -18,7 +18,7 @@ from vae_jax import reporting
 from vae_jax import train
 from vae_jax.configs import tiny
 
-EVAL_FIELDS = {"workdir", "dataset", "split", "binarize", "likelihood", "step", "seed",
+EVAL_FIELDS = {"workdir", "dataset", "split", "binarize", "likelihood", "family", "step", "seed",
                "num_examples", "k", "elbo", "elbo_stderr", "recon", "kl", "nll", "nll_stderr",
                "bits_per_dim", "active_units", "latents", "unit_activity", "kl_per_dimension",
                "seconds"}

@@ -220,7 +220,8 @@ def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: f
     (a discrete likelihood's bits for the logistic likelihood and for binary
     data; for grey levels under a Bernoulli or Gaussian it is not one);
     `active_units`, `latents`, `unit_activity` (Cov_x E_q[z_i] per latent);
-    `kl_per_dimension` (mean over examples); `seconds`.
+    `kl_per_dimension` (mean over examples; None without a closed-form KL:
+    another prior or posterior than the seed's); `seconds`.
   """
   stats = {name: np.asarray(v, np.float64) for name, v in stats.items()}
   elbo = -(stats["recon"] + stats["kl"])
@@ -234,7 +235,8 @@ def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: f
       "bits_per_dim": float(nll.mean() / (features * math.log(2))),
       "active_units": int(np.sum(activity > ACTIVE_UNIT_THRESHOLD)),
       "latents": len(activity), "unit_activity": activity.tolist(),
-      "kl_per_dimension": stats["kl_per_dimension"].mean(axis=0).tolist(),
+      "kl_per_dimension": (None if np.isnan(stats["kl_per_dimension"]).any()
+                           else stats["kl_per_dimension"].mean(axis=0).tolist()),
       "seconds": seconds,
   }
 

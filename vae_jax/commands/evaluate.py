@@ -75,10 +75,14 @@ def run(trained: checkpoints.TrainedModel, dataset, inputs, split: str) -> dict:
       example_chunk=_EXAMPLE_CHUNK.value or config.iwae_example_chunk)
   header = {"workdir": str(_WORKDIR.value), "dataset": dataset.name, "split": split,
             "binarize": config.binarize, "likelihood": config.likelihood,
-            "step": trained.step, "seed": _SEED.value, "model": trained.index}
+            "step": trained.step, "seed": _SEED.value, "model": trained.index,
+            "family": {name: config[name] for name in FAMILY if name in config}}
   return {**header, **result}
 
 
+# The config fields that say which model family was evaluated (recorded in eval.json).
+FAMILY = ("prior", "prior_components", "posterior", "flow_steps", "flow_hidden", "objective",
+          "train_samples", "gradient_estimator")
 SUMMARIZED = ("elbo", "recon", "kl", "nll", "bits_per_dim", "active_units")
 
 
@@ -87,7 +91,7 @@ def summarize_models(records: list[dict]) -> dict:
   `mean` / `std` (standard deviation over models, ddof 1) of the main figures."""
   values = {name: np.array([r[name] for r in records], np.float64) for name in SUMMARIZED}
   shared = {k: records[0][k] for k in ("workdir", "dataset", "split", "binarize", "likelihood",
-                                       "step", "seed", "k", "num_examples")}
+                                       "family", "step", "seed", "k", "num_examples")}
   return {**shared, "num_models": len(records), "models": records,
           "mean": {k: float(v.mean()) for k, v in values.items()},
           "std": {k: float(v.std(ddof=1)) for k, v in values.items()}}
