@@ -36,7 +36,9 @@ def main(argv):
   config = _CONFIG.value
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   request = cli.stop_request()
-  with cli.errors_to_exit():
+  # jax.distributed installs a SIGTERM handler of its own (its preemption notifier),
+  # which would swallow the signal: the request's goes back on top for the run.
+  with request.installed(), cli.errors_to_exit():
     result = train.train_and_evaluate(config, _WORKDIR.value, should_stop=request)
   if result.stopped:  # Another process of the run may have had the signal.
     sys.exit(128 + (request.signum or signal.SIGTERM))
