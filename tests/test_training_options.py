@@ -149,3 +149,28 @@ def test_resume_mid_warm_up_and_schedule_is_bit_exact(tmp_path, tiny_config, mon
   a, b = (reporting.read_metrics(tmp_path / d) for d in ("straight", "resumed"))
   assert [r["train_objective"] for r in a] == [r["train_objective"] for r in b]
   assert [r["kl_weight"] for r in a] == [1.25, 2.0]  # 125 / 200 * 2, then beta.
+
+
+class _Spiky(vae_jax.VAE):
+  """A VAE whose loss is 10,000 times larger on the one training image that starts with a
+  white pixel: the step whose batch holds it has a gradient far above its running level."""
+
+  def elbo_terms(self, x, key):
+    terms = super().elbo_terms(x, key)
+    spike = jnp.where(x[:, 0, 0, 0] > 0.99, 1e4, 1.0)
+    return {**terms, "loss": terms["loss"] * spike, "recon": terms["recon"] * spike}
+
+
+def test_an_update_far_above_the_gradients_level_is_skipped_and_counted(tiny_config, tmp_path):
+  rng = np.random.default_rng(0)
+  images = (rng.random((2000, 8, 8, 1)) < 0.3).astype(np.uint8) * 200  # First pixels 0 or 200.
+  images[1234, 0, 0, 0] = 255  # The one spiking example.
+  np.savez(tmp_path / "data.npz", x_train=images, x_test=images[:100])
+  tiny_config.update(data_dir=str(tmp_path / "data.npz"), num_epochs=2, skip_threshold=10.0)
+  vae = _Spiky(vae_jax.MLPEncoder(16, 2), vae_jax.MLPDecoder(16, (8, 8, 1)), latents=2)
+  result = train.train_and_evaluate(tiny_config, tmp_path / "run", module=vae, verbose=False)
+  rows = reporting.read_metrics(tmp_path / "run")
+  # 31 steps per epoch: epoch 2's spike comes after step 20, when skipping starts.
+  assert rows[1]["skipped_updates"] == 1 and rows[0]["skipped_updates"] <= 1
+  assert result.epochs_done == 2 and all(np.isfinite(r["test_loss"]) for r in rows)
+  assert "skipped_updates" in reporting.SCALARS

@@ -313,12 +313,14 @@ def counters(meta: dict) -> dict[str, list]:
   """A checkpoint record's `TrainState.COUNTERS`, also from records written before
   they were saved as such (with a `progress` record instead), one value per model."""
   if "counters" in meta:
-    return meta["counters"]
+    n = len(meta["counters"]["step"])
+    # Counters added since (0 for each model): the state restores with them.
+    return {"grad_norm_level": [0.0] * n, "skipped": [0] * n, **meta["counters"]}
   progress, n = meta["progress"], len(meta["alive"])
   return {"step": [meta["step"]] * n, "alive": meta["alive"],
           "diverged_at": [d or 0 for d in progress["diverged_at"]],
           "loss_sum": progress["loss_sums"], "objective_sum": progress["objective_sums"],
-          "seconds": [progress["seconds"]] * n}
+          "seconds": [progress["seconds"]] * n, "grad_norm_level": [0.0] * n, "skipped": [0] * n}
 
 
 def _checked_meta(meta, step: int) -> dict:

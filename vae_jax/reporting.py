@@ -22,7 +22,7 @@ METRICS_FILE = "metrics.jsonl"
 SCALARS = ("train_loss", "train_objective", "test_loss", "test_recon", "test_kl",
            "test_iwae_nll", "test_iwae_nll_stderr", "learning_rate", "kl_weight",
            "epoch_seconds", "examples_per_second", "eval_seconds", "iwae_seconds",
-           "compile_seconds")
+           "compile_seconds", "skipped_updates")
 
 
 def model_subdir(num_models: int, index: int) -> str:

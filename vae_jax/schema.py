@@ -154,6 +154,9 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
     _f("lr_schedule", "constant", "constant | cosine (to 0 at the last step)", "optimizer",
        choices=("constant", "cosine")),
     _f("warmup_steps", 0, "linear learning-rate warm-up", "optimizer", low=0),
+    _f("skip_threshold", 0.0, "skip an update whose gradient norm is non-finite or above this "
+       "many times its running level (an average over about 100 steps, from step 20 on), as "
+       "VDVAE does; skips are counted in metrics.jsonl; 0: off", "optimizer", low=0.0),
     _f("grad_clip_norm", 0.0, "clip gradients to this global norm; 0: off", "optimizer",
        low=0.0),
     _f("matmul_precision", "float32", "precision of matrix products: float32 everywhere, so "

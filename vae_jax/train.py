@@ -287,17 +287,20 @@ def _train_epoch(exp: Experiment, state, epoch: int, stop, reporter, ckpt
   shuffle_keys, step_keys = exp.keys.epoch(epoch)
   batches = exp.runner.batches(shuffle_keys)
   bar = reporter.progress_bar(spe, done, f"epoch {epoch + 1}")
+  seconds = 0.0  # Into the state once, after the loop: no dispatch per chunk for it.
+  alive = parallel.to_host(state.alive)
   while done < spe and not stop():
     start = time.perf_counter()
-    alive_before = parallel.to_host(state.alive)
+    alive_before = alive
     state, _ = exp.runner.run_chunk(state, batches, step_keys, exp.settings, done)
     alive = parallel.to_host(state.alive)  # Waits for the chunk: one sync point per chunk.
-    state = state.replace(seconds=state.seconds + (time.perf_counter() - start))
+    seconds += time.perf_counter() - start
     done += exp.runner.chunk
-    _report_divergence(exp, state, alive_before, alive, epoch, reporter, ckpt)
+    if (alive_before & ~alive).any():
+      _report_divergence(exp, state, alive_before, alive, epoch, reporter, ckpt)
     bar.update(exp.runner.chunk)
   bar.close()
-  return state
+  return state.replace(seconds=state.seconds + seconds)
 
 
 def _report_divergence(exp, state, alive_before, alive, epoch: int, reporter, ckpt) -> None:
@@ -371,6 +374,8 @@ def _record(exp: Experiment, state, i: int, epoch: int, elbo: dict, eval_seconds
     settings = exp.model_settings[i]
     record["kl_weight"] = float(objectives.kl_weight(
         jnp.float32(steps), settings["beta"], settings["kl_warmup_steps"]))
+  if exp.step_config.skip_threshold:
+    record["skipped_updates"] = int(state.skipped[i])
   if not alive:
     record["diverged_at_step"] = int(state.diverged_at[i])
   if iwae is not None:

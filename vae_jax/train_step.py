@@ -45,6 +45,9 @@ class TrainState:
     loss_sum, objective_sum: sums of the current epoch's finite batch losses
       (the mean negative ELBO) and objectives (what was minimised), float32.
     seconds: training time of the current epoch so far, summed over resumes.
+    grad_norm_level: the running level of the gradient's global norm (with
+      `skip_threshold`; 0 before the first step).
+    skipped: updates skipped in the current epoch (with `skip_threshold`).
   """
 
   step: jax.Array
@@ -55,9 +58,12 @@ class TrainState:
   loss_sum: jax.Array
   objective_sum: jax.Array
   seconds: jax.Array
+  grad_norm_level: jax.Array
+  skipped: jax.Array
 
   # The fields besides params and opt_state: small, saved in a checkpoint's record.
-  COUNTERS = ("step", "alive", "diverged_at", "loss_sum", "objective_sum", "seconds")
+  COUNTERS = ("step", "alive", "diverged_at", "loss_sum", "objective_sum", "seconds",
+              "grad_norm_level", "skipped")
 
   @property
   def num_models(self) -> int:
@@ -77,7 +83,8 @@ class TrainState:
     # Three arrays, not one: the chunk donates each buffer of the state.
     return self.replace(loss_sum=jnp.zeros_like(self.loss_sum),
                         objective_sum=jnp.zeros_like(self.objective_sum),
-                        seconds=jnp.zeros_like(self.seconds))
+                        seconds=jnp.zeros_like(self.seconds),
+                        skipped=jnp.zeros_like(self.skipped))
 
 
 def fresh_counters(num_models: int) -> dict[str, jax.Array]:
@@ -85,7 +92,8 @@ def fresh_counters(num_models: int) -> dict[str, jax.Array]:
   zeros = lambda: jnp.zeros(num_models, jnp.float32)  # One buffer each: they are donated.
   return {"step": jnp.zeros(num_models, jnp.int32), "alive": jnp.ones(num_models, bool),
           "diverged_at": jnp.zeros(num_models, jnp.int32), "loss_sum": zeros(),
-          "objective_sum": zeros(), "seconds": zeros()}
+          "objective_sum": zeros(), "seconds": zeros(), "grad_norm_level": zeros(),
+          "skipped": jnp.zeros(num_models, jnp.int32)}
 
 
 class Settings(collections.namedtuple("Settings", schema.TRACED)):
@@ -113,6 +121,8 @@ class StepConfig:
     estimator: a many-sample objective of `vae_jax.estimators` (elbo, iwae, stl,
       dreg) with `train_samples` samples per example; None: the single-sample
       ELBO with its analytic KL (the seed's).
+    skip_threshold: skip updates whose gradient norm is non-finite or above this
+      many times its running level (`skipped_update`); 0: never.
   """
 
   optimizer: optim.OptimizerConfig
@@ -121,6 +131,7 @@ class StepConfig:
   weighted: bool
   estimator: str | None = None
   train_samples: int = 1
+  skip_threshold: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, settings: "Settings",
@@ -131,7 +142,7 @@ class StepConfig:
     estimator = estimators.of_config(config.objective, config.gradient_estimator,
                                      config.train_samples)
     return cls(optim.optimizer_config(config), total_steps, config.binarize == "dynamic",
-               weighted, estimator, config.train_samples)
+               weighted, estimator, config.train_samples, config.skip_threshold)
 
   def tx(self, learning_rate) -> optax.GradientTransformation:
     return optim.make(self.optimizer, learning_rate, self.total_steps)
@@ -189,8 +200,30 @@ def step_one(model, step_config: StepConfig, state: TrainState, batch: jax.Array
   tx = step_config.tx(settings.learning_rate)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
-          {"loss": loss, "objective": objective})
+  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  if step_config.skip_threshold:
+    new = skipped_update(state, new, optax.tree.norm(grads), step_config.skip_threshold)
+  return new, {"loss": loss, "objective": objective}
+
+
+SKIP_FROM = 20  # Steps of running level before an update may be skipped for its size.
+LEVEL_DECAY = 0.99  # The running level averages about the last 1 / (1 - decay) steps.
+
+
+def skipped_update(before: TrainState, after: TrainState, norm: jax.Array,
+                   threshold: float) -> TrainState:
+  """`after`, unless the gradient's global norm `norm` is non-finite or above
+  `threshold` times its running level: then `before`'s parameters and optimizer
+  state, with the step taken and `skipped` counted (Child 2021's VDVAE skips so)."""
+  level = before.grad_norm_level
+  too_large = (before.step >= SKIP_FROM) & (norm > threshold * level)
+  skip = ~jnp.isfinite(norm) | too_large
+  updated = jnp.where(level == 0, norm, LEVEL_DECAY * level + (1 - LEVEL_DECAY) * norm)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(skip, o, n), new, old)
+  return after.replace(params=keep(after.params, before.params),
+                       opt_state=keep(after.opt_state, before.opt_state),
+                       grad_norm_level=jnp.where(skip, level, updated),
+                       skipped=before.skipped + skip.astype(jnp.int32))
 
 
 def _estimated(model, step_config: StepConfig, params, x, key):
