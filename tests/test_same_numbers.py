@@ -20,6 +20,7 @@ import platform
 import sys
 import tempfile
 
+import jax
 import numpy as np
 import pytest
 
@@ -84,3 +85,26 @@ if __name__ == "__main__":
                                 "cpu": cpu(), "cases": {n: run_case(n) for n in CASES}},
                                indent=1) + "\n")
   print(RECORD.read_text())
+
+
+def test_a_workdir_of_the_version_before_resumes_with_the_same_numbers(tmp_path, trained_workdir):
+  """tests/data/workdir_dbeae5b (see its README) resumed by this version ends as a run of
+  this version from scratch: the same test losses and parameters."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from vae_jax import checkpoints, reporting, train  # pylint: disable=g-import-not-at-top
+  from vae_jax.configs import tiny  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "old"
+  shutil.copytree(REPO / "tests" / "data" / "workdir_dbeae5b", workdir,
+                  ignore=shutil.ignore_patterns("README.md"))
+  train.train_and_evaluate(tiny.get_config(), workdir, verbose=False)
+  resumed, fresh = reporting.read_metrics(workdir), reporting.read_metrics(trained_workdir)
+  have = np.array([[r[k] for k in KEYS[:3]] for r in resumed])
+  want = np.array([[r[k] for k in KEYS[:3]] for r in fresh])
+  same_cpu = json.loads(RECORD.read_text())["cpu"] == cpu()
+  params = [jax.tree.leaves(checkpoints.load(w).params) for w in (workdir, trained_workdir)]
+  if same_cpu:
+    np.testing.assert_array_equal(have, want)
+    for a, b in zip(*params):
+      np.testing.assert_array_equal(a, b)
+  else:  # The first 50 steps ran on the recording CPU: float32 rounding differs elsewhere.
+    np.testing.assert_allclose(have, want, rtol=1e-4)
