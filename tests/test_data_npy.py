@@ -274,6 +274,6 @@ def test_load_through_a_config_keeps_the_memmaps(npy_dir):
   config.data_dir, config.dataset = str(npy_dir), "mine"
   dataset = data.load(config)
   assert isinstance(dataset.train.images, np.memmap)
-  config.folder_cache = "sometimes"  # A field the default config may not have yet.
-  with pytest.raises(UsageError, match="folder_cache must be one of"):
+  config.folder_cache = "sometimes"
+  with pytest.raises(UsageError, match="unknown folder_cache 'sometimes'; choose one of auto"):
     data.load(config)

@@ -49,9 +49,10 @@ import numpy as np
 from vae_jax import data
 from vae_jax import epoch
 from vae_jax import parallel
+from vae_jax import schema
 from vae_jax.errors import UsageError
 
-PLACEMENTS = ("auto", "device", "stream")
+PLACEMENTS = schema.choices("data_placement")  # auto | device | stream
 # The bytes of one chunk of the global batches, at most (the chunk is shortened until
 # it fits; each process holds its share): two of them exist at once (one training,
 # one prefetched), plus, on a CPU device, the host buffer each was read into.

@@ -39,12 +39,13 @@ import numpy as np
 import PIL
 
 from vae_jax import download
+from vae_jax import schema
 from vae_jax.errors import UsageError
 from vae_jax.sources import image_folder
 from vae_jax.sources import npy
 
 VERSION = 1  # Bump when the cached arrays would differ for the same folder.
-MODES = ("auto", "always", "never")
+MODES = schema.choices("folder_cache")  # auto | always | never
 # Folders with fewer images decode in about a second (image_folder.PROGRESS_FROM): "auto"
 # decodes them every time rather than keep a copy.
 CACHE_FROM = image_folder.PROGRESS_FROM
