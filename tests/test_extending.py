@@ -2,6 +2,7 @@
 more parameters; what config.json records of them and what `load` refuses."""
 import json
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -109,3 +110,20 @@ def test_the_monte_carlo_kl_of_a_users_standard_normal_agrees_with_the_closed_fo
   a = objectives.iwae_bound(default, params, x, jax.random.key(3), 16)
   b = objectives.iwae_bound(users, params, x, jax.random.key(3), 16)
   np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_the_log_variance_is_held_in_a_safe_range(key):
+  """An encoder that asks for exp(+-1000) gets a finite, bounded variance and KL."""
+  class Extreme(flax.linen.Module):
+    @flax.linen.compact
+    def __call__(self, x):
+      flat = x.reshape(*x.shape[:-3], -1)
+      return flat[..., :2] * 0, jnp.stack([flat[..., 0] * 0 + 1e3, flat[..., 0] * 0 - 1e3], -1)
+
+  vae = vae_jax.VAE(Extreme(), vae_jax.MLPDecoder(8, (28, 28, 1)), latents=2,
+                    image_shape=(28, 28, 1))
+  params = model_lib.init_params(vae, key)
+  mean, logvar = vae.apply({"params": params}, jnp.zeros((1, 28, 28, 1)), method=vae.encode)
+  assert logvar.tolist() == [[model_lib.LOGVAR_MAX, model_lib.LOGVAR_MIN]]
+  assert np.isfinite(float(objectives.negative_elbo(vae, params, jnp.zeros((1, 28, 28, 1)),
+                                                    key)["loss"][0]))

@@ -34,6 +34,7 @@ from vae_jax.errors import UsageError
 from vae_jax.objectives import reparameterize  # pylint: disable=unused-import (re-exported)
 
 MODELS = schema.choices("model")
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0  # The encoder's log-variance is held in this range.
 
 
 # ----------------------------------------------------------------------------
@@ -179,9 +180,16 @@ class VAE(nn.Module):
     return self.decode(reparameterize(key, mean, logvar)), mean, logvar
 
   def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """x (..., H, W, C) -> mean, logvar (..., latents), float32 or wider."""
+    """x (..., H, W, C) -> mean, logvar (..., latents), float32 or wider.
+
+    The log-variance is held in [LOGVAR_MIN, LOGVAR_MAX]: a standard deviation
+    between 3e-7 and 2e4, far outside what a trained encoder gives (so the
+    seed's numbers are unchanged), but short of the exp overflows and divisions
+    by zero that turn a run's losses into NaN.
+    """
     mean, logvar = self.encoder(x)
-    return at_least_float32(mean), at_least_float32(logvar)
+    logvar = jnp.clip(at_least_float32(logvar), LOGVAR_MIN, LOGVAR_MAX)
+    return at_least_float32(mean), logvar
 
   def decode(self, z: jax.Array) -> jax.Array:
     """z (..., latents) -> distribution parameters (..., H, W, C), float32 or wider."""
