@@ -19,7 +19,8 @@ FAMILIES = {
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_a_family_trains_evaluates_samples_and_reloads(tiny_config, tmp_path, name):
-  tiny_config.update(num_epochs=1, eval_iwae_every=1, **FAMILIES[name])
+  tiny_config.update(num_epochs=1, eval_iwae_every=1, eval_iwae_k=4, batch_size=256,
+                     **FAMILIES[name])
   train.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   row = reporting.read_metrics(tmp_path)[-1]
   # No closed-form KL: test_kl is the estimate log q - log p, and recon + kl the ELBO.

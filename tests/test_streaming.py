@@ -366,6 +366,7 @@ def _placed_run(tiny_config, workdir, placement, **options):
 
 def test_a_streamed_run_gives_the_resident_runs_test_losses_bit_for_bit(tiny_config, tmp_path):
   from vae_jax import reporting  # pylint: disable=g-import-not-at-top
+  tiny_config.num_epochs = 1
   _placed_run(tiny_config.copy_and_resolve_references(), tmp_path / "device", "device")
   _placed_run(tiny_config, tmp_path / "stream", "stream")
   untimed = lambda w: [{k: v for k, v in r.items() if "seconds" not in k and "per_second" not in k}
