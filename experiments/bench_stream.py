@@ -131,11 +131,7 @@ def _epoch_runner(runner, state, settings):
   holder = {"state": state}
 
   def one_epoch():
-    batches = runner.batches(shuffle_keys)
-    for start in range(0, runner.steps_per_epoch, runner.chunk):
-      holder["state"], metrics = runner.run_chunk(holder["state"], batches, step_keys, settings,
-                                                  start)
-      jax.block_until_ready(metrics)
+    holder["state"] = epoch.run_epoch(runner, holder["state"], shuffle_keys, step_keys, settings)
   return one_epoch
 
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import data
+from vae_jax import epoch
 from vae_jax import model as model_lib
 from vae_jax import schema
 from vae_jax import stacked
@@ -109,11 +110,7 @@ def time_epoch(num_models: int, images, repeats: int):
   holder = {"state": state}
 
   def one_epoch():
-    batches = runner.batches(shuffle_keys)
-    for start in range(0, runner.steps_per_epoch, runner.chunk):
-      holder["state"], metrics = runner.run_chunk(holder["state"], batches, step_keys, settings,
-                                                  start)
-      jax.block_until_ready(metrics)  # As in the trainer: one sync per chunk.
+    holder["state"] = epoch.run_epoch(runner, holder["state"], shuffle_keys, step_keys, settings)
 
   median, times = _median_seconds(one_epoch, repeats)
   return compile_seconds, median, times, flops, runner

@@ -155,6 +155,17 @@ class Runner:
     return self.steps_per_epoch * self.batch_size
 
 
+def run_epoch(runner, state, shuffle_keys, step_keys, settings):
+  """One whole epoch through `runner` (an `epoch.Runner` or `streaming.StreamedRunner`),
+  chunk by chunk with one sync per chunk as the trainer runs it, without its stops
+  and reports: what the benchmarks time. Returns the state after the epoch."""
+  batches = runner.batches(shuffle_keys)
+  for start in range(0, runner.steps_per_epoch, runner.chunk):
+    state, metrics = runner.run_chunk(state, batches, step_keys, settings, start)
+    jax.block_until_ready(metrics)
+  return state
+
+
 def place_training_set(images: np.ndarray, mesh) -> jax.Array:
   """uint8 (N, H, W, C) -> the devices, examples sharded, zero-padded to divide over them."""
   padded = parallel.pad_to_multiple(images, mesh.size)

@@ -17,6 +17,8 @@ from typing import Any
 
 import ml_collections
 
+from vae_jax.errors import UsageError
+
 _UNSET = object()
 
 
@@ -70,7 +72,6 @@ class Field:
 
   def check(self, value) -> None:
     """Raises UsageError when `value` is not allowed for this field."""
-    from vae_jax.errors import UsageError  # pylint: disable=g-import-not-at-top
     if self.choices and value not in self.choices:
       raise UsageError(f"unknown {self.name} {value!r}; choose one of "
                        f"{', '.join(map(str, self.choices))}")
