@@ -43,6 +43,8 @@ _NUM_MODELS = flags.DEFINE_list("num_models", ["1", "4"], "Stacked model counts 
 _MODEL = flags.DEFINE_enum("model", "mlp", model_lib.MODELS, "The network.")
 _COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", schema.choices("compute_dtype"),
                                    "Dtype of matrix products and activations.")
+_MAPPINGS = flags.DEFINE_list("model_mapping", ["vmap", "sequential"],
+                              "How N > 1 models share the program; each is timed.")
 _BASELINES = flags.DEFINE_bool("baselines", True, "Also time the baselines.")
 
 EXAMPLES = 60_000
@@ -72,10 +74,11 @@ def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
   return statistics.median(times), times
 
 
-def _config(num_models: int):
+def _config(num_models: int, mapping: str = "auto"):
   config = default.get_config()
   config.model, config.compute_dtype, config.num_models = (
       _MODEL.value, _COMPUTE_DTYPE.value, num_models)
+  config.model_mapping = mapping
   return config
 
 
@@ -99,9 +102,9 @@ def step_flops(model, step_config, state, settings, batch) -> float:
   return float(analysis.get("flops", float("nan")))
 
 
-def time_epoch(num_models: int, images, repeats: int):
+def time_epoch(num_models: int, images, repeats: int, mapping: str = "auto"):
   """The trainer's epoch for `num_models` stacked models: (compile s, median s, all, FLOP/step)."""
-  exp = _experiment(_config(num_models), images)
+  exp = _experiment(_config(num_models, mapping), images)
   runner, settings, state = exp.runner, exp.settings, exp.create_state()
   shuffle_keys, step_keys = exp.keys.epoch(0)
   compile_seconds = runner.compile(state, shuffle_keys, step_keys, settings)
@@ -173,11 +176,14 @@ def main(argv):
         f"model {_MODEL.value}, {_COMPUTE_DTYPE.value}, batch {default.get_config().batch_size}, "
         f"{len(images):,} examples of {images.shape[1:]}")
   single = None
-  for n in (int(v) for v in _NUM_MODELS.value):
-    compile_s, median, times, flops, runner = time_epoch(n, images, _EPOCHS.value)
+  runs = [(n, mapping) for n in (int(v) for v in _NUM_MODELS.value)
+          for mapping in (_MAPPINGS.value if n > 1 else ["auto"])]
+  for n, mapping in runs:
+    compile_s, median, times, flops, runner = time_epoch(n, images, _EPOCHS.value, mapping)
     examples = runner.examples_per_epoch
     gflops = flops * runner.steps_per_epoch / median / 1e9
-    line = (f"{n:>3} model(s): compile {compile_s:.2f} s; {median:.3f} s per epoch (median of "
+    label = f"{n:>3} model(s)" + (f", {mapping}" if n > 1 else "")
+    line = (f"{label}: compile {compile_s:.2f} s; {median:.3f} s per epoch (median of "
             f"{len(times)}: {', '.join(f'{t:.2f}' for t in times)}); "
             f"{n * examples / median:,.0f} examples x models/s; {gflops:.0f} GFLOP/s "
             f"({flops / (n * runner.batch_size) / 1e6:.2f} MFLOP per example, XLA's count)")

@@ -143,4 +143,4 @@ if __name__ == "__main__":
   inject(fault)
   from vae_jax import cli  # pylint: disable=g-import-not-at-top
   from vae_jax.commands import train  # pylint: disable=g-import-not-at-top
-  cli.run(train.main, train.INTERRUPTED)
+  cli.run_command(train.main, train.INTERRUPTED)

@@ -148,7 +148,7 @@ def test_running_out_of_device_memory_is_one_line_naming_the_flags(tmp_path):
              "from vae_jax import cli\n"
              "def main(argv):\n"
              "  jnp.ones((1 << 42,)).block_until_ready()\n"
-             "cli.run(main)\n")
+             "cli.run_command(main)\n")
   line = _one_error_line(_run(sys.executable, "-c", program, cwd=tmp_path))
   assert line.startswith("error: out of device memory (") and "--config.batch_size" in line, line
 

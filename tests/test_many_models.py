@@ -38,10 +38,10 @@ def _distance(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def three_models(tmp_path_factory):
-  """Seeds 0, 1, 2, each model shuffling the data in its own seed's order."""
+  """Seeds 0, 1, 2, each model shuffling the data in its own seed's order (vmapped)."""
   workdir = tmp_path_factory.mktemp("three_models")
-  train.train_and_evaluate(_config(num_models=3, independent_data_order=True), workdir,
-                             verbose=False)
+  train.train_and_evaluate(_config(num_models=3, independent_data_order=True,
+                                   model_mapping="vmap"), workdir, verbose=False)
   return workdir
 
 
@@ -99,6 +99,22 @@ def test_each_stacked_model_is_its_solo_run(three_models, tmp_path):
     solo = latest_params(tmp_path / f"seed{seed}")
     assert _distance(_params(three_models, seed), solo) < RELATIVE_L2_TOLERANCE, seed
   assert _distance(_params(three_models, 1), solo) > 0.1  # Another seed, another model.
+
+
+def test_models_mapped_one_after_another_are_their_solo_runs_bit_for_bit(tmp_path):
+  """model_mapping=sequential (auto's choice on CPU) runs each model's single-model
+  program in turn: model i is the run of seed i alone, to the last bit."""
+  workdir = tmp_path / "two"
+  train.train_and_evaluate(_config(num_models=2, independent_data_order=True,
+                                   model_mapping="sequential"), workdir, verbose=False)
+  assert json.loads((workdir / "config.json").read_text())["model_mapping"] == "sequential"
+  train.train_and_evaluate(_config(seed=1), tmp_path / "seed1", verbose=False)
+  solo = latest_params(tmp_path / "seed1")
+  for got, want in zip(jax.tree.leaves(_params(workdir, 1)), jax.tree.leaves(solo)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  solo_records = reporting.read_metrics(tmp_path / "seed1")
+  stacked_records = [r for r in reporting.read_metrics(workdir) if r.get("model") == 1]
+  assert [r["test_loss"] for r in stacked_records] == [r["test_loss"] for r in solo_records]
 
 
 def test_records_figures_and_tensorboard_per_model(three_models):

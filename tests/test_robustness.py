@@ -5,6 +5,7 @@ import asyncio
 import gc
 import json
 import os
+import re
 import pathlib
 import shutil
 import socket
@@ -220,8 +221,9 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_exactly(
   train.train_and_evaluate(tiny_config, copy_of, verbose=False)
   warnings = capsys.readouterr().err.strip().splitlines()
   assert len(warnings) == 1, warnings
-  assert warnings[0].startswith(f"warning: checkpoint 250 in {copy_of / 'checkpoints'} is damaged "
-                                "(the params arrays do not match their SHA-256 digest); moved it to ")
+  assert re.match(f"warning: checkpoint 250 in {copy_of / 'checkpoints'} is damaged \\(its file "
+                  r"params/\S+ does not match the SHA-256 it was saved with\); moved it to ",
+                  warnings[0]), warnings[0]
   assert warnings[0].endswith("resuming from step 125")
   assert (copy_of / "checkpoints.damaged" / "250" / "params").is_dir()
   # Trained again from step 125: the same parameters and records as before the damage.
@@ -235,21 +237,28 @@ def _truncate_arrays(step_dir):
     path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
 
 
-DAMAGE = {
-    "bytes flipped": (_flip_bytes, "do not match their SHA-256 digest"),
-    "arrays truncated": (_truncate_arrays, "OUT_OF_RANGE"),
+DAMAGE = {  # How: (what the manifest says, what orbax's read and the digests say without it).
+    "bytes flipped": (_flip_bytes, "its file params/.* does not match the SHA-256",
+                      "do not match their SHA-256 digest"),
+    "arrays truncated": (_truncate_arrays, r"its file params/.* has \d+ bytes, not the \d+",
+                         "OUT_OF_RANGE"),
     "index checksum": (lambda d: _flip_middle_bytes((d / "params" / "d").iterdir()),
+                       "its file params/d/.* does not match the SHA-256",
                        "DATA_LOSS: .* CRC-32C checksum verification failed"),
-    "array item deleted": (lambda d: shutil.rmtree(d / "opt_state"), "opt_state"),
-    "meta deleted": (lambda d: shutil.rmtree(d / "meta"), "meta record is unreadable"),
+    "array item deleted": (lambda d: shutil.rmtree(d / "opt_state"),
+                           "its file opt_state/.* is missing", "opt_state"),
+    "meta deleted": (lambda d: shutil.rmtree(d / "meta"), "its file meta/.* is missing",
+                     "meta record is unreadable"),
     "meta not JSON": (lambda d: (d / "meta" / "metadata").write_text("{\"step\": 25"),
-                      "meta record is unreadable"),
+                      "its file meta/metadata has", "meta record is unreadable"),
     "meta of another step": (
         lambda d: (d / "meta" / "metadata").write_text(json.dumps(
             dict(json.loads((d / "meta" / "metadata").read_text()), step=7))),
-        "its meta record says step 7"),
+        "its file meta/metadata", "its meta record says step 7"),
     "array metadata garbled": (lambda d: (d / "params" / "_METADATA").write_text("garbage"),
-                               "Expecting value"),
+                               "its file params/_METADATA has", "Expecting value"),
+    "manifest garbled": (lambda d: (d / checkpoints.MANIFEST).write_text("{"),
+                         "its files.json is unreadable", None),
 }
 
 
@@ -277,9 +286,18 @@ def _restore(ckpt, config, step) -> train_step.TrainState:
   return train_step.TrainState(params=items["params"], opt_state=items["opt_state"], **counters)
 
 
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "saved_before_manifests"])
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
-def test_every_kind_of_damage_is_caught_by_restore_and_load(tiny_config, copy_of, kind):
-  damage, reason = DAMAGE[kind]
+def test_every_kind_of_damage_is_caught_by_restore_and_load(tiny_config, copy_of, kind, manifest):
+  """With the files' manifest, damage is found before orbax reads anything; in a
+  checkpoint saved before manifests, by orbax's read and the array digests."""
+  damage, reason, reason_without = DAMAGE[kind]
+  if not manifest:
+    if reason_without is None:
+      pytest.skip("damage to the manifest itself")
+    for step in (125, 250):
+      (copy_of / "checkpoints" / str(step) / checkpoints.MANIFEST).unlink()
+    reason = reason_without
   damage(copy_of / "checkpoints" / "250")
   ckpt = checkpoints.Checkpointer(copy_of, create=False)
   with pytest.raises(checkpoints.DamagedCheckpoint, match=reason):
@@ -325,9 +343,12 @@ def test_a_step_damaged_again_is_set_aside_beside_the_first(copy_of, trained_wor
   assert capsys.readouterr().err.count("is damaged") == 2
 
 
-def test_a_full_disk_during_a_save_is_one_line_naming_the_space(copy_of, tmp_path):
+@pytest.mark.parametrize("when", ["before", "while_writing"])
+def test_a_full_disk_during_a_save_is_one_line_naming_the_space(copy_of, tmp_path, monkeypatch,
+                                                                when):
   """In process, on a real file system too small for a checkpoint (see test_faults_cli
-  for the command line)."""
+  for the command line). The space is checked before orbax starts; `while_writing`
+  hides the shortage from that check, so that orbax's own write runs out of space."""
   small = tmp_path / "small"
   small.mkdir()
   if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs",
@@ -338,12 +359,22 @@ def test_a_full_disk_during_a_save_is_one_line_naming_the_space(copy_of, tmp_pat
     ckpt = checkpoints.Checkpointer(small)
     free = shutil.disk_usage(small).free / 2**20
     needed = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state))) / 2**20
+    if when == "while_writing":
+      real = shutil.disk_usage
+      checked = []  # The first look is the check before the write; it is told of 1 GiB.
+      def disk_usage(path):
+        usage = real(path)
+        checked.append(path)
+        return usage._replace(free=2**30) if len(checked) == 1 else usage
+      monkeypatch.setattr(checkpoints.shutil, "disk_usage", disk_usage)
     with pytest.raises(UsageError) as error:
       ckpt.save(state, {})
+    what = {"before": "nothing was written",
+            "while_writing": "the partial checkpoint was removed"}[when]
     assert str(error.value) == (
         f"disk full while saving checkpoint 250 to {small / 'checkpoints'} (about "
-        f"{needed:.1f} MiB needed, {free:.1f} MiB free); the partial checkpoint was removed "
-        "and older checkpoints are intact")
+        f"{needed:.1f} MiB needed, {free:.1f} MiB free); {what} and older checkpoints "
+        "are intact")
     assert round(needed, 1) == 1.2 and list((small / "checkpoints").iterdir()) == []
   finally:
     subprocess.run(["umount", "-l", str(small)], check=False)
@@ -415,8 +446,10 @@ def test_load_warns_about_a_damaged_newest_checkpoint_and_takes_the_one_before(c
   model = vae_jax.load(copy_of)
   assert model.step == 125
   err = capsys.readouterr().err.strip().splitlines()
-  assert err == [f"warning: checkpoint 250 in {copy_of / 'checkpoints'} is damaged (the params "
-                 "arrays do not match their SHA-256 digest); using step 125, the newest intact one"]
+  assert len(err) == 1 and re.fullmatch(
+      f"warning: checkpoint 250 in {copy_of / 'checkpoints'} is damaged \\(its file params/\\S+ "
+      r"does not match the SHA-256 it was saved with\); using step 125, the newest intact one",
+      err[0]), err
   assert (copy_of / "checkpoints" / "250").is_dir()  # A reader moves nothing.
 
 
@@ -427,7 +460,7 @@ def test_when_every_checkpoint_is_damaged_the_message_says_so(tiny_config, copy_
   with pytest.raises(UsageError) as error:
     train.train_and_evaluate(tiny_config, copy_of, verbose=False)
   message = str(error.value)
-  assert "every checkpoint in" in message and "step 250: the params arrays" in message
+  assert "every checkpoint in" in message and "step 250: its file params/" in message
   assert "corrupt or incomplete, not those of another model" in message
   assert "backup" in message and "\n" not in message
   assert checkpoints.Checkpointer(copy_of).all_steps() == [125, 250]  # Nothing moved.
@@ -549,7 +582,7 @@ def test_asyncio_reports_of_orbax_failures_are_held_back_and_others_kept(caplog)
     loop.close()
     gc.collect()
 
-  with caplog.at_level("ERROR", logger="asyncio"), checkpoints._orbax_errors_held_back():
+  with caplog.at_level("ERROR", logger="asyncio"), checkpoints._orbax_reports_held_back():
     leak(raiser(pathlib.Path(ocp.__file__).parent, "from orbax"))
     leak(raiser(pathlib.Path(__file__).parent, "from elsewhere"))
   reported = "\n".join(str(r.exc_info[1]) for r in caplog.records if r.exc_info)

@@ -29,7 +29,8 @@ RECORD = REPO / "tests" / "data" / "same_numbers.json"
 KEYS = ("test_loss", "test_recon", "test_kl", "test_iwae_nll")
 CASES = {
     "mlp": {"eval_iwae_every": 1},
-    "lr_sweep": {"sweep.learning_rate": "1e-3,3e-4,2e-3"},
+    # Recorded vmapped, before model_mapping existed (its value for older configs).
+    "lr_sweep": {"sweep.learning_rate": "1e-3,3e-4,2e-3", "model_mapping": "vmap"},
     "conv": {"model": "conv", "conv_features": (8, 16), "latents": 4, "num_epochs": 1},
 }
 

@@ -19,7 +19,9 @@ one; the writer deletes the temporary folders of saves killed midway.
 import contextlib
 import dataclasses
 import errno
+import gc
 import hashlib
+import inspect
 import json
 import logging
 import pathlib
@@ -171,16 +173,21 @@ class Checkpointer:
     checks on resume, e.g. the steps per epoch) go into its JSON record.
 
     Raises:
-      UsageError: the disk is full; the partial checkpoint is removed, older ones stay.
+      UsageError: the disk is full: checked before orbax starts writing (so that
+        none of its threads fail), and caught if the space runs out while it
+        writes (the partial checkpoint is removed); older checkpoints stay.
     """
     step = state.steps_done
     if step in self._manager.all_steps():
       return False
+    needed = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state)))
+    if shutil.disk_usage(self.directory).free < needed:
+      raise self._disk_full(step, needed, "nothing was written")
     meta = {"step": step, "counters": state.counters(), "info": dict(info or {}),
             "digests": {"params": digest(state.params), "opt_state": digest(state.opt_state)},
             "layout": {"params": layout(state.params), "opt_state": layout(state.opt_state)}}
     try:
-      with _orbax_errors_held_back():
+      with _orbax_reports_held_back():
         self._manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state.params),
             opt_state=ocp.args.StandardSave(state.opt_state),
@@ -189,15 +196,18 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       self._remove_partial(step)
       if _is_disk_full(e):
-        needed = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state)))
-        free = shutil.disk_usage(self.directory).free
-        raise UsageError(f"disk full while saving checkpoint {step} to {self.directory} "
-                         f"(about {needed / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free); "
-                         "the partial checkpoint was removed and older checkpoints are "
-                         "intact") from None
+        raise self._disk_full(step, needed, "the partial checkpoint was removed") from None
       raise
+    if parallel.is_main_process():
+      _write_manifest(self.directory / str(step))
     self.last_good_step = step
     return True
+
+  def _disk_full(self, step: int, needed: int, what_happened: str) -> UsageError:
+    free = shutil.disk_usage(self.directory).free
+    return UsageError(f"disk full while saving checkpoint {step} to {self.directory} "
+                      f"(about {needed / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free); "
+                      f"{what_happened} and older checkpoints are intact")
 
   def restore(self, abstract: dict, step: int | None = None) -> tuple[dict, dict]:
     """The array items `abstract` names ("params", "opt_state") at `step` (default:
@@ -212,6 +222,7 @@ class Checkpointer:
       DamagedCheckpoint: its files are missing, unreadable or altered.
     """
     step = self._existing(step)
+    _check_files(self.directory / str(step), ["meta", *abstract])
     meta = self._meta(step)
     return self._restore_items(step, meta, abstract), meta
 
@@ -251,7 +262,7 @@ class Checkpointer:
   def _meta(self, step: int) -> dict:
     """The checked meta record of `step`."""
     try:
-      with _orbax_errors_held_back():
+      with _orbax_reports_held_back():
         meta = self._manager.restore(step, args=ocp.args.Composite(
             meta=ocp.args.JsonRestore())).meta
     except Exception as e:  # pylint: disable=broad-except
@@ -264,7 +275,7 @@ class Checkpointer:
     for item, tree in abstract.items():
       _check_layout(step, item, meta, tree)
     try:
-      with _orbax_errors_held_back():
+      with _orbax_reports_held_back():
         restored = self._manager.restore(step, args=ocp.args.Composite(
             **{item: ocp.args.StandardRestore(tree) for item, tree in abstract.items()}))
     except Exception as e:  # pylint: disable=broad-except
@@ -307,6 +318,48 @@ class Checkpointer:
     for path in [self.directory / str(step), *self.directory.glob(f"{step}.*")]:
       shutil.rmtree(path, ignore_errors=True)
     self._manager.reload()
+
+
+MANIFEST = "files.json"  # In each step's folder: its files' sizes and SHA-256 digests.
+
+
+def _file_digest(path: pathlib.Path) -> str:
+  with open(path, "rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _write_manifest(step_dir: pathlib.Path) -> None:
+  """Records the size and SHA-256 of every file of a saved checkpoint (written last,
+  to a temporary name and renamed), so that a restore finds damage before orbax reads
+  the files: a failed read leaves orbax's threads reporting errors long after."""
+  files = {str(p.relative_to(step_dir)): [p.stat().st_size, _file_digest(p)]
+           for p in sorted(step_dir.rglob("*")) if p.is_file() and p.name != MANIFEST}
+  temporary = step_dir / f"{MANIFEST}.tmp"
+  temporary.write_text(json.dumps(files, indent=0) + "\n")
+  temporary.rename(step_dir / MANIFEST)
+
+
+def _check_files(step_dir: pathlib.Path, items: list[str]) -> None:
+  """Raises DamagedCheckpoint when a file of `items` (subfolders of the step) is
+  missing, of another size or altered, by the manifest; checkpoints saved before
+  manifests were written are checked by orbax's read and the array digests alone."""
+  try:
+    files = json.loads((step_dir / MANIFEST).read_text())
+  except FileNotFoundError:
+    return
+  except (OSError, ValueError) as e:
+    raise DamagedCheckpoint(f"its {MANIFEST} is unreadable: {_first_line(e)}") from None
+  for name, (size, sha256) in files.items():
+    if name.split("/", 1)[0] not in items:
+      continue
+    path = step_dir / name
+    if not path.is_file():
+      raise DamagedCheckpoint(f"its file {name} is missing")
+    if path.stat().st_size != size:
+      raise DamagedCheckpoint(f"its file {name} has {path.stat().st_size} bytes, not the "
+                              f"{size} it was saved with")
+    if _file_digest(path) != sha256:
+      raise DamagedCheckpoint(f"its file {name} does not match the SHA-256 it was saved with")
 
 
 def counters(meta: dict) -> dict[str, list]:
@@ -352,24 +405,15 @@ def _verify(tree, meta: dict, item: str) -> None:
     raise DamagedCheckpoint(f"the {item} arrays do not match their SHA-256 digest")
 
 
-_orbax_failed = False  # A save or restore failed: orbax's threads may still be failing.
-
-
-def orbax_failed() -> bool:
-  """Whether a save or restore of this process failed. Its threads and futures then
-  live on and may report their errors up to the interpreter's exit (the command line
-  exits without waiting for them)."""
-  return _orbax_failed
-
-
 @contextlib.contextmanager
-def _orbax_errors_held_back():
-  """Drops orbax's own reports while it saves or restores: on a failed write or read
-  each of its threads logs a traceback, and tensorstore's threads print "Event loop
-  is closed" for requests that end after orbax gave up, and asyncio reports orbax's
-  failed futures that nobody awaited ("exception was never retrieved") when they are
-  collected; the error raised here says it all in a line. After a failure the
-  filters stay, since those threads and futures live on."""
+def _orbax_reports_held_back():
+  """Drops orbax's own log reports while it saves or restores: on a failed write or
+  read each of its threads logs a traceback, and asyncio logs its failed futures that
+  nobody awaited ("exception was never retrieved"); the error raised here says it all
+  in a line. Logging filters on those two loggers only: no process-wide hook is
+  replaced. A full disk is checked before a save starts, so that orbax's threads
+  rarely fail at all. After a failure the filters stay, since those threads and
+  futures live on."""
   orbax_dir = str(pathlib.Path(ocp.__file__).parent)
   drop = logging.Filter()
   drop.filter = lambda record: not record.pathname.startswith(orbax_dir)
@@ -381,21 +425,29 @@ def _orbax_errors_held_back():
   unretrieved.filter = lambda record: not (record.exc_info and (
       record.exc_info[2] is None or _raised_in(record.exc_info[2], orbax_dir)))
   logging.getLogger("asyncio").addFilter(unretrieved)
-  hooks = sys.excepthook, sys.unraisablehook
-  closed = lambda e: isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
-  sys.excepthook = lambda kind, e, tb: None if closed(e) else hooks[0](kind, e, tb)
-  # Orbax's abandoned coroutines also raise again when they are collected.
-  sys.unraisablehook = lambda u: None if closed(u.exc_value) or _raised_in(
-      u.exc_traceback, orbax_dir) else hooks[1](u)
-  global _orbax_failed
   try:
     yield
   except BaseException:
-    _orbax_failed = True
+    _close_abandoned(orbax_dir)
     raise
   logger.removeFilter(drop)
   logging.getLogger("asyncio").removeFilter(unretrieved)
-  sys.excepthook, sys.unraisablehook = hooks
+
+
+def _close_abandoned(folder: str) -> None:
+  """Closes the coroutines of `folder`'s code that a failed save or restore left
+  suspended, dropping what they raise. Orbax runs its reads and writes as tasks of an
+  event loop that it closes when the first one fails; the others stay suspended until
+  the garbage collector finalises them, and each then reports its own error as
+  "Exception ignored in: <coroutine ...>". Closed here, they have nothing left to say.
+  """
+  for obj in gc.get_objects():
+    if (inspect.iscoroutine(obj) and obj.cr_frame is not None
+        and obj.cr_code.co_filename.startswith(folder)):
+      try:
+        obj.close()
+      except BaseException:  # pylint: disable=broad-except
+        pass  # The error the caller raises says it in a line.
 
 
 def _raised_in(traceback, folder: str) -> bool:

@@ -14,7 +14,6 @@ import contextlib
 import importlib
 import inspect
 import itertools
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -61,7 +60,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "vae-jax") -> None:
   # ml_collections reads the --config.FIELD=VALUE overrides from sys.argv itself.
   sys.argv = [argv[0], *argv[2:]]
   command = importlib.import_module(commands.module_name(argv[1]))
-  run(command.main, getattr(command, "INTERRUPTED", "stopped"))
+  run_command(command.main, getattr(command, "INTERRUPTED", "stopped"))
 
 
 def _command_list(prog: str) -> str:
@@ -76,14 +75,6 @@ def _command_list(prog: str) -> str:
 def fail(message: str, status: int = USAGE_ERROR):
   """Prints `error: message` on stderr and exits with `status`."""
   print(f"error: {message}", file=sys.stderr, flush=True)
-  checkpoints = sys.modules.get("vae_jax.checkpoints")  # Not imported: no orbax threads.
-  if checkpoints is not None and checkpoints.orbax_failed():
-    # After a failed save (a full disk) orbax's threads and tensorstore's futures are
-    # still failing, and would print their tracebacks while the interpreter shuts
-    # down. Everything of ours is closed by now (the lock, metrics.jsonl, TensorBoard:
-    # `finally` blocks on the way here), so exit without waiting for them.
-    sys.stdout.flush()
-    os._exit(status)
   sys.exit(status)
 
 
@@ -180,7 +171,7 @@ def stop_request() -> stopping.StopRequest:
   return _STOP_REQUEST
 
 
-def run(main, interrupted: str = "stopped") -> None:
+def run_command(main, interrupted: str = "stopped") -> None:
   """absl's app.run for a command's `main`: --help on stdout with exit status 0,
   flag errors and stray arguments as one line with exit status 2, SIGINT and
   SIGTERM (unless the command handles them) as one line with 128 + the signal,

@@ -90,8 +90,9 @@ def train_chunk(model, step_config, state, batches, step_keys, settings, start, 
   # The whole scan is mapped over the models (not each step), so one model runs
   # exactly the single-model loop.
   batch_axis = None if batches.ndim == 5 else 0
-  return stacked.over_models(one_model, state.num_models, (0, batch_axis, 0, 0))(
-      state, batches, step_keys, settings)
+  return stacked.over_models(one_model, state.num_models, (0, batch_axis, 0, 0),
+                             sequential=step_config.sequential_models)(
+                                 state, batches, step_keys, settings)
 
 
 class Runner:

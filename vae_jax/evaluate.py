@@ -3,4 +3,4 @@ from vae_jax import cli
 from vae_jax.commands import evaluate
 
 if __name__ == "__main__":
-  cli.run(evaluate.main)
+  cli.run_command(evaluate.main)

@@ -76,6 +76,7 @@ def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
   resolved.dataset = dataset.name  # Of the data read: an empty `dataset` is resolved by it.
   resolved.image_shape = tuple(dataset.image_shape)
   resolved.num_models = len(sweep.model_settings(config))
+  resolved.model_mapping = train_step.resolved_mapping(config.model_mapping)  # For this backend.
   if module is not None:
     resolved.model = checkpoints.CUSTOM_MODEL
     resolved.update(model_lib.signature(module))

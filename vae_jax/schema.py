@@ -198,6 +198,10 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
     _f("num_models", 1, "models in one program (vmapped): model i uses seed + i", "models",
        low=1, shapes=True, legacy=1),
     _f("independent_data_order", False, "each model sees the data in its own order", "models"),
+    _f("model_mapping", "auto", "how num_models > 1 share the program: vmap (batched products) | "
+       "sequential (one after another, each the single-model program: N x one model's time) | "
+       "auto (sequential on CPU, vmap on GPU and TPU)", "models",
+       choices=("auto", "vmap", "sequential"), legacy="vmap"),
     # Evaluation and output.
     _f("eval_batch_size", 1000, "test examples per evaluation step", "evaluation", low=0,
        strict=True),

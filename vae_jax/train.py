@@ -446,4 +446,4 @@ def _where_line(workdir: pathlib.Path, ckpt) -> str:
 if __name__ == "__main__":
   from vae_jax import cli  # pylint: disable=g-import-not-at-top
   from vae_jax.commands import train as train_command  # pylint: disable=g-import-not-at-top
-  cli.run(train_command.main, train_command.INTERRUPTED)
+  cli.run_command(train_command.main, train_command.INTERRUPTED)

@@ -123,6 +123,8 @@ class StepConfig:
       ELBO with its analytic KL (the seed's).
     skip_threshold: skip updates whose gradient norm is non-finite or above this
       many times its running level (`skipped_update`); 0: never.
+    sequential_models: run stacked models one after another (`lax.map`) instead
+      of vmapped (`stacked.over_models`; the config's resolved `model_mapping`).
   """
 
   optimizer: optim.OptimizerConfig
@@ -132,6 +134,7 @@ class StepConfig:
   estimator: str | None = None
   train_samples: int = 1
   skip_threshold: float = 0.0
+  sequential_models: bool = False
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, settings: "Settings",
@@ -142,10 +145,19 @@ class StepConfig:
     estimator = estimators.of_config(config.objective, config.gradient_estimator,
                                      config.train_samples)
     return cls(optim.optimizer_config(config), total_steps, config.binarize == "dynamic",
-               weighted, estimator, config.train_samples, config.skip_threshold)
+               weighted, estimator, config.train_samples, config.skip_threshold,
+               resolved_mapping(config.model_mapping) == "sequential")
 
   def tx(self, learning_rate) -> optax.GradientTransformation:
     return optim.make(self.optimizer, learning_rate, self.total_steps)
+
+
+def resolved_mapping(model_mapping: str) -> str:
+  """`auto`: sequential on CPUs, where vmap's batched products cost more than the
+  models one after another; vmap on GPUs and TPUs, where they cost far less."""
+  if model_mapping != "auto":
+    return model_mapping
+  return "sequential" if jax.default_backend() == "cpu" else "vmap"
 
 
 def create(model: model_lib.VAE, step_config: StepConfig, keys: jax.Array,

@@ -39,7 +39,7 @@ _EXAMPLE_CHUNK = flags.DEFINE_integer(
 
 
 def main(argv):
-  del argv  # cli.run refuses stray arguments.
+  del argv  # cli.run_command refuses stray arguments.
   with cli.errors_to_exit():
     first = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value or 0)
     count = first.config.num_models
@@ -48,7 +48,7 @@ def main(argv):
     records = []
     for i in indices:
       trained = first if i == first.index else checkpoints.load(_WORKDIR.value, first.step, index=i)
-      records.append(run(trained, dataset, inputs, _SPLIT.value))
+      records.append(evaluate_split(trained, dataset, inputs, _SPLIT.value))
       print(format_table(records[-1]), flush=True)
   result = records[0] if len(records) == 1 else summarize_models(records)
   out = pathlib.Path(_OUT.value) if _OUT.value else pathlib.Path(_WORKDIR.value) / "eval.json"
@@ -66,7 +66,7 @@ def _inputs(config, split: str):
   return dataset, inputs[:_NUM_EXAMPLES.value] if _NUM_EXAMPLES.value is not None else inputs
 
 
-def run(trained: checkpoints.TrainedModel, dataset, inputs, split: str) -> dict:
+def evaluate_split(trained: checkpoints.TrainedModel, dataset, inputs, split: str) -> dict:
   """Evaluates `trained` on uint8 images (N, H, W, C) with the flags' settings."""
   config = trained.config
   result = evaluation.evaluate(

@@ -25,7 +25,7 @@ _POINTS = flags.DEFINE_integer("points", 2000, "Test images drawn as points.", l
 
 
 def main(argv):
-  del argv  # cli.run refuses stray arguments.
+  del argv  # cli.run_command refuses stray arguments.
   with cli.errors_to_exit():
     model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
     server = explorer.serve(model, host=_HOST.value, port=_PORT.value, max_points=_POINTS.value)

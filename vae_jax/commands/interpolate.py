@@ -33,7 +33,7 @@ _GIF = flags.DEFINE_bool("gif", False, "Also write an animated GIF of the paths.
 
 
 def main(argv):
-  del argv  # cli.run refuses stray arguments.
+  del argv  # cli.run_command refuses stray arguments.
   _check_flags()
   with cli.errors_to_exit():
     model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)

@@ -20,7 +20,7 @@ _SIZE = flags.DEFINE_integer("size", 20, "Manifold grid: images per side (2-D la
 
 
 def main(argv):
-  del argv  # cli.run refuses stray arguments.
+  del argv  # cli.run_command refuses stray arguments.
   if _SIZE.value < 1:
     cli.fail(f"size must be >= 1, got {_SIZE.value}")
   with cli.errors_to_exit():

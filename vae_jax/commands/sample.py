@@ -20,7 +20,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the prior draws.")
 
 
 def main(argv):
-  del argv  # cli.run refuses stray arguments.
+  del argv  # cli.run_command refuses stray arguments.
   if _NUM.value < 1:
     cli.fail(f"num must be >= 1, got {_NUM.value}")
   with cli.errors_to_exit():

@@ -32,7 +32,7 @@ INTERRUPTED = "nothing more was saved; rerun the same command to resume"
 
 
 def main(argv):
-  del argv  # cli.run refuses stray arguments.
+  del argv  # cli.run_command refuses stray arguments.
   config = _CONFIG.value
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   request = cli.stop_request()
