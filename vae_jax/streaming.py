@@ -113,10 +113,13 @@ def _permutation(key, num_examples: int):
 
 
 class Reader:
-  """Reads images `(H, W, C)` uint8 by index from an `.npy` memmap (or an in-memory array).
+  """Reads images `(H, W, C)` uint8 by index from an `.npy` memmap, a lazy array of
+  records, or an in-memory array.
 
   A memmap covering its whole file is read with `os.preadv` into a fresh
-  buffer (see the module docstring); any other array by numpy indexing.
+  buffer (see the module docstring); a lazy array (one with `read(rows)`, as
+  `vae_jax.sources.tfds_records.RecordImages`) by its `read`, the rows split
+  over the threads; any other array by numpy indexing.
   """
 
   def __init__(self, images: np.ndarray, threads: int = READ_THREADS):
@@ -143,14 +146,21 @@ class Reader:
       UsageError: the file was truncated (one line).
     """
     flat = np.asarray(rows, np.int64).reshape(-1)
-    if self._fd is None:
+    if self._fd is None and not hasattr(self._images, "read"):
       return np.take(self._images, flat, axis=0).reshape(*np.shape(rows), *self.shape[1:])
-    self._check_size()
+    if self._fd is not None:
+      self._check_size()
+    read_part = self._read_part if self._fd is not None else self._read_records
     out = np.empty((len(flat), self.row_bytes), np.uint8)
     parts = np.array_split(np.arange(len(flat)), max(1, min(self._threads, len(flat) // 64)))
     work = [(flat[p], out[p[0]:p[-1] + 1]) for p in parts if len(p)]
-    list((self._pool.map if self._pool else map)(self._read_part, *zip(*work)))
+    list((self._pool.map if self._pool else map)(read_part, *zip(*work)))
     return out.reshape(*np.shape(rows), *self.shape[1:])
+
+  def _read_records(self, rows: np.ndarray, out: np.ndarray) -> None:
+    """Reads `rows` of a lazy array into the consecutive rows of `out`, in file order."""
+    order = np.argsort(rows, kind="stable")
+    out[order] = self._images.read(rows[order]).reshape(len(rows), -1)
 
   def _read_part(self, rows: np.ndarray, out: np.ndarray) -> None:
     """Reads `rows` into the consecutive rows of `out`, in file order (for read-ahead)."""
