@@ -79,6 +79,8 @@ def test_a_prepared_array_record_set_is_opened_lazily(data_dir):
   _check_records(ds.train.images, ds.train.labels, 0)
   _check_records(ds.test.images, ds.test.labels, NUM_TRAIN)
   every = np.asarray(ds.train.images)
+  by_tfds = tfds.data_source(NAME, split="train", data_dir=str(data_dir), download=False)
+  np.testing.assert_array_equal(every, np.stack([r["image"] for r in by_tfds]))
   np.testing.assert_array_equal(ds.train.images[[5, 1, 5]], every[[5, 1, 5]])
   np.testing.assert_array_equal(ds.train.images[3:9], every[3:9])
   np.testing.assert_array_equal(ds.train.images[-1], every[-1])
