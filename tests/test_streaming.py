@@ -225,8 +225,17 @@ import sys, numpy as np, jax
 sys.path.insert(0, {tests!r})
 import test_streaming as t
 from vae_jax import data
+from vae_jax import evaluation, parallel, streaming
 images = data.read_path({folder!r}, "npy").train.images
 params, _ = t._train("streamed", images)
+test, mesh = data.read_path({folder!r}, "npy").test.images, parallel.make_mesh()
+placed, streamed = evaluation.Chunks.place(np.asarray(test), 16, mesh), streaming.StreamedChunks(
+    test, 16, mesh)
+for c in range(len(placed)):  # The test chunks, streamed: the same rows on the same devices.
+  got, want = streamed.chunk_input(c), placed.images[c]
+  assert got.sharding.is_equivalent_to(want.sharding, 4), (got.sharding, want.sharding)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+streamed.close()
 np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(params)], devices=jax.device_count())
 """
 
