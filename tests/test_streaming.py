@@ -371,9 +371,8 @@ def test_placement_auto_keeps_what_fits_and_streams_what_does_not(npy_dir, monke
 def test_streamed_evaluation_gives_the_resident_statistics_bit_for_bit(npy_dir):
   size = 16  # 50 test images: 4 chunks, the last one padded.
   test = data.read_path(npy_dir, "npy").test.images
-  model, _, state, _ = _initial(2, tuple(test.shape[1:]))
-  keys = jnp.stack([jax.random.key(3), jax.random.key(4)])
-  mesh = parallel.make_mesh()
+  model, _, state, _ = _initial(1, tuple(test.shape[1:]))  # The model the other tests built.
+  keys, mesh = jax.random.key(3)[None], parallel.make_mesh()
   resident = evaluation.Chunks.place(np.asarray(test), size, mesh)
   streamed = streaming.StreamedChunks(test, size, mesh)
   assert len(streamed) == len(resident) and streamed.num_examples == 50

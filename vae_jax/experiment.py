@@ -143,6 +143,7 @@ class EvaluationData:
     from the host a chunk at a time; the same numbers)."""
     streamed = placement == "stream"
     test = evaluation.evaluation_inputs(test_images, config, on_host=streamed)
+    test = test if streamed else np.asarray(test)  # Lazy records decoded once, not per use.
     chunked = streaming.StreamedChunks if streamed else evaluation.Chunks.place
     chunks = chunked(test, config.eval_batch_size, mesh)
     iwae = None
