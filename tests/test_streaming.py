@@ -477,7 +477,7 @@ def test_auto_streams_what_exceeds_the_budget_and_says_so(tiny_config, tmp_path,
   tiny_config.update(num_epochs=1, device_data_budget=0.001)  # 1 MiB: mnist_sample is 12.
   train.train_and_evaluate(tiny_config, tmp_path)
   out = capsys.readouterr().out
-  assert "streaming the training set from the host" in out
+  assert "streaming the training and test sets from the host" in out
   assert "exceed device_data_budget=0.001 GiB" in out
   placement, why = streaming.choose_placement("auto", data.read_path(
       data.SAMPLE_DIR, "mnist_sample"), budget_gib=1.0)

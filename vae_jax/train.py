@@ -128,7 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     experiment = Experiment.build(config, dataset, module, placement=placement)
     stack.callback(experiment.close)
     if config.data_placement == "auto" and placement == "stream":  # Worth a line: slower.
-      reporter.say(f"streaming the training set from the host: {why}")
+      reporter.say(f"streaming the training and test sets from the host: {why}")
     return _train(experiment, ckpt, reporter, stopping.Stopper(should_stop), dataset)
 
 
