@@ -51,8 +51,10 @@ def evaluation_inputs(images: np.ndarray, config, *, on_host: bool = False) -> n
     images: uint8 (N, H, W, C).
     config: reads `binarize` and `seed`.
     on_host: binarise on the host's CPU device, not the default device (for a
-      streamed test set, which need not fit the devices). The same bits: the
-      draw is integer arithmetic, x / 255 and the comparison are exact in IEEE.
+      streamed test set, which need not fit the devices). On a CPU-only machine
+      that is the same computation; on an accelerator the same bits are
+      expected (threefry is integer arithmetic, x / 255 and the comparison are
+      correctly rounded) but not yet checked on one.
   """
   if config.binarize != "dynamic":
     return images
