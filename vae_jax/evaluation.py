@@ -34,6 +34,7 @@ from vae_jax import data
 from vae_jax import objectives
 from vae_jax import parallel
 from vae_jax import stacked
+from vae_jax import streaming
 from vae_jax.errors import Interrupted
 from vae_jax.errors import UsageError
 
@@ -209,7 +210,7 @@ def iwae_nll(model, params, keys, chunks: Chunks, *, k: int, sample_chunk: int,
 
 def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
              sample_chunk: int = 100, example_chunk: int = 100, progress: bool = True,
-             stop=None) -> dict:
+             stop=None, streamed: bool = False) -> dict:
   """Evaluates one trained VAE on uint8 images (N, H, W, C) with k importance samples each.
 
   Memory is O(example_chunk * sample_chunk * D), independent of k and N;
@@ -225,19 +226,28 @@ def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
     example_chunk: examples evaluated at once (rounded up to a multiple of the device count).
     progress: show a progress bar (on a terminal).
     stop: see `run`.
+    streamed: read the images from the host a chunk at a time
+      (`vae_jax.streaming.StreamedChunks`: for a memmap or lazy records larger
+      than device memory); the same results.
 
   Returns:
     A JSON-ready dict; see `summarize`.
   """
-  images_u8 = np.asarray(images_u8)
+  images_u8 = images_u8 if streamed else np.asarray(images_u8)
   mesh = parallel.make_mesh()
   size = min(example_chunk, len(images_u8)) if len(images_u8) else example_chunk
-  chunks = Chunks.place(images_u8, -(-size // mesh.size) * mesh.size, mesh)
+  size = -(-size // mesh.size) * mesh.size
+  chunks = (streaming.StreamedChunks(images_u8, size, mesh) if streamed
+            else Chunks.place(images_u8, size, mesh))
   start = time.perf_counter()
   statistic = functools.partial(importance_statistics, trained.module,
                                 stacked.stack(trained.params), key[None], k=k,
                                 sample_chunk=sample_chunk)
-  stats = run(statistic, chunks, stop=stop, description=f"IWAE k={k}" if progress else None)
+  try:
+    stats = run(statistic, chunks, stop=stop, description=f"IWAE k={k}" if progress else None)
+  finally:
+    if streamed:
+      chunks.close()
   return summarize(stacked.index(stats, 0), k=k, features=math.prod(images_u8.shape[1:]),
                    seconds=time.perf_counter() - start)
 
