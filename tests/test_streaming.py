@@ -472,6 +472,27 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_bit_for_bit(tiny_config, tmp_p
                     checkpoints.load(tmp_path / "whole").params)
 
 
+def test_a_run_whose_npy_files_are_removed_under_it_ends_as_usual(npy_dir, tiny_config, tmp_path,
+                                                                   monkeypatch):
+  """The memmaps and descriptors opened at start keep the removed files' data."""
+  from vae_jax import reporting  # pylint: disable=g-import-not-at-top
+  from vae_jax import train  # pylint: disable=g-import-not-at-top
+  folder = _copy(npy_dir, tmp_path)
+  tiny_config.update(data_dir=str(folder), dataset="npy", num_epochs=1, data_placement="stream")
+  run_chunk = streaming.StreamedRunner.run_chunk
+
+  def removing(self, *args):
+    for name in ("train.npy", "test.npy"):
+      if (folder / name).exists():
+        os.remove(folder / name)
+    return run_chunk(self, *args)
+
+  monkeypatch.setattr(streaming.StreamedRunner, "run_chunk", removing)
+  result = train.train_and_evaluate(tiny_config, tmp_path / "run", verbose=False)
+  assert not result.stopped and result.epochs_done == 1 and not (folder / "train.npy").exists()
+  assert np.isfinite(reporting.read_metrics(tmp_path / "run")[-1]["test_loss"])
+
+
 def test_auto_streams_what_exceeds_the_budget_and_says_so(tiny_config, tmp_path, capsys):
   from vae_jax import train  # pylint: disable=g-import-not-at-top
   tiny_config.update(num_epochs=1, device_data_budget=0.001)  # 1 MiB: mnist_sample is 12.
