@@ -18,8 +18,8 @@
     a cache by `vae_jax.download` (no TensorFlow);
   * `dataset=tfds:NAME`: any tensorflow-datasets image dataset; one prepared
     in ArrayRecord is read by index from disk (`vae_jax.sources.tfds_records`).
-Only tfds data sets not prepared in ArrayRecord import TensorFlow. Every malformed input raises `UsageError` with
-one line, before anything is trained.
+Only tfds data sets not prepared in ArrayRecord import TensorFlow. Every
+malformed input raises `UsageError` with one line, before anything is trained.
 
 Inputs without a test split (an image folder without `test/`, a tfds dataset
 with neither `test` nor `validation`) get one: a fraction `test_fraction` of
@@ -382,7 +382,8 @@ def split_off_test(split: Split, fraction: float, where: str = "data") -> tuple[
   is_test = test_mask(len(split.images), fraction, where)
   # Lazy images (tfds_records.RecordImages) are subset without decoding them.
   pick = getattr(split.images, "subset", split.images.__getitem__)
-  return (Split(pick(~is_test), split.labels[~is_test]), Split(pick(is_test), split.labels[is_test]))
+  return (Split(pick(~is_test), split.labels[~is_test]),
+          Split(pick(is_test), split.labels[is_test]))
 
 
 def test_mask(n: int, fraction: float, where: str = "data") -> np.ndarray:

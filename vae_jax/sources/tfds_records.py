@@ -3,16 +3,17 @@
     ds = tfds.builder("cifar10", file_format="array_record"); ds.download_and_prepare()
     # or: tfds build cifar10 --file_format=array_record
 
-A data set prepared so is opened with `tfds.data_source` (random access
+A data set prepared so is opened as tfds data sources (`builder.as_data_source`,
+what `tfds.data_source` returns: random access
 into the ArrayRecord files; reading needs tensorflow-datasets and
 array_record, not TensorFlow). Its images stay on disk: `RecordImages` has
 the shape, dtype, length and indexing of a uint8 array `(N, H, W, C)` and
 decodes only the records asked for, so `vae_jax.streaming` reads it batch by
 batch like an `.npy` memmap; `np.asarray` of it (what a device-resident run
 does) decodes all of it. Labels (small) are read once, with the image
-decoding skipped; images are decoded with PIL as they are read. The test split is `test`, else `validation`; without
-either, `vae_jax.data` splits off a test set by index (`split`), still
-without decoding anything.
+decoding skipped; images are decoded with PIL as they are read. The test
+split is `test`, else `validation`; without either, `vae_jax.data` splits off
+a test set by index (`RecordImages.subset`), still without decoding anything.
 
 A data set prepared in TFRecord (tfds' default) is not opened here:
 `vae_jax.sources.tfds` reads it through TensorFlow, into memory.
