@@ -4,6 +4,7 @@
     python experiments/bench_stream.py --mode=epoch    # streamed vs resident seed epoch
     python experiments/bench_stream.py --mode=memory   # a 3 GB set streamed: peak RssAnon
     python experiments/bench_stream.py --mode=grain    # grain.MapDataset on the same file
+    python experiments/bench_stream.py --mode=records  # a tfds set in ArrayRecord, by index
 
 reader: `streaming.Reader` (pread, threads) and plain memmap fancy indexing
 (sorted indices) reading random batch-sized sets of rows of a 64x64x3 uint8
@@ -18,6 +19,12 @@ memory: writes N x 64 x 64 x 3 random uint8 images (default 250,000, 3 GB) to
 a temporary `.npy`, trains one streamed epoch of a small MLP (hidden 16) over
 them and reports this process's peak anonymous RSS (`/proc/self/status`
 RssAnon, sampled on a thread, and VmHWM). Target: < 1.5 GB.
+
+records: prepares (once, in --tfds_data_dir; needs TensorFlow) a tfds data set
+`vae_jax_bench_records` of mnist_sample's 10,000 digits as 64x64x3 PNG images
+(resized, in three channels; 8,004 train), opens it as `data.load` does
+(`vae_jax.sources.tfds_records`: seconds to open, which reads the labels) and
+reads random batches of 128 through `streaming.Reader`: images/s and MB/s.
 
 folder: loads --folder (an image folder) as `data.read_path` does, through the
 cache (--folder_cache=always: a build the first time, an open after) or
@@ -46,8 +53,11 @@ from vae_jax import train_step
 from vae_jax.configs import default
 from vae_jax.sources import npy
 
-_MODE = flags.DEFINE_enum("mode", "reader", ["reader", "epoch", "memory", "grain", "folder"],
+_MODE = flags.DEFINE_enum("mode", "reader",
+                         ["reader", "epoch", "memory", "grain", "folder", "records"],
                          "What to run.")
+_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", "/tmp/vae_jax_bench_tfds",
+                                     "--mode=records: where the tfds data set is prepared.")
 _FOLDER = flags.DEFINE_string("folder", None, "An image folder, for --mode=folder.")
 _FOLDER_CACHE = flags.DEFINE_enum("folder_cache", "always", ["always", "never"],
                                   "--mode=folder: through the cache or decoded afresh.")
@@ -247,13 +257,64 @@ def bench_folder(folder: str) -> None:
         flush=True)
 
 
+RECORDS_NAME = "vae_jax_bench_records"
+
+
+def _prepare_records(data_dir: str) -> None:
+  """Writes the records mode's data set once (TensorFlow encodes the PNGs)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from vae_jax.sources import pixels  # pylint: disable=g-import-not-at-top
+  sample = data.load_idx_dir(data.SAMPLE_DIR)
+  digits = pixels.resize(np.concatenate([sample.train.images, sample.test.images]), 64)
+  colour = np.concatenate([digits, digits[:, ::-1], 255 - digits], axis=-1)
+
+  class VaeJaxBenchRecords(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Image(shape=(64, 64, 3)),
+          "label": tfds.features.ClassLabel(num_classes=10)}))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {"train": self._generate_examples(0, len(sample.train.images)),
+              "test": self._generate_examples(len(sample.train.images), len(colour))}
+
+    def _generate_examples(self, first, end):
+      for i in range(first, end):
+        yield i, {"image": colour[i], "label": i % 10}
+
+  VaeJaxBenchRecords(data_dir=data_dir, file_format="array_record").download_and_prepare()
+
+
+def bench_records(folder: str) -> None:
+  del folder
+  from vae_jax.sources import tfds_records  # pylint: disable=g-import-not-at-top
+  if tfds_records.open_prepared(RECORDS_NAME, _TFDS_DATA_DIR.value) is None:
+    _prepare_records(_TFDS_DATA_DIR.value)
+  start = time.perf_counter()
+  images = tfds_records.open_prepared(RECORDS_NAME, _TFDS_DATA_DIR.value)[0]["train"][0]
+  print(f"opened {len(images):,} records (their labels read) in "
+        f"{time.perf_counter() - start:.2f} s", flush=True)
+  rng = np.random.default_rng(1)
+  batches = [rng.permutation(len(images))[:128 * 10].reshape(10, 128)
+             for _ in range(_ROUNDS.value)]
+  row_mb = np.prod(images.shape[1:]) / 2**20
+  for threads in sorted({1, 2, _THREADS.value}):
+    reader = streaming.Reader(images, threads)
+    _report(f"Reader over ArrayRecord, {threads} thread(s), per chunk of 10 batches of 128",
+            lambda b: reader.read(b), batches, row_mb)
+    reader.close()
+
+
 def main(argv):
   del argv
   print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; jax {jax.__version__} "
         f"on {jax.devices()[0].platform}", flush=True)
   with tempfile.TemporaryDirectory(dir=_SCRATCH.value) as folder:
     {"reader": bench_reader, "epoch": bench_epoch, "memory": bench_memory,
-     "grain": bench_grain, "folder": bench_folder}[_MODE.value](folder)
+     "grain": bench_grain, "folder": bench_folder, "records": bench_records}[_MODE.value](folder)
 
 
 if __name__ == "__main__":

@@ -158,8 +158,11 @@ def dead_latent_results():
       trained, images, k=7, key=key, sample_chunk=sample_chunk, example_chunk=example_chunk,
       progress=False)
   # Whole: one call, one sample chunk. Chunked: 4 calls of 16 (14 padded
-  # examples), 3 sample chunks of 3 (2 padded samples).
-  return run(50, 7), run(16, 3)
+  # examples), 3 sample chunks of 3 (2 padded samples); streamed: the same chunks read
+  # from the host one at a time.
+  streamed = evaluation.evaluate(trained, images, k=7, key=key, sample_chunk=3,
+                                 example_chunk=16, progress=False, streamed=True)
+  return run(50, 7), run(16, 3), streamed
 
 
 def test_results_do_not_depend_on_chunk_sizes(dead_latent_results):
@@ -173,7 +176,7 @@ def test_results_do_not_depend_on_chunk_sizes(dead_latent_results):
   1.4e-4 to 2e-2 for the means and 2e-3 to 6e-3 for the standard errors; other
   draws (keys per chunk instead of per example), 5e-4 and 4e-2.
   """
-  whole, chunked = dead_latent_results
+  whole, chunked, _ = dead_latent_results
   assert whole["num_examples"] == chunked["num_examples"] == 50
   for name in ("elbo", "nll", "recon", "kl", "unit_activity", "kl_per_dimension"):
     np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-5, atol=1e-9)
@@ -181,8 +184,14 @@ def test_results_do_not_depend_on_chunk_sizes(dead_latent_results):
     np.testing.assert_allclose(chunked[name], whole[name], rtol=2e-4)
 
 
+def test_streamed_examples_give_the_placed_chunks_results_bit_for_bit(dead_latent_results):
+  _, chunked, streamed = dead_latent_results
+  untimed = lambda r: {k: v for k, v in r.items() if k != "seconds"}
+  assert untimed(streamed) == untimed(chunked)
+
+
 def test_active_units_ignore_dead_latents(dead_latent_results):
-  result, _ = dead_latent_results
+  result, _, _ = dead_latent_results
   activity = np.asarray(result["unit_activity"])
   assert result["active_units"] == 3 and result["latents"] == 5
   assert np.all(activity[DEAD] < 1e-10) and np.all(np.delete(activity, DEAD) > 0.01)

@@ -20,6 +20,7 @@ from conftest import REPO
 from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import epoch
+from vae_jax import evaluation
 from vae_jax import model as model_lib
 from vae_jax import parallel
 from vae_jax import streaming
@@ -224,8 +225,17 @@ import sys, numpy as np, jax
 sys.path.insert(0, {tests!r})
 import test_streaming as t
 from vae_jax import data
+from vae_jax import evaluation, parallel, streaming
 images = data.read_path({folder!r}, "npy").train.images
 params, _ = t._train("streamed", images)
+test, mesh = data.read_path({folder!r}, "npy").test.images, parallel.make_mesh()
+placed, streamed = evaluation.Chunks.place(np.asarray(test), 16, mesh), streaming.StreamedChunks(
+    test, 16, mesh)
+for c in range(len(placed)):  # The test chunks, streamed: the same rows on the same devices.
+  got, want = streamed.chunk_input(c), placed.images[c]
+  assert got.sharding.is_equivalent_to(want.sharding, 4), (got.sharding, want.sharding)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+streamed.close()
 np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(params)], devices=jax.device_count())
 """
 
@@ -355,6 +365,47 @@ def test_placement_auto_keeps_what_fits_and_streams_what_does_not(npy_dir, monke
 
 
 # ----------------------------------------------------------------------------
+# Evaluation: the test set streamed a chunk at a time.
+
+
+def test_streamed_evaluation_gives_the_resident_statistics_bit_for_bit(npy_dir):
+  size = 16  # 50 test images: 4 chunks, the last one padded.
+  test = data.read_path(npy_dir, "npy").test.images
+  model, _, state, _ = _initial(1, tuple(test.shape[1:]))  # The model the other tests built.
+  keys, mesh = jax.random.key(3)[None], parallel.make_mesh()
+  resident = evaluation.Chunks.place(np.asarray(test), size, mesh)
+  streamed = streaming.StreamedChunks(test, size, mesh)
+  assert len(streamed) == len(resident) and streamed.num_examples == 50
+  for statistic in (functools.partial(evaluation.elbo_statistics, model, state.params, keys),
+                    functools.partial(evaluation.importance_statistics, model, state.params,
+                                      keys, k=4, sample_chunk=2)):
+    want, got = evaluation.run(statistic, resident), evaluation.run(statistic, streamed)
+    assert want.keys() == got.keys()
+    for name in want:
+      np.testing.assert_array_equal(got[name], want[name])
+  streamed.close()
+
+
+def test_a_test_file_removed_under_a_streamed_evaluation_is_still_read(npy_dir, tmp_path):
+  folder = _copy(npy_dir, tmp_path)
+  test = data.read_path(folder, "npy").test.images
+  model, _, state, _ = _initial(1, tuple(test.shape[1:]))
+  streamed = streaming.StreamedChunks(test, 16, parallel.make_mesh())
+  os.remove(folder / "test.npy")
+  stats = evaluation.test_elbo(model, state.params, jax.random.key(0)[None], streamed)
+  assert np.isfinite(stats[0]["loss"])
+  streamed.close()
+
+
+def test_binarised_evaluation_inputs_are_the_same_made_on_the_host(npy_dir, tiny_config):
+  test = data.read_path(npy_dir, "npy").test.images
+  tiny_config.binarize = "dynamic"
+  on_host = evaluation.evaluation_inputs(test, tiny_config, on_host=True)
+  np.testing.assert_array_equal(on_host, evaluation.evaluation_inputs(test, tiny_config))
+  assert set(np.unique(on_host)) == {0, 255}
+
+
+# ----------------------------------------------------------------------------
 # Through train_and_evaluate: --config.data_placement.
 
 
@@ -366,14 +417,32 @@ def _placed_run(tiny_config, workdir, placement, **options):
 
 def test_a_streamed_run_gives_the_resident_runs_test_losses_bit_for_bit(tiny_config, tmp_path):
   from vae_jax import reporting  # pylint: disable=g-import-not-at-top
-  tiny_config.num_epochs = 1
+  tiny_config.update(num_epochs=1, eval_iwae_every=1, eval_iwae_k=4)
   _placed_run(tiny_config.copy_and_resolve_references(), tmp_path / "device", "device")
-  _placed_run(tiny_config, tmp_path / "stream", "stream")
+  built = []
+  with pytest.MonkeyPatch.context() as patch:  # The test set streams too: never all placed.
+    patch.setattr(streaming.StreamedChunks, "__init__", _recorded(built))
+    patch.setattr(evaluation.Chunks, "place", _refused)
+    _placed_run(tiny_config, tmp_path / "stream", "stream")
+  assert len(built) == 2  # The per-epoch test loss's chunks and the IWAE bound's.
   untimed = lambda w: [{k: v for k, v in r.items() if "seconds" not in k and "per_second" not in k}
                        for r in reporting.read_metrics(w)]
   assert untimed(tmp_path / "stream") == untimed(tmp_path / "device")
   _assert_identical(checkpoints.load(tmp_path / "stream").params,
                     checkpoints.load(tmp_path / "device").params)
+
+
+def _recorded(built):
+  init = streaming.StreamedChunks.__init__
+
+  def recording(self, *args, **kwargs):
+    built.append(self)
+    init(self, *args, **kwargs)
+  return recording
+
+
+def _refused(*args, **kwargs):
+  raise AssertionError("a streamed run placed the whole test set on the devices")
 
 
 def test_a_streamed_run_stopped_mid_epoch_resumes_bit_for_bit(tiny_config, tmp_path,
@@ -403,12 +472,33 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_bit_for_bit(tiny_config, tmp_p
                     checkpoints.load(tmp_path / "whole").params)
 
 
+def test_a_run_whose_npy_files_are_removed_under_it_ends_as_usual(npy_dir, tiny_config, tmp_path,
+                                                                   monkeypatch):
+  """The memmaps and descriptors opened at start keep the removed files' data."""
+  from vae_jax import reporting  # pylint: disable=g-import-not-at-top
+  from vae_jax import train  # pylint: disable=g-import-not-at-top
+  folder = _copy(npy_dir, tmp_path)
+  tiny_config.update(data_dir=str(folder), dataset="npy", num_epochs=1, data_placement="stream")
+  run_chunk = streaming.StreamedRunner.run_chunk
+
+  def removing(self, *args):
+    for name in ("train.npy", "test.npy"):
+      if (folder / name).exists():
+        os.remove(folder / name)
+    return run_chunk(self, *args)
+
+  monkeypatch.setattr(streaming.StreamedRunner, "run_chunk", removing)
+  result = train.train_and_evaluate(tiny_config, tmp_path / "run", verbose=False)
+  assert not result.stopped and result.epochs_done == 1 and not (folder / "train.npy").exists()
+  assert np.isfinite(reporting.read_metrics(tmp_path / "run")[-1]["test_loss"])
+
+
 def test_auto_streams_what_exceeds_the_budget_and_says_so(tiny_config, tmp_path, capsys):
   from vae_jax import train  # pylint: disable=g-import-not-at-top
   tiny_config.update(num_epochs=1, device_data_budget=0.001)  # 1 MiB: mnist_sample is 12.
   train.train_and_evaluate(tiny_config, tmp_path)
   out = capsys.readouterr().out
-  assert "streaming the training set from the host" in out
+  assert "streaming the training and test sets from the host" in out
   assert "exceed device_data_budget=0.001 GiB" in out
   placement, why = streaming.choose_placement("auto", data.read_path(
       data.SAMPLE_DIR, "mnist_sample"), budget_gib=1.0)

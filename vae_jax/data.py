@@ -16,9 +16,10 @@
   * `dataset=mnist_sample`: 10,000 real MNIST digits shipped with the package;
   * `dataset=mnist|fashion_mnist`: MNIST or Fashion-MNIST, downloaded once into
     a cache by `vae_jax.download` (no TensorFlow);
-  * `dataset=tfds:NAME`: any tensorflow-datasets image dataset.
-Only tfds imports TensorFlow. Every malformed input raises `UsageError` with
-one line, before anything is trained.
+  * `dataset=tfds:NAME`: any tensorflow-datasets image dataset; one prepared
+    in ArrayRecord is read by index from disk (`vae_jax.sources.tfds_records`).
+Only tfds data sets not prepared in ArrayRecord import TensorFlow. Every
+malformed input raises `UsageError` with one line, before anything is trained.
 
 Inputs without a test split (an image folder without `test/`, a tfds dataset
 with neither `test` nor `validation`) get one: a fraction `test_fraction` of
@@ -302,12 +303,19 @@ def _from_image_folder(path: pathlib.Path, name: str, image_size: int, test_frac
 
 def load_tfds(tfds_name: str, data_dir: str | None = None, *, name: str | None = None,
               image_size: int = 0, test_fraction: float = _TEST_FRACTION) -> Dataset:
-  """Loads tensorflow-datasets' `tfds_name` (see `vae_jax.sources.tfds`).
+  """Loads tensorflow-datasets' `tfds_name`.
+
+  Prepared in ArrayRecord, it is opened by index and read lazily, without
+  TensorFlow (`vae_jax.sources.tfds_records`); else read into memory through
+  TensorFlow, preparing it first if needed (`vae_jax.sources.tfds`).
 
   Raises:
     UsageError: tfds cannot provide the data (saying what to do offline), or the
       dataset is not one of images.
   """
+  from vae_jax.sources import tfds_records  # pylint: disable=g-import-not-at-top
+  if prepared := tfds_records.open_prepared(tfds_name, data_dir, image_size):  # No TensorFlow.
+    return assemble(name or tfds_name, f"tfds:{tfds_name}", *prepared, test_fraction)
   from vae_jax.sources import tfds  # pylint: disable=g-import-not-at-top  # Imports TensorFlow.
   try:
     splits, class_names = tfds.read(tfds_name, data_dir, image_size)
@@ -372,8 +380,10 @@ def split_off_test(split: Split, fraction: float, where: str = "data") -> tuple[
     UsageError: too few images for both parts to be non-empty.
   """
   is_test = test_mask(len(split.images), fraction, where)
-  return (Split(split.images[~is_test], split.labels[~is_test]),
-          Split(split.images[is_test], split.labels[is_test]))
+  # Lazy images (tfds_records.RecordImages) are subset without decoding them.
+  pick = getattr(split.images, "subset", split.images.__getitem__)
+  return (Split(pick(~is_test), split.labels[~is_test]),
+          Split(pick(is_test), split.labels[is_test]))
 
 
 def test_mask(n: int, fraction: float, where: str = "data") -> np.ndarray:

@@ -1,7 +1,9 @@
 """Evaluation: one masked, chunked engine and the statistics it computes.
 
 The examples go to the devices once, as zero-padded chunks `(C, E, H, W, C)`
-sharded along E (`Chunks`). `run` calls one jitted statistic per chunk and
+sharded along E (`Chunks`), or, for a test set streamed from the host, one
+chunk `(E, H, W, C)` at a time (`vae_jax.streaming.StreamedChunks`: the same
+chunks, the same numbers). `run` calls one jitted statistic per chunk and
 gathers per-example results for the real examples; the host checks a stop
 flag between chunks, so a long evaluation stops within one chunk of Ctrl-C.
 Two statistics are computed per example, for every stacked model at once:
@@ -17,6 +19,7 @@ eval.json: the ELBO, the negative log-likelihood -log p(x) estimated by the
 IWAE bound (Burda, Grosse & Salakhutdinov 2015; papers use k = 5,000), bits
 per dimension and active units (latent i is active when Cov_x E_q[z_i|x] > 0.01).
 """
+import contextlib
 import dataclasses
 import functools
 import math
@@ -31,6 +34,7 @@ from vae_jax import data
 from vae_jax import objectives
 from vae_jax import parallel
 from vae_jax import stacked
+from vae_jax import streaming
 from vae_jax.errors import Interrupted
 from vae_jax.errors import UsageError
 
@@ -38,16 +42,29 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015, section 5.2.
 TEST_BINARIZE_STREAM = 4  # The key stream (under the seed) that binarises evaluation inputs.
 
 
-def evaluation_inputs(images: np.ndarray, config) -> np.ndarray:
+def evaluation_inputs(images: np.ndarray, config, *, on_host: bool = False) -> np.ndarray:
   """The uint8 images (N, H, W, C) every evaluation of `images` uses.
 
   With `binarize=dynamic` they are binarised once, with a key fixed by the
   seed, so that epochs, runs and `python -m vae_jax.evaluate` all compare.
+
+  Args:
+    images: uint8 (N, H, W, C).
+    config: reads `binarize` and `seed`.
+    on_host: binarise on the host's CPU device, not the default device (for a
+      streamed test set, which need not fit the devices). On a CPU-only machine
+      that is the same computation; on an accelerator the same bits are
+      expected (threefry is integer arithmetic, x / 255 and the comparison are
+      correctly rounded) but not yet checked on one.
   """
   if config.binarize != "dynamic":
     return images
   key = jax.random.fold_in(jax.random.key(config.seed), TEST_BINARIZE_STREAM)
-  return np.asarray(data.binarize(key, data.to_unit_interval(images)) * 255).astype(np.uint8)
+  on = (jax.default_device(jax.local_devices(backend="cpu")[0]) if on_host
+        else contextlib.nullcontext())
+  with on:
+    binary = data.binarize(key, data.to_unit_interval(np.asarray(images)))
+    return np.asarray(binary * 255).astype(np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,15 +95,22 @@ class Chunks:
   def __len__(self) -> int:
     return self.images.shape[0]
 
+  def chunk_input(self, c: int) -> jax.Array:
+    """The `images` a statistic takes for chunk `c`: all chunks, which it indexes by `c`."""
+    del c
+    return self.images
+
 
 def run(statistic, chunks: Chunks, *, stop=None, description: str | None = None
         ) -> dict[str, np.ndarray]:
   """Per-example statistics of every real example, chunk by chunk.
 
   Args:
-    statistic: `(images (C, E, ...), chunk index) -> dict of (N, E, ...)`
-      arrays for N stacked models, jitted.
-    chunks: the examples.
+    statistic: `(images, chunk index) -> dict of (N, E, ...)` arrays for N
+      stacked models, jitted; `images` is what `chunks.chunk_input` gives:
+      all chunks (C, E, ...) or the chunk alone (E, ...).
+    chunks: the examples: `Chunks`, or any object with its `num_examples`,
+      `size`, `len` and `chunk_input` (`vae_jax.streaming.StreamedChunks`).
     stop: a callable checked before each chunk (`stopping.Stopper`): True stops.
     description: show a progress bar with this label (on a terminal).
 
@@ -102,7 +126,7 @@ def run(statistic, chunks: Chunks, *, stop=None, description: str | None = None
     for c in range(len(chunks)):
       if stop is not None and stop():
         raise Interrupted("evaluation")
-      parts.append(parallel.to_host(statistic(chunks.images, jnp.int32(c))))
+      parts.append(parallel.to_host(statistic(chunks.chunk_input(c), jnp.int32(c))))
       bar.update(min(chunks.size, chunks.num_examples - c * chunks.size))
   return {name: np.concatenate([p[name] for p in parts], axis=1)[:, :chunks.num_examples]
           for name in parts[0]}
@@ -116,9 +140,10 @@ def run(statistic, chunks: Chunks, *, stop=None, description: str | None = None
 def elbo_statistics(model, params, keys, images, c) -> dict[str, jax.Array]:
   """Single-sample negative ELBO terms of chunk `c`: `loss`, `recon`, `kl`, each (N, E).
 
-  Model i draws z for chunk c from `fold_in(keys[i], c)`.
+  Model i draws z for chunk c from `fold_in(keys[i], c)`. `images`: all chunks
+  (C, E, H, W, C) or chunk c alone (E, H, W, C).
   """
-  x = data.to_unit_interval(jax.lax.dynamic_index_in_dim(images, c, keepdims=False))
+  x = data.to_unit_interval(_chunk(images, c))
 
   def one(params, key):
     terms = objectives.negative_elbo(model, params, x, jax.random.fold_in(key, c))
@@ -133,13 +158,14 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
   """Per-example statistics of chunk `c` with k importance samples, each (N, E, ...).
 
   Example e of the chunk is example n = c * E + e of the data set and draws
-  from `fold_in(keys[i], n)` for model i.
+  from `fold_in(keys[i], n)` for model i. `images`: all chunks (C, E, H, W, C)
+  or chunk c alone (E, H, W, C).
 
   Returns:
     `iwae`, `recon`, `kl` (see `objectives.importance_terms`), `kl_per_dimension`
     and `posterior_mean` (N, E, latents).
   """
-  batch = jax.lax.dynamic_index_in_dim(images, c, keepdims=False)
+  batch = _chunk(images, c)
   x = data.to_unit_interval(batch)
   size = batch.shape[0]
 
@@ -153,6 +179,13 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
     return {**terms, "kl_per_dimension": kl_dims, "posterior_mean": mean}
 
   return stacked.over_models(one, len(keys), (0, 0))(params, keys)
+
+
+def _chunk(images: jax.Array, c: jax.Array) -> jax.Array:
+  """Chunk c (E, H, W, C) of all chunks (C, E, H, W, C), or `images` when it is that chunk."""
+  if images.ndim == 4:  # Streamed: only chunk c is on the devices.
+    return images
+  return jax.lax.dynamic_index_in_dim(images, c, keepdims=False)
 
 
 # ----------------------------------------------------------------------------
@@ -177,7 +210,7 @@ def iwae_nll(model, params, keys, chunks: Chunks, *, k: int, sample_chunk: int,
 
 def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
              sample_chunk: int = 100, example_chunk: int = 100, progress: bool = True,
-             stop=None) -> dict:
+             stop=None, streamed: bool = False) -> dict:
   """Evaluates one trained VAE on uint8 images (N, H, W, C) with k importance samples each.
 
   Memory is O(example_chunk * sample_chunk * D), independent of k and N;
@@ -193,19 +226,28 @@ def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
     example_chunk: examples evaluated at once (rounded up to a multiple of the device count).
     progress: show a progress bar (on a terminal).
     stop: see `run`.
+    streamed: read the images from the host a chunk at a time
+      (`vae_jax.streaming.StreamedChunks`: for a memmap or lazy records larger
+      than device memory); the same results.
 
   Returns:
     A JSON-ready dict; see `summarize`.
   """
-  images_u8 = np.asarray(images_u8)
+  images_u8 = images_u8 if streamed else np.asarray(images_u8)
   mesh = parallel.make_mesh()
   size = min(example_chunk, len(images_u8)) if len(images_u8) else example_chunk
-  chunks = Chunks.place(images_u8, -(-size // mesh.size) * mesh.size, mesh)
+  size = -(-size // mesh.size) * mesh.size
+  chunks = (streaming.StreamedChunks(images_u8, size, mesh) if streamed
+            else Chunks.place(images_u8, size, mesh))
   start = time.perf_counter()
   statistic = functools.partial(importance_statistics, trained.module,
                                 stacked.stack(trained.params), key[None], k=k,
                                 sample_chunk=sample_chunk)
-  stats = run(statistic, chunks, stop=stop, description=f"IWAE k={k}" if progress else None)
+  try:
+    stats = run(statistic, chunks, stop=stop, description=f"IWAE k={k}" if progress else None)
+  finally:
+    if streamed:
+      chunks.close()
   return summarize(stacked.index(stats, 0), k=k, features=math.prod(images_u8.shape[1:]),
                    seconds=time.perf_counter() - start)
 

@@ -4,7 +4,8 @@
 
 holds the module, the devices, the key streams (`KeyStreams`: every random draw
 of a run, by stream, epoch and step), the per-model settings, the compiled
-epoch (`epoch.Runner`) and the test set on the devices (`EvaluationData`).
+epoch (`epoch.Runner`) and the test set (`EvaluationData`), both on the devices
+or both streamed from the host (`data_placement`).
 `vae_jax.train` loops over it; `experiments/bench_train.py` times its epoch.
 """
 import dataclasses
@@ -129,22 +130,35 @@ class KeyStreams:
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationData:
-  """The test set on the devices, as evaluation and the figures take it."""
+  """The test set as evaluation and the figures take it: on the devices, or streamed."""
 
-  chunks: evaluation.Chunks  # In eval_batch_size chunks.
+  # In eval_batch_size chunks: evaluation.Chunks, or streaming.StreamedChunks.
+  chunks: evaluation.Chunks
   iwae_chunks: evaluation.Chunks | None  # In iwae_example_chunk chunks, when IWAE is logged.
   figure_inputs: jax.Array  # float32 (R, H, W, C) in [0, 1], replicated.
 
   @classmethod
-  def place(cls, test_images: np.ndarray, config, mesh) -> "EvaluationData":
-    test = evaluation.evaluation_inputs(test_images, config)
-    chunks = evaluation.Chunks.place(test, config.eval_batch_size, mesh)
+  def place(cls, test_images: np.ndarray, config, mesh,
+            placement: str = "device") -> "EvaluationData":
+    """Args: placement: "device" (the test set in device memory) or "stream" (read
+    from the host a chunk at a time; the same numbers)."""
+    streamed = placement == "stream"
+    test = evaluation.evaluation_inputs(test_images, config, on_host=streamed)
+    test = test if streamed else np.asarray(test)  # Lazy records decoded once, not per use.
+    chunked = streaming.StreamedChunks if streamed else evaluation.Chunks.place
+    chunks = chunked(test, config.eval_batch_size, mesh)
     iwae = None
     if config.eval_iwae_every:
       size = -(-config.iwae_example_chunk // mesh.size) * mesh.size
-      iwae = evaluation.Chunks.place(test, size, mesh)
-    figures = parallel.put(test[:NUM_RECONSTRUCTIONS], parallel.replicated(mesh))
+      iwae = chunked(test, size, mesh)
+    figures = parallel.put(np.asarray(test[:NUM_RECONSTRUCTIONS]), parallel.replicated(mesh))
     return cls(chunks, iwae, data.to_unit_interval(figures))
+
+  def close(self) -> None:
+    """Stops streamed chunks' reader threads (nothing to do for resident ones)."""
+    for chunks in (self.chunks, self.iwae_chunks):
+      if hasattr(chunks, "close"):
+        chunks.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,15 +200,18 @@ class Experiment:
       runner = epoch_lib.Runner(
           module, step_config, epoch_lib.place_training_set(dataset.train.images, mesh),
           len(dataset.train.images), **options)
-    evaluation_data = (EvaluationData.place(dataset.test.images, config, mesh)
+    evaluation_data = (EvaluationData.place(dataset.test.images, config, mesh, placement)
                        if with_evaluation else None)
     return cls(config, module, mesh, keys, model_settings, settings, step_config, runner,
                evaluation_data)
 
   def close(self) -> None:
-    """Stops a streamed epoch's reader threads (nothing to do for a resident one)."""
+    """Stops a streamed epoch's and evaluation's reader threads (nothing to do for resident
+    ones)."""
     if hasattr(self.runner, "close"):
       self.runner.close()
+    if self.evaluation is not None:
+      self.evaluation.close()
 
   @property
   def num_models(self) -> int:

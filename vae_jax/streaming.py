@@ -113,10 +113,13 @@ def _permutation(key, num_examples: int):
 
 
 class Reader:
-  """Reads images `(H, W, C)` uint8 by index from an `.npy` memmap (or an in-memory array).
+  """Reads images `(H, W, C)` uint8 by index from an `.npy` memmap, a lazy array of
+  records, or an in-memory array.
 
   A memmap covering its whole file is read with `os.preadv` into a fresh
-  buffer (see the module docstring); any other array by numpy indexing.
+  buffer (see the module docstring); a lazy array (one with `read(rows)`, as
+  `vae_jax.sources.tfds_records.RecordImages`) by its `read`, the rows split
+  over the threads; any other array by numpy indexing.
   """
 
   def __init__(self, images: np.ndarray, threads: int = READ_THREADS):
@@ -143,14 +146,21 @@ class Reader:
       UsageError: the file was truncated (one line).
     """
     flat = np.asarray(rows, np.int64).reshape(-1)
-    if self._fd is None:
+    if self._fd is None and not hasattr(self._images, "read"):
       return np.take(self._images, flat, axis=0).reshape(*np.shape(rows), *self.shape[1:])
-    self._check_size()
+    if self._fd is not None:
+      self._check_size()
+    read_part = self._read_part if self._fd is not None else self._read_records
     out = np.empty((len(flat), self.row_bytes), np.uint8)
     parts = np.array_split(np.arange(len(flat)), max(1, min(self._threads, len(flat) // 64)))
     work = [(flat[p], out[p[0]:p[-1] + 1]) for p in parts if len(p)]
-    list((self._pool.map if self._pool else map)(self._read_part, *zip(*work)))
+    list((self._pool.map if self._pool else map)(read_part, *zip(*work)))
     return out.reshape(*np.shape(rows), *self.shape[1:])
+
+  def _read_records(self, rows: np.ndarray, out: np.ndarray) -> None:
+    """Reads `rows` of a lazy array into the consecutive rows of `out`, in file order."""
+    order = np.argsort(rows, kind="stable")
+    out[order] = self._images.read(rows[order]).reshape(len(rows), -1)
 
   def _read_part(self, rows: np.ndarray, out: np.ndarray) -> None:
     """Reads `rows` into the consecutive rows of `out`, in file order (for read-ahead)."""
@@ -185,6 +195,35 @@ def _whole_file(images: np.ndarray) -> bool:
     return images.offset + images.nbytes == os.path.getsize(images.filename)
   except (OSError, TypeError):
     return False
+
+
+def put_rows(reader: Reader, indices: np.ndarray, sharding) -> jax.Array:
+  """Images `indices` as one global array, each process reading only its devices' rows.
+
+  Args:
+    reader: reads the images (H, W, C).
+    indices: int (..., B) image indices, the same on every process; -1 gives a
+      zero image (padding).
+    sharding: of the result, `indices.shape + (H, W, C)`.
+
+  Returns:
+    uint8 `indices.shape + (H, W, C)`, laid out by `sharding`.
+
+  Raises:
+    UsageError: the images cannot be read (one line).
+  """
+  shape = (*indices.shape, *reader.shape[1:])
+  pieces = sharding.addressable_devices_indices_map(shape)
+  rows = [indices[index[:indices.ndim]] for index in pieces.values()]
+  flat = np.concatenate([r.reshape(-1) for r in rows])
+  images = reader.read(np.maximum(flat, 0))
+  images[flat < 0] = 0
+  arrays, at = [], 0
+  for device, r in zip(pieces, rows):
+    piece = images[at:at + r.size].reshape(*r.shape, *reader.shape[1:])
+    arrays.append(jax.device_put(piece, device))
+    at += r.size
+  return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
 
 
 class EpochStream:
@@ -223,19 +262,9 @@ class EpochStream:
     return batches
 
   def _load(self, start: int) -> jax.Array:
-    """Reads this process's rows of one chunk and assembles the global array."""
     runner = self._runner
-    chunk = self._indices[..., start:start + runner.chunk, :]
-    shape = (*chunk.shape, *runner.image_shape)
-    pieces = runner.sharding.addressable_devices_indices_map(shape)
-    rows = [chunk[index[:chunk.ndim]] for index in pieces.values()]
-    images = runner.reader.read(np.concatenate([r.reshape(-1) for r in rows]))
-    arrays, at = [], 0
-    for device, r in zip(pieces, rows):
-      piece = images[at:at + r.size].reshape(*r.shape, *runner.image_shape)
-      arrays.append(jax.device_put(piece, device))
-      at += r.size
-    return jax.make_array_from_single_device_arrays(shape, runner.sharding, arrays)
+    return put_rows(runner.reader, self._indices[..., start:start + runner.chunk, :],
+                    runner.sharding)
 
   def close(self) -> None:
     """Waits for a prefetch in flight and drops it (its errors too: that chunk is not used)."""
@@ -353,4 +382,55 @@ class StreamedRunner:
   def close(self) -> None:
     """Stops the prefetching thread and closes the file."""
     self.prefetcher.shutdown()
+    self.reader.close()
+
+
+class StreamedChunks:
+  """`evaluation.Chunks` kept on the host: chunk c goes to the devices when evaluated.
+
+  The chunks of `evaluation.Chunks.place(images, size, mesh)`, the same
+  zero padding and the same sharding along E, so every statistic gives the
+  same numbers; only one chunk, and the next one read in the background,
+  is on the devices at a time.
+  """
+
+  def __init__(self, images: np.ndarray, size: int, mesh, read_threads: int = READ_THREADS):
+    """
+    Args:
+      images: uint8 (N, H, W, C) on the host, best a memmap; the same on every process.
+      size: examples per chunk, a multiple of the device count.
+      mesh: the device mesh.
+      read_threads: threads reading images.
+    """
+    if len(images) == 0:
+      raise UsageError("no examples to evaluate: the split has no images")
+    self.num_examples, self.size = len(images), size
+    self.reader = Reader(images, read_threads)
+    self.sharding = parallel.sharded(mesh, 0, 4)
+    self._prefetcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="eval-read")
+    self._pending = None  # (chunk, future of its device array)
+
+  def __len__(self) -> int:
+    return -(-self.num_examples // self.size)
+
+  def chunk_input(self, c: int) -> jax.Array:
+    """Chunk c, uint8 (E, H, W, C) on the devices; reads chunk c + 1 meanwhile.
+
+    Raises:
+      UsageError: the images cannot be read (one line).
+    """
+    pending, self._pending = self._pending, None
+    images = pending[1].result() if pending and pending[0] == c else self._load(c)
+    if c + 1 < len(self):
+      self._pending = (c + 1, self._prefetcher.submit(self._load, c + 1))
+    return images
+
+  def _load(self, c: int) -> jax.Array:
+    rows = np.arange(c * self.size, (c + 1) * self.size)
+    return put_rows(self.reader, np.where(rows < self.num_examples, rows, -1), self.sharding)
+
+  def close(self) -> None:
+    """Stops the reading thread and closes the file."""
+    self._prefetcher.shutdown()
+    self._pending = None
     self.reader.close()

@@ -111,7 +111,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   dataset = data.load(config, say=_printer(verbose))
   placement, why = streaming.choose_placement(config.data_placement, dataset,
                                               config.device_data_budget)
-  data.check_fits(dataset, train_copies=0 if placement == "stream" else 1)
+  if placement == "device":  # Streamed, neither split need fit the devices.
+    data.check_fits(dataset)
   config = experiment_lib.resolve_config(config, dataset, module)
   module = _module(config, dataset, module)
   if workdir.exists() and not workdir.is_dir():
@@ -127,7 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     experiment = Experiment.build(config, dataset, module, placement=placement)
     stack.callback(experiment.close)
     if config.data_placement == "auto" and placement == "stream":  # Worth a line: slower.
-      reporter.say(f"streaming the training set from the host: {why}")
+      reporter.say(f"streaming the training and test sets from the host: {why}")
     return _train(experiment, ckpt, reporter, stopping.Stopper(should_stop), dataset)
 
 

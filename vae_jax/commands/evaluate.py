@@ -20,6 +20,7 @@ from vae_jax import checkpoints
 from vae_jax import cli
 from vae_jax import data
 from vae_jax import evaluation
+from vae_jax import streaming
 
 _WORKDIR, _STEP, _OUT, _MODEL = cli.define_trained_model_flags(
     "Where to write eval.json; default WORKDIR/eval.json.",
@@ -44,11 +45,11 @@ def main(argv):
     first = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value or 0)
     count = first.config.num_models
     indices = [_MODEL.value] if _MODEL.value is not None else range(count)
-    dataset, inputs = _inputs(first.config, _SPLIT.value)
+    dataset, inputs, streamed = _inputs(first.config, _SPLIT.value)
     records = []
     for i in indices:
       trained = first if i == first.index else checkpoints.load(_WORKDIR.value, first.step, index=i)
-      records.append(evaluate_split(trained, dataset, inputs, _SPLIT.value))
+      records.append(evaluate_split(trained, dataset, inputs, _SPLIT.value, streamed=streamed))
       print(format_table(records[-1]), flush=True)
   result = records[0] if len(records) == 1 else summarize_models(records)
   out = pathlib.Path(_OUT.value) if _OUT.value else pathlib.Path(_WORKDIR.value) / "eval.json"
@@ -60,19 +61,27 @@ def main(argv):
 
 
 def _inputs(config, split: str):
-  """The dataset and the uint8 images of `split` as every evaluation sees them."""
+  """(the dataset, the uint8 images of `split` as every evaluation sees them, whether
+  they stream from the host: where the run's `data_placement` resolves to stream)."""
   dataset = data.load(config)
-  inputs = evaluation.evaluation_inputs(getattr(dataset, split).images, config)
-  return dataset, inputs[:_NUM_EXAMPLES.value] if _NUM_EXAMPLES.value is not None else inputs
+  placement, _ = streaming.choose_placement(config.data_placement, dataset,
+                                            config.device_data_budget)
+  streamed = placement == "stream"
+  inputs = evaluation.evaluation_inputs(getattr(dataset, split).images, config,
+                                        on_host=streamed)
+  if _NUM_EXAMPLES.value is not None:
+    inputs = inputs[:_NUM_EXAMPLES.value]
+  return dataset, inputs, streamed
 
 
-def evaluate_split(trained: checkpoints.TrainedModel, dataset, inputs, split: str) -> dict:
+def evaluate_split(trained: checkpoints.TrainedModel, dataset, inputs, split: str, *,
+                   streamed: bool = False) -> dict:
   """Evaluates `trained` on uint8 images (N, H, W, C) with the flags' settings."""
   config = trained.config
   result = evaluation.evaluate(
       trained, inputs, k=_K.value, key=jax.random.key(_SEED.value),
       sample_chunk=_SAMPLE_CHUNK.value or config.iwae_sample_chunk,
-      example_chunk=_EXAMPLE_CHUNK.value or config.iwae_example_chunk)
+      example_chunk=_EXAMPLE_CHUNK.value or config.iwae_example_chunk, streamed=streamed)
   header = {"workdir": str(_WORKDIR.value), "dataset": dataset.name, "split": split,
             "binarize": config.binarize, "likelihood": config.likelihood,
             "step": trained.step, "seed": _SEED.value, "model": trained.index,
