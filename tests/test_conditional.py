@@ -12,7 +12,10 @@ import pytest
 
 import vae_jax
 from vae_jax import data
+from vae_jax import epoch
+from vae_jax import evaluation
 from vae_jax import model as model_lib
+from vae_jax import parallel
 from vae_jax import train
 from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
@@ -50,6 +53,23 @@ def test_the_label_reaches_the_encoder_and_the_decoder(model, first_layer, key):
   assert not np.allclose(*encoded) and not np.allclose(*decoded)
   with pytest.raises(ValueError, match="pass the labels"):
     module.apply({"params": params}, jnp.zeros((1, *IMAGE)), method="encode")
+
+
+def test_labels_stay_with_their_images_through_the_shuffle_and_the_chunks(key):
+  mesh = parallel.make_mesh()
+  index = np.arange(250)
+  images = np.broadcast_to((index % 251).astype(np.uint8)[:, None, None, None], (250, *IMAGE))
+  examples = epoch.place_training_set((np.ascontiguousarray(images), index.astype(np.int32)),
+                                      mesh)
+  sharding = tuple(parallel.sharded(mesh, 1, n) for n in (5, 2))
+  batch_images, batch_labels = epoch.shuffle_batches(
+      examples, key[None], num_examples=250, batch_size=32, sharding=sharding)
+  assert batch_labels.shape == (7, 32) and len(set(np.asarray(batch_labels).ravel())) == 224
+  np.testing.assert_array_equal(np.asarray(batch_images)[..., 0, 0, 0], batch_labels % 251)
+  chunks = evaluation.Chunks.place((images, index % 3), 100, mesh)
+  chunk_images, chunk_labels = (np.asarray(a) for a in chunks.images)
+  assert chunk_labels.shape == (3, 100) and chunks.num_examples == 250
+  np.testing.assert_array_equal(chunk_images[..., 0, 0, 0] % 3, chunk_labels)
 
 
 def _npz(tmp_path, labels: bool):
