@@ -1,7 +1,6 @@
 """Conditional VAEs (`conditional=True`): the label reaches both networks, flows through
 training, evaluation, the figures and the latent API, and a classifier trained here
 recognises the class of the conditional samples."""
-import json
 
 import jax
 import jax.numpy as jnp
