@@ -21,7 +21,7 @@ from vae_jax.configs import tiny
 EVAL_FIELDS = {"workdir", "dataset", "split", "binarize", "likelihood", "family", "step", "seed",
                "num_examples", "k", "elbo", "elbo_stderr", "recon", "kl", "nll", "nll_stderr",
                "bits_per_dim", "active_units", "latents", "unit_activity", "kl_per_dimension",
-               "seconds"}
+               "seconds", "conditional"}
 
 
 def test_log_mean_exp_is_stable_and_exact():

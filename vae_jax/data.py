@@ -478,6 +478,35 @@ def _size(num_bytes: int) -> str:
 # Pixels on the device.
 
 
+def num_classes(dataset: Dataset) -> int:
+  """K of a dataset labelled 0 .. K - 1 throughout, for a conditional model: the largest
+  label + 1 (or the count of class names, when the source names more).
+
+  Raises:
+    UsageError: some or all images have no label (-1).
+  """
+  missing = sum(int(np.sum(s.labels < 0)) for s in (dataset.train, dataset.test))
+  total = len(dataset.train.labels) + len(dataset.test.labels)
+  if missing:
+    which = "has no labels" if missing == total else f"has {missing:,} images without a label"
+    raise UsageError(f"conditional=True needs a label for every image, and {dataset.name} "
+                     f"{which} (labels come from IDX label files, an .npz's y_train and "
+                     "y_test, class folders, or a tfds ClassLabel)")
+  top = max(int(dataset.train.labels.max()), int(dataset.test.labels.max()))
+  return max(top + 1, len(dataset.class_names or ()))
+
+
+def examples(split: Split, conditional: bool) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+  """What training and evaluation take of a split: its uint8 images (N, H, W, C), or for a
+  conditional model the pair (images, int32 labels (N,)), which every step indexes alike."""
+  return (split.images, split.labels.astype(np.int32)) if conditional else split.images
+
+
+def unpack(examples) -> tuple[jax.Array, jax.Array | None]:
+  """(images, labels) of `examples` (see `examples`); labels None for images alone."""
+  return tuple(examples) if isinstance(examples, (tuple, list)) else (examples, None)
+
+
 def to_unit_interval(images: jax.Array) -> jax.Array:
   """uint8 pixels, any shape -> float32 in [0, 1] (x / 255: 0 -> 0.0, 255 -> 1.0)."""
   # Scaled as one flat row per image and reshaped back: XLA then compiles the

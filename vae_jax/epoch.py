@@ -37,7 +37,8 @@ def shuffle_batches(images, keys, *, num_examples: int, batch_size: int, shardin
   """Fresh permutations of the first `num_examples` images, cut into full batches.
 
   Args:
-    images: uint8 (N_padded, H, W, C) on the devices.
+    images: uint8 (N_padded, H, W, C) on the devices, or a tuple of such arrays
+      (images and labels, `data.examples`), each permuted alike.
     keys: (K,) keys: K = 1 for one order all models share, K = N for one each.
     num_examples: the real examples (the rest is padding).
     batch_size: examples per batch.
@@ -51,7 +52,7 @@ def shuffle_batches(images, keys, *, num_examples: int, batch_size: int, shardin
 
   def one(key):
     perm = jax.random.permutation(key, num_examples)[:steps * batch_size]
-    return images[perm].reshape(steps, batch_size, *images.shape[1:])
+    return jax.tree.map(lambda a: a[perm].reshape(steps, batch_size, *a.shape[1:]), images)
 
   batches = one(keys[0]) if len(keys) == 1 else jax.vmap(one)(keys)
   return jax.lax.with_sharding_constraint(batches, sharding)
@@ -81,7 +82,8 @@ def train_chunk(model, step_config, state, batches, step_keys, settings, start, 
     def body(state, i):
       step = start + i
       # The key always follows the epoch's step, whichever batches are at hand.
-      batch = jax.lax.dynamic_index_in_dim(batches, i if chunk_batches else step, keepdims=False)
+      batch = jax.tree.map(lambda b: jax.lax.dynamic_index_in_dim(
+          b, i if chunk_batches else step, keepdims=False), batches)
       return train_step_lib.step_one(model, step_config, state, batch,
                                      jax.random.fold_in(step_key, step), settings)
     after, metrics = jax.lax.scan(body, state, jnp.arange(num_steps))
@@ -89,7 +91,7 @@ def train_chunk(model, step_config, state, batches, step_keys, settings, start, 
 
   # The whole scan is mapped over the models (not each step), so one model runs
   # exactly the single-model loop.
-  batch_axis = None if batches.ndim == 5 else 0
+  batch_axis = None if jax.tree.leaves(batches)[0].ndim == 5 else 0
   return stacked.over_models(one_model, state.num_models, (0, batch_axis, 0, 0),
                              sequential=step_config.sequential_models)(
                                  state, batches, step_keys, settings)
@@ -123,7 +125,8 @@ class Runner:
     self.chunk = chunk_size(self.steps_per_epoch, chunks_per_epoch)
     self.independent_orders = independent_orders
     batch_axis = 2 if independent_orders else 1
-    self._sharding = parallel.sharded(mesh, batch_axis, batch_axis + 4)
+    self._sharding = jax.tree.map(  # The batch axis of the images (and labels) sharded.
+        lambda a: parallel.sharded(mesh, batch_axis, batch_axis + a.ndim), train_images)
     self._shuffle = functools.partial(
         shuffle_batches, num_examples=num_examples, batch_size=batch_size,
         sharding=self._sharding)
@@ -135,8 +138,8 @@ class Runner:
     start = time.perf_counter()
     shuffle = self._shuffle.func.lower(
         self.train_images, shuffle_keys, **self._shuffle.keywords).compile()
-    info = shuffle.out_info
-    batches = jax.ShapeDtypeStruct(info.shape, info.dtype, sharding=self._sharding)
+    batches = jax.tree.map(lambda info, sharding: jax.ShapeDtypeStruct(
+        info.shape, info.dtype, sharding=sharding), shuffle.out_info, self._sharding)
     chunk = train_chunk.lower(self.model, self.step_config, state, batches, step_keys, settings,
                               jnp.int32(0), num_steps=self.chunk).compile()
     self._shuffle, self._chunk = shuffle, chunk
@@ -167,7 +170,10 @@ def run_epoch(runner, state, shuffle_keys, step_keys, settings):
   return state
 
 
-def place_training_set(images: np.ndarray, mesh) -> jax.Array:
-  """uint8 (N, H, W, C) -> the devices, examples sharded, zero-padded to divide over them."""
-  padded = parallel.pad_to_multiple(images, mesh.size)
-  return parallel.put(padded, parallel.sharded(mesh, 0, padded.ndim))
+def place_training_set(images, mesh):
+  """uint8 (N, H, W, C) (or a tuple with labels, `data.examples`) -> the devices, examples
+  sharded, zero-padded to divide over them."""
+  def place(array):
+    padded = parallel.pad_to_multiple(array, mesh.size)
+    return parallel.put(padded, parallel.sharded(mesh, 0, padded.ndim))
+  return jax.tree.map(place, images)

@@ -168,17 +168,21 @@ def merge_grads(q_grads: dict, p_grads: dict) -> dict:
   return grads
 
 
-def vae_terms(model, x: jax.Array, key: jax.Array, num_samples: int) -> Terms:
+def vae_terms(model, x: jax.Array, key: jax.Array, num_samples: int,
+              y: jax.Array | None = None) -> Terms:
   """The `terms(q_params, p_params, stop_posterior)` of a `vae_jax.VAE` on images x
-  (B, H, W, C) in [0, 1], with `num_samples` draws per example from `key`: three (K, B)."""
+  (B, H, W, C) in [0, 1] (and labels y (B,) of a conditional model), with
+  `num_samples` draws per example from `key`: three (K, B)."""
   cls = type(model)
+  labels = {} if y is None else {"y": y}
 
   def terms(q_params, p_params, stop_posterior: bool):
     params = {**p_params, **q_params}  # q's encoder draws z; p's copy serves the prior.
-    z, log_qz = model.apply({"params": params}, x, key, num_samples, method=cls.draw)
+    z, log_qz = model.apply({"params": params}, x, key, num_samples, method=cls.draw, **labels)
     if stop_posterior:  # Every parameter of q stopped; z keeps its path.
-      log_qz = model.apply({"params": jax.lax.stop_gradient(params)}, x, z, method=cls.log_q_at)
-    log_px_z = model.apply({"params": params}, x, z, method=cls.log_px_at)
+      log_qz = model.apply({"params": jax.lax.stop_gradient(params)}, x, z, method=cls.log_q_at,
+                           **labels)
+    log_px_z = model.apply({"params": params}, x, z, method=cls.log_px_at, **labels)
     log_pz = model.apply({"params": p_params}, z, method=cls.log_prior)
     return log_px_z, log_pz, log_qz
 

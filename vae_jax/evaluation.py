@@ -72,28 +72,34 @@ class Chunks:
   """Examples on the devices in equal chunks.
 
   Attributes:
-    images: uint8 (C, E, H, W, C), zero-padded, sharded along E.
+    images: uint8 (C, E, H, W, C), zero-padded, sharded along E; for a
+      conditional model the pair (images, int32 labels (C, E)) (`data.examples`).
     num_examples: the real examples (the first ones in order).
   """
 
-  images: jax.Array
+  images: jax.Array | tuple[jax.Array, jax.Array]
   num_examples: int
 
   @classmethod
-  def place(cls, images: np.ndarray, size: int, mesh) -> "Chunks":
-    """Cuts uint8 images (N, H, W, C) into chunks of `size` (a multiple of the device count)."""
-    if len(images) == 0:
+  def place(cls, images, size: int, mesh) -> "Chunks":
+    """Cuts uint8 images (N, H, W, C) (or the pair with labels (N,)) into chunks of `size`
+    (a multiple of the device count)."""
+    count = len(jax.tree.leaves(images)[0])
+    if count == 0:
       raise UsageError("no examples to evaluate: the split has no images")
-    padded = parallel.pad_to_multiple(images, size)
-    chunks = padded.reshape(-1, size, *images.shape[1:])
-    return cls(parallel.put(chunks, parallel.sharded(mesh, 1, chunks.ndim)), len(images))
+
+    def place(array):
+      padded = parallel.pad_to_multiple(array, size)
+      chunks = padded.reshape(-1, size, *array.shape[1:])
+      return parallel.put(chunks, parallel.sharded(mesh, 1, chunks.ndim))
+    return cls(jax.tree.map(place, images), count)
 
   @property
   def size(self) -> int:
-    return self.images.shape[1]
+    return jax.tree.leaves(self.images)[0].shape[1]
 
   def __len__(self) -> int:
-    return self.images.shape[0]
+    return jax.tree.leaves(self.images)[0].shape[0]
 
   def chunk_input(self, c: int) -> jax.Array:
     """The `images` a statistic takes for chunk `c`: all chunks, which it indexes by `c`."""
@@ -143,10 +149,11 @@ def elbo_statistics(model, params, keys, images, c) -> dict[str, jax.Array]:
   Model i draws z for chunk c from `fold_in(keys[i], c)`. `images`: all chunks
   (C, E, H, W, C) or chunk c alone (E, H, W, C).
   """
-  x = data.to_unit_interval(_chunk(images, c))
+  batch, labels = data.unpack(_chunk(images, c))
+  x = data.to_unit_interval(batch)
 
   def one(params, key):
-    terms = objectives.negative_elbo(model, params, x, jax.random.fold_in(key, c))
+    terms = objectives.negative_elbo(model, params, x, jax.random.fold_in(key, c), labels)
     return {name: terms[name] for name in ("loss", "recon", "kl")}
 
   return stacked.over_models(one, len(keys), (0, 0))(params, keys)
@@ -165,14 +172,15 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
     `iwae`, `recon`, `kl` (see `objectives.importance_terms`), `kl_per_dimension`
     and `posterior_mean` (N, E, latents).
   """
-  batch = _chunk(images, c)
+  batch, labels = data.unpack(_chunk(images, c))
   x = data.to_unit_interval(batch)
   size = batch.shape[0]
 
   def one(params, key):
     example_keys = objectives.example_keys(key, c * size + jnp.arange(size))
-    terms = objectives.importance_terms(model, params, x, example_keys, k, sample_chunk)
-    mean, logvar = model.apply({"params": params}, x, method=model.encode)
+    terms = objectives.importance_terms(model, params, x, example_keys, k, sample_chunk, labels)
+    mean, logvar = model.apply({"params": params}, x, method=model.encode,
+                               **({} if labels is None else {"y": labels}))
     kl_dims = model.apply({"params": params}, mean, logvar, method=model.kl_per_dimension)
     if kl_dims is None:  # No closed form: the per-latent split is not defined.
       kl_dims = jnp.full(mean.shape, jnp.nan, mean.dtype)
@@ -181,11 +189,13 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
   return stacked.over_models(one, len(keys), (0, 0))(params, keys)
 
 
-def _chunk(images: jax.Array, c: jax.Array) -> jax.Array:
-  """Chunk c (E, H, W, C) of all chunks (C, E, H, W, C), or `images` when it is that chunk."""
-  if images.ndim == 4:  # Streamed: only chunk c is on the devices.
-    return images
-  return jax.lax.dynamic_index_in_dim(images, c, keepdims=False)
+def _chunk(examples, c):
+  """Chunk `c` (E, ...) of the chunked examples (C, E, ...): images, or images and
+  labels; or the examples themselves when they are that chunk (streamed: only chunk
+  c is on the devices)."""
+  if jax.tree.leaves(examples)[0].ndim == 4:
+    return examples
+  return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, c, keepdims=False), examples)
 
 
 # ----------------------------------------------------------------------------
@@ -210,7 +220,7 @@ def iwae_nll(model, params, keys, chunks: Chunks, *, k: int, sample_chunk: int,
 
 def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
              sample_chunk: int = 100, example_chunk: int = 100, progress: bool = True,
-             stop=None, streamed: bool = False) -> dict:
+             stop=None, labels: np.ndarray | None = None, streamed: bool = False) -> dict:
   """Evaluates one trained VAE on uint8 images (N, H, W, C) with k importance samples each.
 
   Memory is O(example_chunk * sample_chunk * D), independent of k and N;
@@ -226,19 +236,30 @@ def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
     example_chunk: examples evaluated at once (rounded up to a multiple of the device count).
     progress: show a progress bar (on a terminal).
     stop: see `run`.
+    labels: int (N,) labels of the images, for a conditional model (and only for
+      one): the bounds are then on log p(x | y).
     streamed: read the images from the host a chunk at a time
       (`vae_jax.streaming.StreamedChunks`: for a memmap or lazy records larger
       than device memory); the same results.
 
   Returns:
     A JSON-ready dict; see `summarize`.
+
+  Raises:
+    UsageError: labels missing for a conditional model, given to an
+      unconditional one, or not one per image in 0 .. num_classes - 1.
   """
   images_u8 = images_u8 if streamed else np.asarray(images_u8)
+  num_classes = getattr(trained.module, "num_classes", 0)
+  if streamed and num_classes:
+    raise UsageError("a conditional model is evaluated on device-resident data only; "
+                     "its test set would be streamed")
+  examples = images_u8 if streamed else _with_labels(images_u8, labels, num_classes)
   mesh = parallel.make_mesh()
   size = min(example_chunk, len(images_u8)) if len(images_u8) else example_chunk
   size = -(-size // mesh.size) * mesh.size
   chunks = (streaming.StreamedChunks(images_u8, size, mesh) if streamed
-            else Chunks.place(images_u8, size, mesh))
+            else Chunks.place(examples, size, mesh))
   start = time.perf_counter()
   statistic = functools.partial(importance_statistics, trained.module,
                                 stacked.stack(trained.params), key[None], k=k,
@@ -249,10 +270,29 @@ def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
     if streamed:
       chunks.close()
   return summarize(stacked.index(stats, 0), k=k, features=math.prod(images_u8.shape[1:]),
-                   seconds=time.perf_counter() - start)
+                   seconds=time.perf_counter() - start, conditional=labels is not None)
 
 
-def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: float) -> dict:
+def _with_labels(images: np.ndarray, labels, num_classes: int):
+  """`images`, or (images, labels) for a conditional model, checked."""
+  if not num_classes:
+    if labels is not None:
+      raise UsageError("labels given, but the model is not conditional")
+    return images
+  if labels is None:
+    raise UsageError(f"the model is conditional on {num_classes} classes: pass the images' labels")
+  labels = np.asarray(labels)
+  if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+    raise UsageError(f"expected {len(images)} integer labels, one per image; got "
+                     f"{labels.dtype} of shape {labels.shape}")
+  if len(labels) and not 0 <= labels.min() <= labels.max() < num_classes:
+    raise UsageError(f"labels must lie in 0 .. {num_classes - 1}; got {labels.min()} .. "
+                     f"{labels.max()}")
+  return images, labels.astype(np.int32)
+
+
+def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: float,
+              conditional: bool = False) -> dict:
   """The evaluation record from one model's per-example statistics (`importance_statistics`).
 
   Returns:
@@ -263,7 +303,9 @@ def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: f
     data; for grey levels under a Bernoulli or Gaussian it is not one);
     `active_units`, `latents`, `unit_activity` (Cov_x E_q[z_i] per latent);
     `kl_per_dimension` (mean over examples; None without a closed-form KL:
-    another prior or posterior than the seed's); `seconds`.
+    another prior or posterior than the seed's); `seconds`; `conditional`:
+    whether the model is conditional, when every log p(x) above is log p(x|y)
+    (the ELBO and the IWAE bound given the image's label).
   """
   stats = {name: np.asarray(v, np.float64) for name, v in stats.items()}
   elbo = -(stats["recon"] + stats["kl"])
@@ -279,7 +321,7 @@ def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: f
       "latents": len(activity), "unit_activity": activity.tolist(),
       "kl_per_dimension": (None if np.isnan(stats["kl_per_dimension"]).any()
                            else stats["kl_per_dimension"].mean(axis=0).tolist()),
-      "seconds": seconds,
+      "seconds": seconds, "conditional": conditional,
   }
 
 

@@ -57,6 +57,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                                                                                    "gaussian"):
     raise UsageError("free_bits needs the KL per latent in closed form, which only "
                      "prior=normal with posterior=gaussian has; set free_bits=0 or use those")
+  if config.get("conditional") and config.data_placement == "stream":
+    raise UsageError("conditional=True reads the labels with the device-resident training "
+                     "set only; use data_placement=device or auto")
   for field in ("batch_size", "eval_batch_size"):
     if config[field] % jax.device_count():
       raise UsageError(f"{field}={config[field]} does not divide over "
@@ -82,6 +85,14 @@ def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
     resolved.model = checkpoints.CUSTOM_MODEL
     resolved.update(model_lib.signature(module))
     resolved.latents = module.latents
+    resolved.conditional = bool(getattr(module, "num_classes", 0))
+  if resolved.get("conditional"):
+    classes = data.num_classes(dataset)
+    wanted = getattr(module, "num_classes", 0) if module is not None else classes
+    if classes > wanted:
+      raise UsageError(f"the model is conditional on {wanted} classes; {dataset.name} has "
+                       f"labels up to {classes - 1}")
+    resolved.num_classes = wanted
   return resolved
 
 
@@ -136,23 +147,30 @@ class EvaluationData:
   chunks: evaluation.Chunks
   iwae_chunks: evaluation.Chunks | None  # In iwae_example_chunk chunks, when IWAE is logged.
   figure_inputs: jax.Array  # float32 (R, H, W, C) in [0, 1], replicated.
+  figure_labels: jax.Array | None = None  # int32 (R,) of a conditional model, replicated.
 
   @classmethod
-  def place(cls, test_images: np.ndarray, config, mesh,
+  def place(cls, test_split: data.Split, config, mesh,
             placement: str = "device") -> "EvaluationData":
     """Args: placement: "device" (the test set in device memory) or "stream" (read
-    from the host a chunk at a time; the same numbers)."""
+    from the host a chunk at a time; the same numbers; not for conditional models)."""
     streamed = placement == "stream"
-    test = evaluation.evaluation_inputs(test_images, config, on_host=streamed)
+    conditional = bool(config.get("conditional"))
+    test = evaluation.evaluation_inputs(test_split.images, config, on_host=streamed)
     test = test if streamed else np.asarray(test)  # Lazy records decoded once, not per use.
-    chunked = streaming.StreamedChunks if streamed else evaluation.Chunks.place
-    chunks = chunked(test, config.eval_batch_size, mesh)
+    if streamed:
+      chunked = lambda size: streaming.StreamedChunks(test, size, mesh)
+    else:
+      examples = data.examples(data.Split(test, test_split.labels), conditional)
+      chunked = lambda size: evaluation.Chunks.place(examples, size, mesh)
+    chunks = chunked(config.eval_batch_size)
     iwae = None
     if config.eval_iwae_every:
-      size = -(-config.iwae_example_chunk // mesh.size) * mesh.size
-      iwae = chunked(test, size, mesh)
+      iwae = chunked(-(-config.iwae_example_chunk // mesh.size) * mesh.size)
     figures = parallel.put(np.asarray(test[:NUM_RECONSTRUCTIONS]), parallel.replicated(mesh))
-    return cls(chunks, iwae, data.to_unit_interval(figures))
+    labels = (parallel.put(test_split.labels[:NUM_RECONSTRUCTIONS].astype(np.int32),
+                           parallel.replicated(mesh)) if conditional else None)
+    return cls(chunks, iwae, data.to_unit_interval(figures), labels)
 
   def close(self) -> None:
     """Stops streamed chunks' reader threads (nothing to do for resident ones)."""
@@ -191,6 +209,7 @@ class Experiment:
     step_config = train_step.StepConfig.from_config(
         config, settings, config.num_epochs * steps_per_epoch)  # The cosine schedule's length.
     keys = KeyStreams.of(config)
+    train_examples = data.examples(dataset.train, bool(config.get("conditional")))
     options = dict(batch_size=config.batch_size, chunks_per_epoch=config.chunks_per_epoch,
                    mesh=mesh, independent_orders=keys.independent_orders)
     if placement == "stream":
@@ -198,9 +217,9 @@ class Experiment:
                                         len(dataset.train.images), **options)
     else:
       runner = epoch_lib.Runner(
-          module, step_config, epoch_lib.place_training_set(dataset.train.images, mesh),
+          module, step_config, epoch_lib.place_training_set(train_examples, mesh),
           len(dataset.train.images), **options)
-    evaluation_data = (EvaluationData.place(dataset.test.images, config, mesh, placement)
+    evaluation_data = (EvaluationData.place(dataset.test, config, mesh, placement)
                        if with_evaluation else None)
     return cls(config, module, mesh, keys, model_settings, settings, step_config, runner,
                evaluation_data)
@@ -235,19 +254,32 @@ class Experiment:
                              self.settings)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_samples"))
-def figure_images(model, params, x, keys, *, num_samples: int):
+@functools.partial(jax.jit, static_argnames=("model", "num_samples", "grid_columns"))
+def figure_images(model, params, x, keys, labels=None, *, num_samples: int,
+                  grid_columns: int = 0):
   """Posterior-mean reconstructions of `x` (R, H, W, C) and prior samples, per model.
+
+  For a conditional model (`labels`: x's (R,)) the reconstructions use x's
+  labels, sample i is of class i mod K, and a class grid follows.
 
   Returns:
     (reconstructions (N, R, H, W, C), samples (N, num_samples, H, W, C)),
-    E[x|z] in [0, 1]; model i draws its samples from `keys[i]`.
+    E[x|z] in [0, 1]; model i draws its samples from `keys[i]`. With labels
+    also the class grid (N, K, grid_columns, H, W, C): row k decodes the first
+    `grid_columns` samples' codes with label k (one code per column).
   """
   def one(params, key):
     def run(module):
-      mean, _ = module.encode(x)
+      mean, _ = module.encode(x, **model_lib.given(labels))
       z = module.sample_prior(key, num_samples)
-      return module.mean_image(module.decode(mean)), module.mean_image(module.decode(z))
+      if labels is None:
+        return module.mean_image(module.decode(mean)), module.mean_image(module.decode(z))
+      classes = jnp.arange(module.num_classes)
+      grid_codes = jnp.broadcast_to(z[:grid_columns], (len(classes), grid_columns, z.shape[-1]))
+      grid_labels = jnp.broadcast_to(classes[:, None], grid_codes.shape[:2])
+      return (module.mean_image(module.decode(mean, y=labels)),
+              module.mean_image(module.decode(z, y=jnp.arange(num_samples) % len(classes))),
+              module.mean_image(module.decode(grid_codes, y=grid_labels)))
     return model.apply({"params": params}, method=run)
 
   return stacked.over_models(one, len(keys), (0, 0))(params, keys)

@@ -12,6 +12,14 @@ Gaussian or logistic one), shaped (..., H, W) for grey images and
     model = vae_jax.load("/tmp/vae")
     rows = vae_jax.interpolate(model, zeros, sixes, num_steps=9)  # (P, 9, H, W)
 
+A conditional model (`conditional=True`) takes the labels too, as `labels=`:
+an int for every image or one int per image; `vae_jax.sample(model, key, 10,
+labels=6)` draws ten 6s. `interpolate` encodes each image with its label and
+decodes the path with a label vector that moves from `path_labels[0]` to
+`path_labels[1]` (one-hot vectors mixed linearly in t): equal labels keep the
+class while the style moves, different ones change it. An unconditional
+model refuses labels.
+
 The public functions check their inputs on the host and are not meant to be
 traced; the jitted cores below take the flax module as a static argument and
 the parameters as a pytree, so one compilation serves every call of a shape.
@@ -98,6 +106,46 @@ def as_codes(z: ArrayLike, latents: int, max_ndim: int | None = 2) -> jax.Array:
   return z
 
 
+def as_labels(model: TrainedModel, labels, count: int) -> jax.Array | None:
+  """Labels for `count` inputs of `model`: int32 (count,), or None for an unconditional model.
+
+  Args:
+    labels: one int for all, or `count` ints in 0 .. K - 1; None for an unconditional model.
+
+  Raises:
+    ValueError: labels missing for a conditional model, given to an unconditional
+      one, of another count or dtype, or out of range.
+  """
+  classes = getattr(model.module, "num_classes", 0)
+  if not classes:
+    if labels is not None:
+      raise ValueError("this model is not conditional; it takes no labels")
+    return None
+  if labels is None:
+    raise ValueError(f"this model is conditional on {classes} classes: pass labels= "
+                     f"(ints in 0 .. {classes - 1})")
+  values = np.asarray(labels)
+  if not np.issubdtype(values.dtype, np.integer) or values.ndim > 1:
+    raise ValueError(f"expected labels as one int or a (N,) int array; got {values.dtype} of "
+                     f"shape {values.shape}")
+  values = np.broadcast_to(values, (count,)) if values.ndim == 0 else values
+  if values.shape != (count,):
+    raise ValueError(f"expected one label or {count} labels; got {len(values)}")
+  if values.size and not 0 <= values.min() <= values.max() < classes:
+    raise ValueError(f"labels must lie in 0 .. {classes - 1}; got {values.min()} .. "
+                     f"{values.max()}")
+  return jnp.asarray(values, jnp.int32)
+
+
+def _pair_of_labels(model: TrainedModel, pair, count: int):
+  """(start labels, end labels), each (count,) int32 or None, from a pair or None."""
+  if pair is None:
+    return as_labels(model, None, count), as_labels(model, None, count)
+  if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+    raise ValueError(f"expected a pair of labels (start, end); got {pair!r}")
+  return as_labels(model, pair[0], count), as_labels(model, pair[1], count)
+
+
 def _check_interpolation(num_steps: int, method: str) -> None:
   if not isinstance(num_steps, (int, np.integer)) or num_steps < 2:
     raise ValueError(f"num_steps must be an integer >= 2 (both endpoints included); "
@@ -123,45 +171,45 @@ def _precision(model: TrainedModel):
 # Jitted cores: module static, params a pytree, images (N, H, W, C) in [0, 1].
 
 
-def _decode_mean(module: model_lib.VAE, z: jax.Array) -> jax.Array:
-  return module.mean_image(module.decode(z))
+def _decode_mean(module: model_lib.VAE, z: jax.Array, y: jax.Array | None = None) -> jax.Array:
+  return module.mean_image(module.decode(z, **model_lib.given(y)))
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
-def _encode(module, params, x):
-  return module.apply({"params": params}, x, method="encode")
+def _encode(module, params, x, y=None):
+  return module.apply({"params": params}, x, method="encode", **model_lib.given(y))
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
-def _decode(module, params, z):
-  return module.apply({"params": params}, z, method=_decode_mean)
+def _decode(module, params, z, y=None):
+  return module.apply({"params": params}, z, y, method=_decode_mean)
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
-def _reconstruct(module, params, x, key):
+def _reconstruct(module, params, x, key, y=None):
   """E[x|z] for z the posterior mean (`key` None) or one draw from q(z|x)."""
   def run(m):
-    mean, logvar = m.encode(x)
+    mean, logvar = m.encode(x, **model_lib.given(y))
     z = mean if key is None else model_lib.reparameterize(key, mean, logvar)
-    return _decode_mean(m, z)
+    return _decode_mean(m, z, y)
   return module.apply({"params": params}, method=run)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "n"))
-def _sample(module, params, key, n):
+def _sample(module, params, key, n, y=None):
   def run(m):  # From the model's own prior (N(0, I) unless it has another).
-    return _decode_mean(m, m.sample_prior(key, n))
+    return _decode_mean(m, m.sample_prior(key, n), y)
   return module.apply({"params": params}, method=run)
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
-def _traverse(module, params, x, dim, values):
+def _traverse(module, params, x, dim, values, y=None):
   """x (N, H, W, C), values (V,) -> (N, V, H, W, C): the posterior mean with z[dim] = each value."""
   def run(m):
-    mean, _ = m.encode(x)
+    mean, _ = m.encode(x, **model_lib.given(y))
     codes = jnp.repeat(mean[:, None, :], values.shape[0], axis=1)
     codes = codes.at[:, :, dim].set(jnp.broadcast_to(values, codes.shape[:2]))
-    return _decode_mean(m, codes)
+    return _decode_mean(m, codes, None if y is None else y[:, None])
   return module.apply({"params": params}, method=run)
 
 
@@ -200,31 +248,46 @@ def interpolation_path(z_a: jax.Array, z_b: jax.Array, num_steps: int,
   return jnp.where(degenerate, linear, spherical)
 
 
-def _decode_path(module, params, z_a, z_b, num_steps, method):
-  """One pair of codes (L,), (L,) -> the decoded path (num_steps, H, W, C)."""
+def label_path(module, y_a: jax.Array, y_b: jax.Array, num_steps: int) -> jax.Array:
+  """The label vectors (num_steps, K) from class y_a to class y_b: (1 - t) e_a + t e_b."""
+  t = jnp.linspace(0.0, 1.0, num_steps, dtype=jnp.float32)[:, None]
+  one_hot = lambda y: jax.nn.one_hot(y, module.num_classes)
+  return (1.0 - t) * one_hot(y_a) + t * one_hot(y_b)
+
+
+def _decode_path(module, params, z_a, z_b, num_steps, method, path_labels=None):
+  """One pair of codes (L,), (L,) -> the decoded path (num_steps, H, W, C); a conditional
+  model's label moves along `path_labels` = (start, end) classes."""
   path = interpolation_path(z_a, z_b, num_steps, method)
-  return module.apply({"params": params}, path, method=_decode_mean)
+  y = None if path_labels is None else label_path(module, *path_labels, num_steps)
+  return module.apply({"params": params}, path, y, method=_decode_mean)
 
 
-def _image_pair(module, params, x_a, x_b, num_steps, method):
-  """One pair of images (H, W, C) twice -> (num_steps, H, W, C) between their posterior means."""
-  (mean_a, _), (mean_b, _) = (module.apply({"params": params}, x, method="encode")
-                              for x in (x_a, x_b))
-  return _decode_path(module, params, mean_a, mean_b, num_steps, method)
+def _image_pair(module, params, x_a, x_b, num_steps, method, labels=None, path_labels=None):
+  """One pair of images (H, W, C) twice -> (num_steps, H, W, C) between their posterior means
+  (a conditional model's encoder given `labels` = (x_a's, x_b's))."""
+  y_a, y_b = (None, None) if labels is None else labels
+  (mean_a, _), (mean_b, _) = (module.apply({"params": params}, x, method="encode",
+                                           **model_lib.given(y))
+                              for x, y in ((x_a, y_a), (x_b, y_b)))
+  return _decode_path(module, params, mean_a, mean_b, num_steps, method, path_labels)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "num_steps", "method"))
-def _interpolate_images(module, params, x_a, x_b, *, num_steps, method):
-  """(P, H, W, C) twice -> (P, num_steps, H, W, C): `_image_pair` vmapped over the pairs."""
+def _interpolate_images(module, params, x_a, x_b, labels=None, path_labels=None, *, num_steps,
+                        method):
+  """(P, H, W, C) twice -> (P, num_steps, H, W, C): `_image_pair` vmapped over the pairs;
+  labels, path_labels: None or pairs of (P,) int32."""
   pair = functools.partial(_image_pair, module, params, num_steps=num_steps, method=method)
-  return jax.vmap(pair)(x_a, x_b)
+  return jax.vmap(lambda a, b, y, path: pair(a, b, labels=y, path_labels=path))(
+      x_a, x_b, labels, path_labels)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "num_steps", "method"))
-def _interpolate_codes(module, params, z_a, z_b, *, num_steps, method):
+def _interpolate_codes(module, params, z_a, z_b, path_labels=None, *, num_steps, method):
   """(P, L), (P, L) -> (P, num_steps, H, W, C): `_decode_path` vmapped over the pairs."""
   pair = functools.partial(_decode_path, module, params, num_steps=num_steps, method=method)
-  return jax.vmap(pair)(z_a, z_b)
+  return jax.vmap(lambda a, b, path: pair(a, b, path_labels=path))(z_a, z_b, path_labels)
 
 
 # ----------------------------------------------------------------------------
@@ -232,61 +295,75 @@ def _interpolate_codes(module, params, z_a, z_b, *, num_steps, method):
 # images, (H, W, C) for colour ones.
 
 
-def encode(model: TrainedModel, x: ArrayLike) -> tuple[jax.Array, jax.Array]:
-  """The posterior q(z|x) = N(mean, diag(exp(logvar))).
+def encode(model: TrainedModel, x: ArrayLike, labels=None) -> tuple[jax.Array, jax.Array]:
+  """The posterior q(z|x) = N(mean, diag(exp(logvar))) (q(z|x, y) for a conditional model).
 
   Args:
     model: a trained model.
     x: images (N, H, W, C), (N, D), or for grey images (N, H, W); or one image without N.
+    labels: a conditional model's labels of x: one int, or N ints (`as_labels`).
 
   Returns:
     (mean, logvar), each (N, L), or (L,) for one image without a batch axis.
   """
   x, batched = as_images(x, model.image_shape)
+  y = as_labels(model, labels, len(x))
   with _precision(model):
-    mean, logvar = _encode(model.module, model.params, x)
+    mean, logvar = _encode(model.module, model.params, x, y)
   return (mean, logvar) if batched else (mean[0], logvar[0])
 
 
-def decode(model: TrainedModel, z: ArrayLike) -> jax.Array:
-  """Images E[x|z] of latent codes.
+def decode(model: TrainedModel, z: ArrayLike, labels=None) -> jax.Array:
+  """Images E[x|z] of latent codes (E[x|z, y] for a conditional model).
 
   Args:
     model: a trained model.
     z: codes (..., L).
+    labels: a conditional model's labels: one int for all, or one per code
+      (of the codes' leading shape).
 
   Returns:
     (..., H, W) pictures in [0, 1].
   """
   z = as_codes(z, model.module.latents, max_ndim=None)
+  y = None
+  if labels is not None or getattr(model.module, "num_classes", 0):
+    lead = z.shape[:-1]
+    y = as_labels(model, np.ravel(labels) if np.ndim(labels) else labels, math.prod(lead))
+    y = y.reshape(lead)
   with _precision(model):
-    out = _decode(model.module, model.params, z)
+    out = _decode(model.module, model.params, z, y)
   return images_lib.as_pictures(out)
 
 
-def reconstruct(model: TrainedModel, x: ArrayLike, key: jax.Array | None = None) -> jax.Array:
+def reconstruct(model: TrainedModel, x: ArrayLike, key: jax.Array | None = None,
+                labels=None) -> jax.Array:
   """Decodes the posterior mean of `x`, or one draw from q(z|x) when `key` is given.
 
   Args:
     model: a trained model.
     x: images, as `encode` takes them.
     key: a PRNG key for a stochastic reconstruction; None for the posterior mean.
+    labels: a conditional model's labels of x, as `encode` takes them.
 
   Returns:
     (N, H, W) pictures E[x|z], or (H, W) for one image without a batch axis.
   """
   x, batched = as_images(x, model.image_shape)
   with _precision(model):
-    return _pictures(_reconstruct(model.module, model.params, x, key), batched)
+    return _pictures(_reconstruct(model.module, model.params, x, key,
+                                  as_labels(model, labels, len(x))), batched)
 
 
-def sample(model: TrainedModel, key: jax.Array, n: int) -> jax.Array:
+def sample(model: TrainedModel, key: jax.Array, n: int, labels=None) -> jax.Array:
   """Decodes `n` codes drawn from the model's prior (N(0, I) unless it has another).
 
   Args:
     model: a trained model.
-    key: a PRNG key; the same key gives the same images.
+    key: a PRNG key; the same key gives the same images (and, for a conditional
+      model, the same codes whatever the labels: only the class changes).
     n: number of images, >= 1.
+    labels: a conditional model's classes to draw: one int for all n, or n ints.
 
   Returns:
     (n, H, W) pictures E[x|z].
@@ -294,11 +371,12 @@ def sample(model: TrainedModel, key: jax.Array, n: int) -> jax.Array:
   if not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"n must be an integer >= 1; got {n!r}")
   with _precision(model):
-    return _pictures(_sample(model.module, model.params, key, int(n)), True)
+    return _pictures(_sample(model.module, model.params, key, int(n),
+                             as_labels(model, labels, int(n))), True)
 
 
 def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: int = 9,
-                method: str = "linear") -> jax.Array:
+                method: str = "linear", *, labels=None, path_labels=None) -> jax.Array:
   """Decodes paths between the posterior means of P pairs of images, in one jitted call.
 
   Args:
@@ -307,6 +385,11 @@ def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: 
     x_b: the end images, as many.
     num_steps: images per path, both endpoints included (t = i / (num_steps - 1)).
     method: "linear" or "slerp" (see `interpolation_path`).
+    labels: a conditional model's (labels of x_a, labels of x_b), each one int
+      or P ints: the encoder's.
+    path_labels: (start, end) classes the path is decoded with, the label
+      vector moving linearly from one to the other; default `labels` (the label
+      changes with the images). Equal ones keep one class along the path.
 
   Returns:
     (P, num_steps, H, W); (num_steps, H, W) when neither input had a batch axis.
@@ -316,14 +399,18 @@ def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: 
   (a, batched_a), (b, batched_b) = (as_images(x, model.image_shape) for x in (x_a, x_b))
   if len(a) != len(b):
     raise ValueError(f"expected as many start as end images; got {len(a)} and {len(b)}")
+  labels = _pair_of_labels(model, labels, len(a))
+  path_labels = labels if path_labels is None else _pair_of_labels(model, path_labels, len(a))
+  labels, path_labels = (None if pair[0] is None else pair for pair in (labels, path_labels))
   with _precision(model):
-    paths = _interpolate_images(model.module, model.params, a, b, num_steps=int(num_steps),
-                                method=method)
+    paths = _interpolate_images(model.module, model.params, a, b, labels, path_labels,
+                                num_steps=int(num_steps), method=method)
   return _pictures(paths, batched_a or batched_b)
 
 
 def interpolate_latents(model: TrainedModel, z_a: ArrayLike, z_b: ArrayLike,
-                        num_steps: int = 9, method: str = "linear") -> jax.Array:
+                        num_steps: int = 9, method: str = "linear", *,
+                        path_labels=None) -> jax.Array:
   """`interpolate` from codes: decodes the paths between P pairs of codes.
 
   Args:
@@ -332,6 +419,7 @@ def interpolate_latents(model: TrainedModel, z_a: ArrayLike, z_b: ArrayLike,
     z_b: the end codes, of the same shape.
     num_steps: as for `interpolate`.
     method: as for `interpolate`.
+    path_labels: a conditional model's (start, end) classes, as for `interpolate`.
 
   Returns:
     (P, num_steps, H, W), or (num_steps, H, W) for one pair without a batch axis.
@@ -343,13 +431,16 @@ def interpolate_latents(model: TrainedModel, z_a: ArrayLike, z_b: ArrayLike,
   z_a, z_b = z_a.reshape(-1, latents), z_b.reshape(-1, latents)
   if len(z_a) != len(z_b):
     raise ValueError(f"expected as many start as end codes; got {len(z_a)} and {len(z_b)}")
+  path_labels = _pair_of_labels(model, path_labels, len(z_a))
+  path_labels = None if path_labels[0] is None else path_labels
   with _precision(model):
-    paths = _interpolate_codes(model.module, model.params, z_a, z_b,
+    paths = _interpolate_codes(model.module, model.params, z_a, z_b, path_labels,
                                num_steps=int(num_steps), method=method)
   return _pictures(paths, batched)
 
 
-def traverse(model: TrainedModel, x: ArrayLike, dim: int, values: ArrayLike) -> jax.Array:
+def traverse(model: TrainedModel, x: ArrayLike, dim: int, values: ArrayLike,
+             labels=None) -> jax.Array:
   """Decodes the posterior mean of `x` while latent dimension `dim` sweeps `values`.
 
   Args:
@@ -357,6 +448,7 @@ def traverse(model: TrainedModel, x: ArrayLike, dim: int, values: ArrayLike) -> 
     x: images, as `encode` takes them.
     dim: the latent dimension to change, 0 <= dim < L.
     values: (V,) values given to z[dim]; the other dimensions keep x's mean.
+    labels: a conditional model's labels of x, as `encode` takes them.
 
   Returns:
     (N, V, H, W), or (V, H, W) for one image without a batch axis.
@@ -369,11 +461,12 @@ def traverse(model: TrainedModel, x: ArrayLike, dim: int, values: ArrayLike) -> 
     raise ValueError(f"expected values of shape (V,) with V >= 1; got {tuple(values.shape)}")
   x, batched = as_images(x, model.image_shape)
   with _precision(model):
-    return _pictures(_traverse(model.module, model.params, x, int(dim), values), batched)
+    return _pictures(_traverse(model.module, model.params, x, int(dim), values,
+                               as_labels(model, labels, len(x))), batched)
 
 
-def manifold(model: TrainedModel, n: int = 20, quantiles: tuple[float, float] = (0.05, 0.95)
-             ) -> jax.Array:
+def manifold(model: TrainedModel, n: int = 20, quantiles: tuple[float, float] = (0.05, 0.95),
+             labels=None) -> jax.Array:
   """The decoded grid of a 2-D latent space at Gaussian quantiles of the prior.
 
   Evenly spaced quantiles (not evenly spaced codes) give each cell the same
@@ -383,6 +476,7 @@ def manifold(model: TrainedModel, n: int = 20, quantiles: tuple[float, float] = 
     model: a trained model with L = 2.
     n: cells per side.
     quantiles: the lowest and highest prior quantile on each axis.
+    labels: a conditional model's class, one int for the whole grid.
 
   Returns:
     (n, n, H, W) pictures: row r has z_2 decreasing from the top, column c has z_1 increasing.
@@ -392,7 +486,7 @@ def manifold(model: TrainedModel, n: int = 20, quantiles: tuple[float, float] = 
                      f"{model.module.latents} latents")
   if not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"n must be an integer >= 1; got {n!r}")
-  return decode(model, _quantile_grid(n, *map(float, quantiles)))
+  return decode(model, _quantile_grid(n, *map(float, quantiles)), labels)
 
 
 @functools.partial(jax.jit, static_argnames=("n",))

@@ -14,6 +14,13 @@ likelihoods in `vae_jax.likelihoods`. Two families are built from a config:
 
 `Architecture` holds the config fields that describe a network (declared in
 `vae_jax.schema`): `from_config` builds from it.
+
+A conditional VAE (`conditional=True`, `VAE.num_classes` > 0) gives the
+encoder and the decoder each example's label as a vector (`VAE.label_vector`:
+one-hot for integer labels): the networks are called as `encoder(x, label)`
+and `decoder(z, label)`, label (..., num_classes) float32 with the leading
+axes of x or z. The built-in ones concatenate it to the flattened image (MLP
+encoder), as constant channels (conv encoder), or to z (both decoders).
 """
 import dataclasses
 import math
@@ -59,6 +66,19 @@ def at_least_float32(x: jax.Array) -> jax.Array:
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
+def given(y: jax.Array | None) -> dict:
+  """`y=y` as keyword arguments when there are labels, else none: so that an
+  unconditional VAE (or a user's subclass written before labels) is called as always."""
+  return {} if y is None else {"y": y}
+
+
+def with_label(inputs: jax.Array, label: jax.Array | None) -> jax.Array:
+  """inputs (..., F) and a label vector (..., K) -> (..., F + K); `inputs` alone for None."""
+  if label is None:
+    return inputs
+  return jnp.concatenate([inputs, label.astype(inputs.dtype)], axis=-1)
+
+
 def _split_stats(stats: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(..., 2 L) -> mean, logvar (..., L), in float32 or wider whatever the compute dtype."""
   mean, logvar = jnp.split(at_least_float32(stats), 2, axis=-1)
@@ -73,8 +93,9 @@ class MLPEncoder(nn.Module):
   dtype: jnp.dtype | None = None  # Compute dtype; parameters stay float32.
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x = x.reshape(*x.shape[:-3], -1)
+  def __call__(self, x: jax.Array, label: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
+    x = with_label(x.reshape(*x.shape[:-3], -1), label)
     h = nn.relu(linear(self.hidden, x.shape[-1], "hidden", self.dtype)(x))
     # One matmul for both heads (the tutorial's fc21 and fc22 side by side).
     return _split_stats(linear(2 * self.latents, self.hidden, "stats", self.dtype)(h))
@@ -88,7 +109,8 @@ class MLPDecoder(nn.Module):
   dtype: jnp.dtype | None = None
 
   @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
+  def __call__(self, z: jax.Array, label: jax.Array | None = None) -> jax.Array:
+    z = with_label(z, label)
     if self.hidden:
       z = nn.relu(linear(self.hidden, z.shape[-1], "hidden", self.dtype)(z))
     out = linear(math.prod(self.image_shape), z.shape[-1], "out", self.dtype)(z)
@@ -106,7 +128,11 @@ class ConvEncoder(nn.Module):
   dtype: jnp.dtype | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, label: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
+    if label is not None:  # One constant channel per class.
+      planes = jnp.broadcast_to(label[..., None, None, :], (*x.shape[:-1], label.shape[-1]))
+      x = with_label(x, planes)
     for i, f in enumerate(self.features):
       x = nn.relu(nn.Conv(f, (3, 3), strides=2, name=f"conv{i}", dtype=self.dtype,
                           conv_general_dilated=convolution.conv_general_dilated)(x))
@@ -123,10 +149,10 @@ class ConvDecoder(nn.Module):
   dtype: jnp.dtype | None = None
 
   @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
+  def __call__(self, z: jax.Array, label: jax.Array | None = None) -> jax.Array:
     (h, w, c), n = self.image_shape, len(self.features)
     start = (h >> n, w >> n, self.features[-1])
-    x = nn.relu(nn.Dense(math.prod(start), name="project", dtype=self.dtype)(z))
+    x = nn.relu(nn.Dense(math.prod(start), name="project", dtype=self.dtype)(with_label(z, label)))
     x = x.reshape(*x.shape[:-1], *start)
     widths = [*reversed(self.features[:-1]), c]
     for i, f in enumerate(widths):
@@ -164,6 +190,12 @@ class VAE(nn.Module):
       log-determinant) and, where it is cheap, `log_prob(z, mean, logvar)`;
       None: the diagonal Gaussian `mean + exp(logvar / 2) * eps`
       (`vae_jax.posteriors` has it and the IAF).
+    num_classes: K > 0 makes the VAE conditional on labels 0 .. K - 1:
+      q(z|x, y) and p(x|z, y), with p(z) the prior's. Every method that reads x
+      or decodes z then takes the labels `y` (..., int, or (..., K) float
+      vectors, `label_vector`), and the encoder and the decoder are called as
+      `encoder(x, label)`, `decoder(z, label)` with label (..., K) float32.
+      0: unconditional, the networks called without a label.
   """
 
   encoder: nn.Module
@@ -173,27 +205,49 @@ class VAE(nn.Module):
   likelihood: nn.Module = dataclasses.field(default_factory=likelihoods.Bernoulli)
   prior: nn.Module | None = None
   posterior: nn.Module | None = None
+  num_classes: int = 0
 
-  def __call__(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, key: jax.Array, y: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Decoder outputs (..., H, W, C) for one z ~ q(z|x), and q's mean and logvar (..., L)."""
-    mean, logvar = self.encode(x)
-    return self.decode(reparameterize(key, mean, logvar)), mean, logvar
+    mean, logvar = self.encode(x, **given(y))
+    return self.decode(reparameterize(key, mean, logvar), **given(y)), mean, logvar
 
-  def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """x (..., H, W, C) -> mean, logvar (..., latents), float32 or wider.
+  def label_vector(self, y: jax.Array | None, lead: tuple[int, ...]) -> jax.Array | None:
+    """What the networks get for labels `y`: None for an unconditional model; else
+    (*lead, K) float32: one-hot for integer labels (...), a given (..., K) float
+    vector as it is (a mix of classes, as interpolation between labels uses),
+    broadcast to the leading axes `lead` of the network's input."""
+    if not self.num_classes:
+      if y is not None:
+        raise ValueError("this VAE is not conditional (num_classes=0); it takes no labels")
+      return None
+    if y is None:
+      raise ValueError(f"this VAE is conditional on {self.num_classes} classes; pass the labels y")
+    y = jnp.asarray(y)
+    vector = (jax.nn.one_hot(y, self.num_classes) if jnp.issubdtype(y.dtype, jnp.integer)
+              else y.astype(jnp.float32))
+    return jnp.broadcast_to(vector, (*lead, self.num_classes))
+
+  def encode(self, x: jax.Array, y: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """x (..., H, W, C) (and labels y (...) of a conditional model) -> mean, logvar
+    (..., latents), float32 or wider.
 
     The log-variance is held in [LOGVAR_MIN, LOGVAR_MAX]: a standard deviation
     between 3e-7 and 2e4, far outside what a trained encoder gives (so the
     seed's numbers are unchanged), but short of the exp overflows and divisions
     by zero that turn a run's losses into NaN.
     """
-    mean, logvar = self.encoder(x)
+    label = self.label_vector(y, x.shape[:-3])
+    mean, logvar = self.encoder(x) if label is None else self.encoder(x, label)
     logvar = jnp.clip(at_least_float32(logvar), LOGVAR_MIN, LOGVAR_MAX)
     return at_least_float32(mean), logvar
 
-  def decode(self, z: jax.Array) -> jax.Array:
-    """z (..., latents) -> distribution parameters (..., H, W, C), float32 or wider."""
-    return at_least_float32(self.decoder(z))
+  def decode(self, z: jax.Array, y: jax.Array | None = None) -> jax.Array:
+    """z (..., latents) (and labels y of a conditional model) -> distribution
+    parameters (..., H, W, C), float32 or wider."""
+    label = self.label_vector(y, z.shape[:-1])
+    return at_least_float32(self.decoder(z) if label is None else self.decoder(z, label))
 
   def log_likelihood(self, x: jax.Array, outputs: jax.Array) -> jax.Array:
     """log p(x|z) in nats, summed over pixels: (..., H, W, C) twice -> (...)."""
@@ -203,13 +257,13 @@ class VAE(nn.Module):
     """E[x|z] in [0, 1] from decoder outputs."""
     return self.likelihood.mean(outputs)
 
-  def initialize(self, x: jax.Array, key: jax.Array) -> jax.Array:
+  def initialize(self, x: jax.Array, key: jax.Array, **labels) -> jax.Array:
     """Touches every submodule, so that `init` creates all parameters.
 
     `init_params` calls the model's own `initialize`: a subclass with more
     submodules (a learned prior, a flow) overrides it or `elbo_terms`.
     """
-    return self.elbo_terms(x, key)["loss"]
+    return self.elbo_terms(x, key, **labels)["loss"]
 
   # The terms training and evaluation ask the model for.
 
@@ -248,12 +302,14 @@ class VAE(nn.Module):
     analytic = getattr(self.prior, "kl_per_dimension", None)
     return None if analytic is None else analytic(mean, logvar)
 
-  def elbo_terms(self, x: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
+  def elbo_terms(self, x: jax.Array, key: jax.Array, y: jax.Array | None = None
+                 ) -> dict[str, jax.Array]:
     """The single-sample negative ELBO of each example, split into its terms.
 
     Args:
       x: images (B, H, W, C) in [0, 1].
       key: the key of the one draw of z per example.
+      y: labels (B,), for a conditional model only.
 
     Returns:
       dict of (B,) arrays in nats: `loss` = `recon` + `kl`, `recon` = -log p(x|z),
@@ -261,9 +317,9 @@ class VAE(nn.Module):
       one-sample estimate log q(z|x) - log p(z); and `kl_per_dimension` (B, L)
       where the KL is analytic (free bits need it).
     """
-    mean, logvar = self.encode(x)
+    mean, logvar = self.encode(x, **given(y))
     z, log_q = self.sample_posterior(key, mean, logvar)
-    recon = -self.log_likelihood(x, self.decode(z))
+    recon = -self.log_likelihood(x, self.decode(z, **given(y)))
     kl_dims = self.kl_per_dimension(mean, logvar)
     terms = {"recon": recon}
     if kl_dims is not None:
@@ -276,14 +332,15 @@ class VAE(nn.Module):
     return terms
 
   def log_weights(self, x: jax.Array, mean: jax.Array, logvar: jax.Array, keys: jax.Array,
-                  index: jax.Array) -> tuple[jax.Array, jax.Array]:
+                  index: jax.Array, y: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """log p(x, z) - log q(z|x) and log p(x|z) for samples `index` (C,) of each example.
 
     Sample s of example b draws from `fold_in(keys[b], s)`, so results do not
     depend on how the samples are chunked.
 
     Args:
-      x: images (B, H, W, C); mean, logvar: the encoder's (B, L); keys: (B,).
+      x: images (B, H, W, C); mean, logvar: the encoder's (B, L); keys: (B,);
+      y: labels (B,) of a conditional model.
 
     Returns:
       Two (B, C) arrays.
@@ -299,32 +356,36 @@ class VAE(nn.Module):
     else:
       z, log_q = self.posterior.transform(eps, mean[:, None], logvar[:, None])
     # All (example, sample) pairs through the decoder at once: one large matmul.
-    outputs = self.decode(z.reshape(batch * count, latents))
+    label = self.label_vector(None if y is None else jnp.asarray(y)[:, None], (batch, count))
+    label = None if label is None else label.reshape(batch * count, -1)
+    outputs = self.decode(z.reshape(batch * count, latents), **given(label))
     outputs = outputs.reshape(batch, count, *outputs.shape[1:])
     log_lik = self.log_likelihood(x[:, None], outputs)
     return log_lik + self.log_prior(z) - log_q, log_lik
 
   # The per-sample terms of the many-sample objectives (`vae_jax.estimators`).
 
-  def draw(self, x: jax.Array, key: jax.Array, num_samples: int
+  def draw(self, x: jax.Array, key: jax.Array, num_samples: int, y: jax.Array | None = None
            ) -> tuple[jax.Array, jax.Array]:
     """K draws z ~ q(z|x) per example, reparameterised: z (K, B, L) and log q(z|x) (K, B)."""
-    mean, logvar = self.encode(x)
+    mean, logvar = self.encode(x, **given(y))
     eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
     if self.posterior is None:
       z = mean + jnp.exp(0.5 * logvar) * eps
       return z, objectives.gaussian_log_density(z, mean, logvar)
     return self.posterior.transform(eps, mean, logvar)
 
-  def log_q_at(self, x: jax.Array, z: jax.Array) -> jax.Array:
+  def log_q_at(self, x: jax.Array, z: jax.Array, y: jax.Array | None = None) -> jax.Array:
     """log q(z|x) of given z (K, B, L) for images x (B, ...): (K, B)."""
-    mean, logvar = self.encode(x)
+    mean, logvar = self.encode(x, **given(y))
     return self.log_posterior(z, mean, logvar)
 
-  def log_px_at(self, x: jax.Array, z: jax.Array) -> jax.Array:
+  def log_px_at(self, x: jax.Array, z: jax.Array, y: jax.Array | None = None) -> jax.Array:
     """log p(x|z) of z (K, B, L): (K, B); all K * B codes through the decoder at once."""
     num, batch, latents = z.shape
-    outputs = self.decode(z.reshape(num * batch, latents))
+    label = self.label_vector(y, (num, batch))
+    label = None if label is None else label.reshape(num * batch, -1)
+    outputs = self.decode(z.reshape(num * batch, latents), **given(label))
     return self.log_likelihood(x, outputs.reshape(num, batch, *outputs.shape[1:]))
 
   def kl(self, mean: jax.Array, logvar: jax.Array) -> jax.Array | None:
@@ -363,6 +424,9 @@ class Architecture(_ArchitectureFields):
         f.check(getattr(self, f.name))
     if self.model == "conv":
       self._check_conv()
+    if self.conditional and self.prior == "vamp":
+      raise UsageError("conditional=True with prior=vamp is not built: the VampPrior runs the "
+                       "encoder on pseudo-inputs that have no label; use prior=normal or mog")
 
   def _check_conv(self) -> None:
     if not self.conv_features or min(self.conv_features) < 1:
@@ -389,8 +453,12 @@ def from_config(config: ml_collections.ConfigDict, image_shape=None) -> VAE:
     encoder = MLPEncoder(arch.hidden, arch.latents, dtype)
     hidden = 0 if arch.decoder == "linear" else arch.hidden
     decoder = MLPDecoder(hidden, arch.image_shape, dtype)
+  if arch.conditional and arch.num_classes < 1:
+    raise UsageError("conditional=True needs num_classes, which a run resolves from the "
+                     "data's labels")
   return VAE(encoder, decoder, arch.latents, arch.image_shape, _likelihood(arch),
-             PRIORS[arch.prior](arch), POSTERIORS[arch.posterior](arch))
+             PRIORS[arch.prior](arch), POSTERIORS[arch.posterior](arch),
+             arch.num_classes if arch.conditional else 0)
 
 
 # The families a config names: one line each. None is the built-in N(0, I) prior and
@@ -418,7 +486,9 @@ def init_params(model: VAE, key: jax.Array) -> dict:
   """Initial parameters; `key` drives the weight init only."""
   init_key, sample_key = jax.random.split(key)
   dummy = jnp.zeros((1, *model.image_shape), jnp.float32)
-  return model.init(init_key, dummy, sample_key, method=type(model).initialize)["params"]
+  labels = given(jnp.zeros((1,), jnp.int32) if getattr(model, "num_classes", 0) else None)
+  return model.init(init_key, dummy, sample_key, method=type(model).initialize,
+                    **labels)["params"]
 
 
 _LIKELIHOOD_NAMES = {likelihoods.Bernoulli: "bernoulli", likelihoods.Gaussian: "gaussian",
@@ -448,5 +518,6 @@ def describe(model: VAE, params) -> str:
   """One line: the networks, the likelihood and the parameter count."""
   shape = "x".join(map(str, model.image_shape))
   nets = f"{type(model.encoder).__name__}/{type(model.decoder).__name__}"
-  return (f"VAE {nets}, {shape} images, {model.latents} latents "
+  condition = f", conditional on {model.num_classes} classes" if model.num_classes else ""
+  return (f"VAE {nets}, {shape} images, {model.latents} latents{condition} "
           f"({type(model.likelihood).__name__}, {parameter_count(params):,} parameters)")

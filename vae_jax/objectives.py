@@ -95,7 +95,8 @@ def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
   return jnp.sum(kl_per_dimension(mean, logvar), axis=-1)
 
 
-def negative_elbo(model, params, x: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
+def negative_elbo(model, params, x: jax.Array, key: jax.Array, y: jax.Array | None = None
+                  ) -> dict[str, jax.Array]:
   """Single-sample negative ELBO = recon + KL, per example.
 
   Args:
@@ -103,13 +104,15 @@ def negative_elbo(model, params, x: jax.Array, key: jax.Array) -> dict[str, jax.
     params: its parameters.
     x: images `(B, H, W, C)` in [0, 1].
     key: PRNG key for the one draw of z per example.
+    y: labels `(B,)` of a conditional model; None otherwise.
 
   Returns:
     The model's `elbo_terms`: arrays of shape `(B,)` `loss` (= recon + kl),
     `recon` (-log p(x|z), the summed cross-entropy for Bernoulli pixels) and
     `kl`; and `kl_per_dimension` `(B, L)` where the KL is analytic.
   """
-  return model.apply({"params": params}, x, key, method=type(model).elbo_terms)
+  labels = {} if y is None else {"y": y}
+  return model.apply({"params": params}, x, key, method=type(model).elbo_terms, **labels)
 
 
 def kl_weight(step: jax.Array, beta: jax.Array, warmup_steps: jax.Array) -> jax.Array:
@@ -187,7 +190,8 @@ def sample_chunking(k: int, sample_chunk: int | None) -> tuple[int, int]:
 
 @functools.partial(jax.jit, static_argnames=("model", "k", "sample_chunk"))
 def importance_terms(model, params, x: jax.Array, key: jax.Array, k: int,
-                     sample_chunk: int | None = None) -> dict[str, jax.Array]:
+                     sample_chunk: int | None = None, y: jax.Array | None = None
+                     ) -> dict[str, jax.Array]:
   """The IWAE bound and the k-sample ELBO terms, from the same k draws per example.
 
   Sample s of example b is z = mean_b + sigma_b * eps with eps drawn from
@@ -203,6 +207,8 @@ def importance_terms(model, params, x: jax.Array, key: jax.Array, k: int,
     key: one PRNG key (example b then uses `fold_in(key, b)`), or one per example (B,).
     k: importance samples per example (static).
     sample_chunk: samples drawn at once per example (static); default all k.
+    y: labels (B,) of a conditional model: then `iwae` bounds log p(x|y), with
+      the weights p(x|z, y) p(z) / q(z|x, y).
 
   Returns:
     dict of (B,) arrays in nats: `iwae` = log (1/k) sum_s p(x, z_s) / q(z_s|x),
@@ -216,13 +222,14 @@ def importance_terms(model, params, x: jax.Array, key: jax.Array, k: int,
   num_chunks, chunk = sample_chunking(k, sample_chunk)
 
   def run(module):
-    mean, logvar = module.encode(x)
+    labels = {} if y is None else {"y": y}
+    mean, logvar = module.encode(x, **labels)
 
     analytic_kl = module.kl(mean, logvar)
 
     def body(carry, c):
       index = c * chunk + jnp.arange(chunk)
-      log_w, log_lik = module.log_weights(x, mean, logvar, keys, index)
+      log_w, log_lik = module.log_weights(x, mean, logvar, keys, index, **labels)
       real = index < k  # The padding of the last chunk weighs nothing.
       sums = {"log_sum_w": jnp.logaddexp(carry["log_sum_w"], jax.nn.logsumexp(
                   jnp.where(real, log_w, -jnp.inf), axis=1)),

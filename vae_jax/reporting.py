@@ -146,17 +146,23 @@ class Reporter:
     return path
 
   def write_figures(self, epoch: int, step: int, originals: np.ndarray, reconstructions,
-                    samples) -> None:
-    """Each model's reconstructions (under the originals) and samples of an epoch.
+                    samples, class_grid=None) -> None:
+    """Each model's reconstructions (under the originals) and samples of an epoch, and a
+    conditional model's class grid (`class_grid_EPOCH.png`, one row per class).
 
     Args:
-      originals: (R, H, W, C) in [0, 1]; reconstructions (N, R, H, W, C); samples (N, S, H, W, C).
+      originals: (R, H, W, C) in [0, 1]; reconstructions (N, R, H, W, C); samples (N, S, H, W, C);
+      class_grid: (N, K, G, H, W, C), or None.
     """
     for i in range(self.num_models):
       pairs = np.concatenate([originals, reconstructions[i]])
       self.write_image("reconstruction", epoch, step, images.tile(pairs, cols=len(originals)),
                        model=i)
       self.write_image("sample", epoch, step, images.tile(samples[i], cols=8), model=i)
+      if class_grid is not None:
+        rows, cols = class_grid.shape[1:3]
+        grid = class_grid[i].reshape(rows * cols, *class_grid.shape[3:])
+        self.write_image("class_grid", epoch, step, images.tile(grid, cols=cols), model=i)
 
   def write_config(self, config, settings: list[dict]) -> None:
     """config.json (the resolved config, which rebuilds the model) and the config as

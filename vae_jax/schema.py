@@ -138,6 +138,11 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
     _f("obs_scale", 1.0, "gaussian: the fixed standard deviation, or its initial value when "
        "learned; logistic: the initial scale", "model", low=0.0, strict=True),
     _f("learn_obs_scale", False, "gaussian: learn the scale", "model", shapes=True),
+    _f("conditional", False, "give the encoder and the decoder each example's label (one-hot; "
+       "a conditional VAE: q(z|x,y), p(x|z,y), p(z) as set by prior); needs data with labels",
+       "model", shapes=True, legacy=False),
+    _f("num_classes", 0, "conditional: labels 0 .. num_classes - 1, from the data", "model",
+       shapes=True, resolved=True, legacy=0),
     _f("logistic_scale", "channel", "logistic: one learned scale per channel | pixel", "model",
        choices=("channel", "pixel"), shapes=True),
     # Optimisation.

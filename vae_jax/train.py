@@ -52,6 +52,7 @@ from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
 
 NUM_SAMPLES = 64  # Prior samples in each epoch's figure.
+GRID_COLUMNS = 10  # Samples per class in a conditional model's class grid.
 
 
 
@@ -111,6 +112,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   dataset = data.load(config, say=_printer(verbose))
   placement, why = streaming.choose_placement(config.data_placement, dataset,
                                               config.device_data_budget)
+  if config.conditional and placement == "stream":
+    raise UsageError(f"conditional=True reads the labels with the device-resident training set "
+                     f"only, and the data would be streamed ({why}); use a smaller data set")
   if placement == "device":  # Streamed, neither split need fit the devices.
     data.check_fits(dataset)
   config = experiment_lib.resolve_config(config, dataset, module)
@@ -388,11 +392,12 @@ def _record(exp: Experiment, state, i: int, epoch: int, elbo: dict, eval_seconds
 
 
 def _write_figures(exp: Experiment, state, reporter, epoch: int) -> None:
-  originals = exp.evaluation.figure_inputs
-  recon, samples = parallel.to_host(experiment_lib.figure_images(
-      exp.module, state.params, originals, exp.keys.stream(KeyStreams.FIGURES),
-      num_samples=NUM_SAMPLES))
-  reporter.write_figures(epoch, state.steps_done, np.asarray(originals), recon, samples)
+  originals, labels = exp.evaluation.figure_inputs, exp.evaluation.figure_labels
+  recon, samples, *grid = parallel.to_host(experiment_lib.figure_images(
+      exp.module, state.params, originals, exp.keys.stream(KeyStreams.FIGURES), labels,
+      num_samples=NUM_SAMPLES, grid_columns=GRID_COLUMNS if labels is not None else 0))
+  reporter.write_figures(epoch, state.steps_done, np.asarray(originals), recon, samples,
+                         *grid)
 
 
 def _save(exp: Experiment, state, ckpt, reporter) -> bool:

@@ -182,7 +182,8 @@ def step_one(model, step_config: StepConfig, state: TrainState, batch: jax.Array
     model: the VAE (static).
     step_config: see `StepConfig` (static).
     state: the model's state.
-    batch: uint8 images (B, H, W, C).
+    batch: uint8 images (B, H, W, C), or (images, int32 labels (B,)) for a
+      conditional model (`data.examples`).
     key: the step's key.
     settings: the model's settings (scalars).
 
@@ -192,12 +193,13 @@ def step_one(model, step_config: StepConfig, state: TrainState, batch: jax.Array
     whose loss turns non-finite are frozen by `freeze_diverged`, per chunk.
   """
   z_key, binarize_key = jax.random.split(key)
+  batch, labels = data.unpack(batch)
   x = data.to_unit_interval(batch)
   if step_config.binarize:
     x = data.binarize(binarize_key, x)
 
   def loss_fn(params):
-    terms = objectives.negative_elbo(model, params, x, z_key)
+    terms = objectives.negative_elbo(model, params, x, z_key, labels)
     loss = jnp.mean(terms["loss"])
     if not step_config.weighted:
       return loss, loss
@@ -207,7 +209,7 @@ def step_one(model, step_config: StepConfig, state: TrainState, batch: jax.Array
   if step_config.estimator is None:
     (objective, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   else:
-    objective, grads = _estimated(model, step_config, state.params, x, z_key)
+    objective, grads = _estimated(model, step_config, state.params, x, z_key, labels)
     loss = objective
   tx = step_config.tx(settings.learning_rate)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -238,9 +240,9 @@ def skipped_update(before: TrainState, after: TrainState, norm: jax.Array,
                        skipped=before.skipped + skip.astype(jnp.int32))
 
 
-def _estimated(model, step_config: StepConfig, params, x, key):
+def _estimated(model, step_config: StepConfig, params, x, key, labels=None):
   """The batch's mean surrogate loss of a many-sample estimator and its gradient."""
-  terms = estimators.vae_terms(model, x, key, step_config.train_samples)
+  terms = estimators.vae_terms(model, x, key, step_config.train_samples, labels)
   q, p = estimators.split_params(params, getattr(model.prior, "uses_encoder", False))
   surrogate = lambda q, p: jnp.mean(estimators.surrogate(step_config.estimator, terms, q, p))
   value, (q_grads, p_grads) = jax.value_and_grad(surrogate, argnums=(0, 1))(q, p)

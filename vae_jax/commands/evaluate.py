@@ -5,7 +5,9 @@
 Prints a short table and writes `eval.json` (default `DIR/eval.json`): the
 ELBO, the negative log-likelihood estimated with k importance samples (IWAE
 bound, Burda et al. 2015), bits per dimension, active units and the KL per
-latent dimension. For a run of several models it evaluates each (or only
+latent dimension. A conditional model (`conditional=True`) is evaluated on each
+image with its label: the ELBO and the IWAE bound are then on log p(x | y), and
+eval.json says `"conditional": true`. For a run of several models it evaluates each (or only
 `--model`) and adds their mean and standard deviation. `python -m vae_jax.evaluate` is the same command. Exit
 status: 0 done, 2 bad input (one line on stderr).
 """
@@ -45,11 +47,12 @@ def main(argv):
     first = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value or 0)
     count = first.config.num_models
     indices = [_MODEL.value] if _MODEL.value is not None else range(count)
-    dataset, inputs, streamed = _inputs(first.config, _SPLIT.value)
+    dataset, inputs, labels, streamed = _inputs(first.config, _SPLIT.value)
     records = []
     for i in indices:
       trained = first if i == first.index else checkpoints.load(_WORKDIR.value, first.step, index=i)
-      records.append(evaluate_split(trained, dataset, inputs, _SPLIT.value, streamed=streamed))
+      records.append(evaluate_split(trained, dataset, inputs, _SPLIT.value, labels,
+                                    streamed=streamed))
       print(format_table(records[-1]), flush=True)
   result = records[0] if len(records) == 1 else summarize_models(records)
   out = pathlib.Path(_OUT.value) if _OUT.value else pathlib.Path(_WORKDIR.value) / "eval.json"
@@ -61,27 +64,32 @@ def main(argv):
 
 
 def _inputs(config, split: str):
-  """(the dataset, the uint8 images of `split` as every evaluation sees them, whether
-  they stream from the host: where the run's `data_placement` resolves to stream)."""
+  """(the dataset, the uint8 images of `split` as every evaluation sees them, their
+  labels for a conditional model (else None), whether they stream from the host:
+  where the run's `data_placement` resolves to stream)."""
   dataset = data.load(config)
   placement, _ = streaming.choose_placement(config.data_placement, dataset,
                                             config.device_data_budget)
   streamed = placement == "stream"
-  inputs = evaluation.evaluation_inputs(getattr(dataset, split).images, config,
-                                        on_host=streamed)
+  part = getattr(dataset, split)
+  inputs = evaluation.evaluation_inputs(part.images, config, on_host=streamed)
+  labels = part.labels if config.get("conditional") else None
   if _NUM_EXAMPLES.value is not None:
     inputs = inputs[:_NUM_EXAMPLES.value]
-  return dataset, inputs, streamed
+    labels = None if labels is None else labels[:_NUM_EXAMPLES.value]
+  return dataset, inputs, labels, streamed
 
 
-def evaluate_split(trained: checkpoints.TrainedModel, dataset, inputs, split: str, *,
-                   streamed: bool = False) -> dict:
-  """Evaluates `trained` on uint8 images (N, H, W, C) with the flags' settings."""
+def evaluate_split(trained: checkpoints.TrainedModel, dataset, inputs, split: str, labels=None,
+                   *, streamed: bool = False) -> dict:
+  """Evaluates `trained` on uint8 images (N, H, W, C) (given `labels` (N,) when it is
+  conditional) with the flags' settings."""
   config = trained.config
   result = evaluation.evaluate(
       trained, inputs, k=_K.value, key=jax.random.key(_SEED.value),
       sample_chunk=_SAMPLE_CHUNK.value or config.iwae_sample_chunk,
-      example_chunk=_EXAMPLE_CHUNK.value or config.iwae_example_chunk, streamed=streamed)
+      example_chunk=_EXAMPLE_CHUNK.value or config.iwae_example_chunk, labels=labels,
+      streamed=streamed)
   header = {"workdir": str(_WORKDIR.value), "dataset": dataset.name, "split": split,
             "binarize": config.binarize, "likelihood": config.likelihood,
             "step": trained.step, "seed": _SEED.value, "model": trained.index,
@@ -100,7 +108,8 @@ def summarize_models(records: list[dict]) -> dict:
   `mean` / `std` (standard deviation over models, ddof 1) of the main figures."""
   values = {name: np.array([r[name] for r in records], np.float64) for name in SUMMARIZED}
   shared = {k: records[0][k] for k in ("workdir", "dataset", "split", "binarize", "likelihood",
-                                       "family", "step", "seed", "k", "num_examples")}
+                                       "family", "step", "seed", "k", "num_examples",
+                                       "conditional")}
   return {**shared, "num_models": len(records), "models": records,
           "mean": {k: float(v.mean()) for k, v in values.items()},
           "std": {k: float(v.std(ddof=1)) for k, v in values.items()}}
@@ -117,11 +126,12 @@ def format_summary(r: dict) -> str:
 def format_table(r: dict) -> str:
   """A few lines for the terminal from an eval.json record."""
   pm = lambda name: f"{r[name]:10.2f} ± {r[name + '_stderr'] or 0:.2f} nats"
+  nll = "-log p(x|y) IWAE" if r.get("conditional") else "NLL (IWAE)      "
   return "\n".join([
       f"{r['dataset']} {r['split']}, model {r['model']}, {r['num_examples']:,} examples, checkpoint step "
       f"{r['step']}, k = {r['k']:,}, {r['seconds']:.1f} s",
       f"  ELBO             {pm('elbo')}   (recon {r['recon']:.2f}, KL {r['kl']:.2f})",
-      f"  NLL (IWAE)       {pm('nll')}   ({r['bits_per_dim']:.4f} bits/dim)",
+      f"  {nll} {pm('nll')}   ({r['bits_per_dim']:.4f} bits/dim)",
       f"  active units     {r['active_units']:10d} of {r['latents']}"
       f"        (Cov_x E_q[z_i] > {evaluation.ACTIVE_UNIT_THRESHOLD})",
   ])

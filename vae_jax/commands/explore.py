@@ -28,6 +28,9 @@ def main(argv):
   del argv  # cli.run_command refuses stray arguments.
   with cli.errors_to_exit():
     model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
+    if getattr(model.module, "num_classes", 0):
+      cli.fail("the explorer does not decode conditional models yet (conditional=True); use "
+               "vae-jax sample --label and vae-jax interpolate")
     server = explorer.serve(model, host=_HOST.value, port=_PORT.value, max_points=_POINTS.value)
   print(f"serving the latent explorer of {_WORKDIR.value} (step {model.step}) at "
         f"{explorer.address(server)}; Ctrl-C stops it", flush=True)

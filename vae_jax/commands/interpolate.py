@@ -8,6 +8,11 @@ indices), decodes `--steps` codes on the path between their posterior means
 and writes one row per pair: the original, the path (its ends are the
 reconstructions), the other original. Output: `interpolation_0_to_6.png` in
 `DIR/images/` or `--out`, and with `--gif` an animation of the paths.
+
+A conditional model encodes each image with its label and decodes the path
+with a label that moves from the start image's to the end image's; with
+`--label=N` the whole path is decoded as class N (the label kept, the style
+moving): `interpolation_0_to_6_as_6.png`.
 """
 import numpy as np
 from absl import flags
@@ -30,6 +35,8 @@ _STEPS = flags.DEFINE_integer("steps", 9, "Images per path, both ends included."
 _METHOD = flags.DEFINE_enum("method", "linear", latent.METHODS, "Path between the codes.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the choice of test images by label.")
 _GIF = flags.DEFINE_bool("gif", False, "Also write an animated GIF of the paths.")
+_LABEL = flags.DEFINE_integer("label", None, "A conditional model: decode the whole path as "
+                              "this class; default the label moves with the images.")
 
 
 def main(argv):
@@ -39,8 +46,17 @@ def main(argv):
     model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
     inputs, labels = figures.test_set(model)
     start, end, stem = _choose_pairs(labels)
-  paths = np.asarray(latent.interpolate(model, inputs[start], inputs[end], _STEPS.value,
-                                        _METHOD.value))
+  conditional = bool(getattr(model.module, "num_classes", 0))
+  if _LABEL.value is not None and not conditional:
+    cli.fail("--label is for a conditional model (conditional=True); this one is not")
+  pair = (labels[start], labels[end]) if conditional else None
+  path_labels = None if _LABEL.value is None else (_LABEL.value, _LABEL.value)
+  stem += "" if _LABEL.value is None else f"_as_{_LABEL.value}"
+  try:
+    paths = np.asarray(latent.interpolate(model, inputs[start], inputs[end], _STEPS.value,
+                                          _METHOD.value, labels=pair, path_labels=path_labels))
+  except ValueError as e:
+    cli.fail(str(e))
   originals = images.as_pictures(inputs / 255.0)
   out = figures.output_dir(_WORKDIR.value, _OUT.value, model)
   path = images.save_png(out / f"{stem}.png", figures.interpolation_grid(

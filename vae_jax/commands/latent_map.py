@@ -26,13 +26,18 @@ def main(argv):
   with cli.errors_to_exit():
     model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
     inputs, labels = figures.test_set(model)
-  means = np.asarray(latent.encode(model, inputs)[0])  # 10,000 MNIST digits: one call.
+  conditional = bool(getattr(model.module, "num_classes", 0))
+  # 10,000 MNIST digits: one call. A conditional model's q(z|x, y) is given the true labels.
+  means = np.asarray(latent.encode(model, inputs, labels if conditional else None)[0])
   out = figures.output_dir(_WORKDIR.value, _OUT.value, model)
   path = figures.save_latent_scatter(out / "latent_map.png", means, labels,
                                      title=f"{model.config.dataset} test set, step {model.step}")
   print(f"wrote {path}: {len(means):,} test images")
   if model.module.latents != 2:
     print(f"no manifold grid: it needs 2 latents, this model has {model.module.latents}")
+    return
+  if conditional:
+    print("no manifold grid: the model is conditional (vae-jax sample --label draws a class)")
     return
   grid = np.asarray(latent.manifold(model, _SIZE.value))
   path = images.save_png(out / "manifold.png", images.tile(

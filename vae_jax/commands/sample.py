@@ -1,8 +1,11 @@
-"""Draws digits from the prior: `vae-jax sample --workdir=DIR [--num=64 --seed=0]`.
+"""Draws digits from the prior: `vae-jax sample --workdir=DIR [--num=64 --seed=0 --label=6]`.
 
 Decodes `--num` codes z ~ N(0, I) with the workdir's latest checkpoint (or
 `--step`) and writes them as one grid, `samples.png`, into `DIR/images/` or
-`--out`. Exit status 2 on bad input (no checkpoint, --num < 1).
+`--out`. A conditional model (`conditional=True`) draws `--label`'s class
+(`samples_6.png`), or without it sample i of class i mod K. Exit status 2 on
+bad input (no checkpoint, --num < 1, a label out of range or given to an
+unconditional model).
 """
 import jax
 import numpy as np
@@ -17,6 +20,8 @@ from vae_jax import latent
 _WORKDIR, _STEP, _OUT, _MODEL = cli.define_trained_model_flags()
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples; the grid is ceil(sqrt(num)) wide.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the prior draws.")
+_LABEL = flags.DEFINE_integer("label", None, "A conditional model's class to draw; default "
+                              "sample i of class i mod K.")
 
 
 def main(argv):
@@ -25,9 +30,20 @@ def main(argv):
     cli.fail(f"num must be >= 1, got {_NUM.value}")
   with cli.errors_to_exit():
     model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
-  pictures = np.asarray(latent.sample(model, jax.random.key(_SEED.value), _NUM.value))
-  path = figures.output_dir(_WORKDIR.value, _OUT.value, model) / "samples.png"
+  classes = getattr(model.module, "num_classes", 0)
+  labels, what = _LABEL.value, ""
+  if classes and labels is None:
+    labels, what = np.arange(_NUM.value) % classes, f", sample i of class i mod {classes}"
+  elif labels is not None:
+    what = f" of class {labels}"
+  try:
+    pictures = np.asarray(latent.sample(model, jax.random.key(_SEED.value), _NUM.value,
+                                        labels=labels))
+  except ValueError as e:
+    cli.fail(str(e))
+  name = "samples.png" if _LABEL.value is None else f"samples_{_LABEL.value}.png"
+  path = figures.output_dir(_WORKDIR.value, _OUT.value, model) / name
   images.save_png(path, figures.square_grid(pictures))
-  print(f"wrote {path}: {_NUM.value} samples from N(0, I), seed {_SEED.value}, "
+  print(f"wrote {path}: {_NUM.value} samples from N(0, I){what}, seed {_SEED.value}, "
         f"checkpoint step {model.step}")
 
