@@ -90,6 +90,26 @@ def test_schedules_warm_up_then_decay():
   assert optim.schedule_factor(_optimizer_config(), 100) is None
 
 
+def test_the_burda_schedule_is_the_iwae_papers_stages_over_3280_epochs():
+  """Burda et al. 2015: for i = 0 .. 7, 3^i passes at 1e-3 * 10^(-i/7). With one step
+  per epoch, epoch e (0-based) is in the stage whose cumulative epochs pass e."""
+  factor = optim.schedule_factor(_optimizer_config(lr_schedule="burda"), 3280)
+  stage_of = lambda e: next(i for i in range(8) if e < sum(3**j for j in range(i + 1)))
+  epochs = [0, 1, 3, 4, 12, 13, 39, 40, 120, 121, 363, 364, 1092, 1093, 3279]
+  np.testing.assert_allclose([float(factor(e)) for e in epochs],
+                             [10 ** (-stage_of(e) / 7) for e in epochs], rtol=1e-6)
+  assert [stage_of(e) for e in (0, 1, 4, 13, 40, 121, 364, 1093)] == list(range(8))
+  half = optim.schedule_factor(_optimizer_config(lr_schedule="burda"), 1640)  # Shares kept.
+  assert float(half(545)) == pytest.approx(10 ** (-6 / 7)) and float(half(547)) == pytest.approx(0.1)
+
+
+def test_adam_eps_is_adams_epsilon():
+  params, grads = {"w": jnp.zeros(2)}, {"w": jnp.array([1e-5, -2e-5])}
+  ours, theirs = optim.make(_optimizer_config(adam_eps=1e-4), 1e-3, 10), optax.adam(1e-3, eps=1e-4)
+  np.testing.assert_array_equal(ours.update(grads, ours.init(params), params)[0]["w"],
+                                theirs.update(grads, theirs.init(params), params)[0]["w"])
+
+
 def test_clipping_is_optax_clip_then_adam():
   config = _optimizer_config(grad_clip_norm=1.0)
   params = {"w": jnp.zeros(2)}

@@ -85,34 +85,57 @@ def _split_stats(stats: jax.Array) -> tuple[jax.Array, jax.Array]:
   return mean, logvar
 
 
+def hidden_stack(x: jax.Array, hidden: int, layers: int, activation: str, dtype) -> jax.Array:
+  """`layers` dense layers of `hidden` units (the first named "hidden", the next
+  "hidden_2", ...): relu or tanh, or gated (GatedDense, Dauphin et al. 2017 as the
+  VampPrior paper uses it: (W x + b) * sigmoid(V x + c), the two in one matmul)."""
+  for i in range(layers):
+    name = "hidden" if i == 0 else f"hidden_{i + 1}"
+    if activation == "gated":
+      value, gate = jnp.split(linear(2 * hidden, x.shape[-1], name, dtype)(x), 2, axis=-1)
+      x = value * nn.sigmoid(gate)
+    else:
+      x = ACTIVATIONS[activation](linear(hidden, x.shape[-1], name, dtype)(x))
+  return x
+
+
+ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
+
+
 class MLPEncoder(nn.Module):
-  """q(z|x): images (..., H, W, C) -> mean, logvar (..., latents), through one ReLU layer."""
+  """q(z|x): images (..., H, W, C) -> mean, logvar (..., latents), through `layers`
+  hidden layers (one ReLU layer: the tutorial's)."""
 
   hidden: int
   latents: int
   dtype: jnp.dtype | None = None  # Compute dtype; parameters stay float32.
+  layers: int = 1
+  activation: str = "relu"
 
   @nn.compact
   def __call__(self, x: jax.Array, label: jax.Array | None = None
                ) -> tuple[jax.Array, jax.Array]:
     x = with_label(x.reshape(*x.shape[:-3], -1), label)
-    h = nn.relu(linear(self.hidden, x.shape[-1], "hidden", self.dtype)(x))
+    h = hidden_stack(x, self.hidden, self.layers, self.activation, self.dtype)
     # One matmul for both heads (the tutorial's fc21 and fc22 side by side).
     return _split_stats(linear(2 * self.latents, self.hidden, "stats", self.dtype)(h))
 
 
 class MLPDecoder(nn.Module):
-  """z (..., latents) -> (..., H, W, C) distribution parameters; `hidden=0` is linear (W z + b)."""
+  """z (..., latents) -> (..., H, W, C) distribution parameters through `layers`
+  hidden layers; `hidden=0` is linear (W z + b)."""
 
   hidden: int
   image_shape: tuple[int, int, int]
   dtype: jnp.dtype | None = None
+  layers: int = 1
+  activation: str = "relu"
 
   @nn.compact
   def __call__(self, z: jax.Array, label: jax.Array | None = None) -> jax.Array:
     z = with_label(z, label)
     if self.hidden:
-      z = nn.relu(linear(self.hidden, z.shape[-1], "hidden", self.dtype)(z))
+      z = hidden_stack(z, self.hidden, self.layers, self.activation, self.dtype)
     out = linear(math.prod(self.image_shape), z.shape[-1], "out", self.dtype)(z)
     return out.reshape(*out.shape[:-1], *self.image_shape)
 
@@ -450,9 +473,10 @@ def from_config(config: ml_collections.ConfigDict, image_shape=None) -> VAE:
     encoder = ConvEncoder(arch.conv_features, arch.latents, dtype)
     decoder = ConvDecoder(arch.conv_features, arch.image_shape, dtype)
   else:
-    encoder = MLPEncoder(arch.hidden, arch.latents, dtype)
+    depth = dict(layers=arch.hidden_layers, activation=arch.activation)
+    encoder = MLPEncoder(arch.hidden, arch.latents, dtype, **depth)
     hidden = 0 if arch.decoder == "linear" else arch.hidden
-    decoder = MLPDecoder(hidden, arch.image_shape, dtype)
+    decoder = MLPDecoder(hidden, arch.image_shape, dtype, **depth)
   if arch.conditional and arch.num_classes < 1:
     raise UsageError("conditional=True needs num_classes, which a run resolves from the "
                      "data's labels")

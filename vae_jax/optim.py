@@ -2,7 +2,10 @@
 
     optimizer      adam | adamw (decoupled weight decay, Loshchilov & Hutter 2019)
     weight_decay   adamw's decay rate (0: none)
-    lr_schedule    constant | cosine (decays to 0 at the last step)
+    lr_schedule    constant | cosine (decays to 0 at the last step) | burda (Burda
+                   et al. 2015's stages: 3^i epochs at 10^(-i/7), i = 0..7, as
+                   shares of the run)
+    adam_eps       Adam's epsilon
     warmup_steps   linear warm-up from 0 to the learning rate
     grad_clip_norm clip gradients to this global norm (0: off)
 
@@ -54,11 +57,24 @@ def schedule_factor(config, total_steps: int):
   decay_steps = max(total_steps - warmup, 1)
   if config.lr_schedule == "cosine":
     after = optax.cosine_decay_schedule(1.0, decay_steps)
+  elif config.lr_schedule == "burda":
+    after = burda_schedule(decay_steps)
   else:
     after = optax.constant_schedule(1.0)
   if not warmup:
     return after
   return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup), after], [warmup])
+
+
+def burda_schedule(total_steps: int, stages: int = 8) -> optax.Schedule:
+  """The IWAE paper's multiplier (Burda et al. 2015, section 5): stage i = 0 .. 7 runs
+  3^i epochs at 10^(-i/7), 3,280 epochs in all; here each stage takes its share
+  3^i / 3280 of `total_steps`, so a run of 3,280 epochs gets the paper's stages."""
+  lengths = [3**i for i in range(stages)]
+  ends = [round(total_steps * sum(lengths[:i + 1]) / sum(lengths)) for i in range(stages - 1)]
+  # A stage shorter than half a step ends where the next does: its factors multiply.
+  return optax.piecewise_constant_schedule(
+      1.0, {end: 10 ** (-ends.count(end) / (stages - 1)) for end in ends})
 
 
 def make(config, learning_rate, total_steps: int) -> optax.GradientTransformation:
@@ -72,9 +88,9 @@ def make(config, learning_rate, total_steps: int) -> optax.GradientTransformatio
   factor = schedule_factor(config, total_steps)
   rate = learning_rate if factor is None else (lambda count: learning_rate * factor(count))
   if config.optimizer == "adamw":
-    tx = optax.adamw(rate, weight_decay=config.weight_decay)
+    tx = optax.adamw(rate, eps=config.adam_eps, weight_decay=config.weight_decay)
   else:
-    tx = optax.adam(rate)
+    tx = optax.adam(rate, eps=config.adam_eps)
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   return tx

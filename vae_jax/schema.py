@@ -128,6 +128,10 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
        choices=("mlp", "conv"), shapes=True),
     _f("hidden", 400, "mlp: hidden units of the encoder and decoder", "model", low=0,
        strict=True, shapes=True),
+    _f("hidden_layers", 1, "mlp: hidden layers of the encoder and of the decoder", "model",
+       low=0, strict=True, shapes=True, legacy=1),
+    _f("activation", "relu", "mlp: relu | tanh | gated (GatedDense, the VampPrior paper's)",
+       "model", choices=("relu", "tanh", "gated"), shapes=True, legacy="relu"),
     _f("latents", 20, "dimension of z", "model", low=0, strict=True, shapes=True),
     _f("conv_features", (32, 64), "conv: channels of the stride-2 convolutions", "model",
        shapes=True),
@@ -157,8 +161,11 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
     _f("learning_rate", 1e-3, "the peak learning rate", "training", low=0.0, strict=True,
        sweepable=True),
     _f("weight_decay", 0.0, "adamw only", "optimizer", low=0.0),
-    _f("lr_schedule", "constant", "constant | cosine (to 0 at the last step)", "optimizer",
-       choices=("constant", "cosine")),
+    _f("lr_schedule", "constant", "constant | cosine (to 0 at the last step) | burda (the IWAE "
+       "paper's: 8 stages, stage i taking 3^i/3280 of the run at 10^(-i/7) times the rate)",
+       "optimizer", choices=("constant", "cosine", "burda")),
+    _f("adam_eps", 1e-8, "Adam's epsilon (the IWAE paper's: 1e-4)", "optimizer", low=0.0,
+       strict=True, legacy=1e-8),
     _f("warmup_steps", 0, "linear learning-rate warm-up", "optimizer", low=0),
     _f("skip_threshold", 0.0, "skip an update whose gradient norm is non-finite or above this "
        "many times its running level (an average over about 100 steps, from step 20 on), as "
