@@ -354,6 +354,7 @@ class Architecture(_ArchitectureFields):
     values = {f.name: config.get(f.name, f.default) for f in dataclasses.fields(cls)}
     values["image_shape"] = tuple(image_shape or values["image_shape"])
     values["conv_features"] = tuple(values["conv_features"])
+    values["layer_latents"] = tuple(values["layer_latents"])
     return cls(**values)
 
   def check(self) -> None:
@@ -363,6 +364,20 @@ class Architecture(_ArchitectureFields):
         f.check(getattr(self, f.name))
     if self.model == "conv":
       self._check_conv()
+    self._check_layers()
+
+  def _check_layers(self) -> None:
+    layers, sizes = self.stochastic_layers, self.layer_latents
+    if sizes and (len(sizes) != layers or min(sizes) < 1 or sizes[0] != self.latents):
+      raise UsageError(f"layer_latents must give {layers} positive sizes, the first equal to "
+                       f"latents={self.latents} (the layer next to the data), got {sizes}")
+    if layers == 1:
+      return
+    for name, value, fits in (("model", self.model, "mlp"), ("prior", self.prior, "normal"),
+                              ("posterior", self.posterior, "gaussian")):
+      if value != fits:
+        raise UsageError(f"stochastic_layers={layers} is built for {name}={fits} only, "
+                         f"not {name}={value}")
 
   def _check_conv(self) -> None:
     if not self.conv_features or min(self.conv_features) < 1:
@@ -382,6 +397,9 @@ def from_config(config: ml_collections.ConfigDict, image_shape=None) -> VAE:
   arch = Architecture.from_config(config, image_shape)
   arch.check()
   dtype = None if arch.compute_dtype == "float32" else jnp.dtype(arch.compute_dtype)
+  if arch.stochastic_layers > 1:
+    from vae_jax import hierarchy  # pylint: disable=g-import-not-at-top (it builds on VAE)
+    return hierarchy.from_architecture(arch, dtype, _likelihood(arch))
   if arch.model == "conv":
     encoder = ConvEncoder(arch.conv_features, arch.latents, dtype)
     decoder = ConvDecoder(arch.conv_features, arch.image_shape, dtype)
