@@ -114,7 +114,8 @@ def run(statistic, chunks: Chunks, *, stop=None, description: str | None = None
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def elbo_statistics(model, params, keys, images, c) -> dict[str, jax.Array]:
-  """Single-sample negative ELBO terms of chunk `c`: `loss`, `recon`, `kl`, each (N, E).
+  """Single-sample negative ELBO terms of chunk `c`: `loss`, `recon`, `kl`, each (N, E),
+  and for a hierarchy `kl_per_layer` (N, E, L).
 
   Model i draws z for chunk c from `fold_in(keys[i], c)`.
   """
@@ -122,7 +123,7 @@ def elbo_statistics(model, params, keys, images, c) -> dict[str, jax.Array]:
 
   def one(params, key):
     terms = objectives.negative_elbo(model, params, x, jax.random.fold_in(key, c))
-    return {name: terms[name] for name in ("loss", "recon", "kl")}
+    return {name: terms[name] for name in ("loss", "recon", "kl", "kl_per_layer") if name in terms}
 
   return stacked.over_models(one, len(keys), (0, 0))(params, keys)
 
@@ -137,7 +138,9 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
 
   Returns:
     `iwae`, `recon`, `kl` (see `objectives.importance_terms`), `kl_per_dimension`
-    and `posterior_mean` (N, E, latents).
+    and `posterior_mean` (N, E, latents); for a hierarchy (`vae_jax.hierarchy`)
+    `kl_per_layer` (N, E, L), the analytic KL of each layer at one draw of the
+    layers above (from `fold_in(example key, k)`), layer 1 (next to the data) first.
   """
   batch = jax.lax.dynamic_index_in_dim(images, c, keepdims=False)
   x = data.to_unit_interval(batch)
@@ -150,7 +153,12 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
     kl_dims = model.apply({"params": params}, mean, logvar, method=model.kl_per_dimension)
     if kl_dims is None:  # No closed form: the per-latent split is not defined.
       kl_dims = jnp.full(mean.shape, jnp.nan, mean.dtype)
-    return {**terms, "kl_per_dimension": kl_dims, "posterior_mean": mean}
+    stats = {**terms, "kl_per_dimension": kl_dims, "posterior_mean": mean}
+    if hasattr(model, "kl_per_layer"):  # A hierarchy: one draw per example, keyed by it.
+      layer_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(example_keys, k)
+      stats["kl_per_layer"] = model.apply({"params": params}, x, layer_keys,
+                                          method=model.kl_per_layer)
+    return stats
 
   return stacked.over_models(one, len(keys), (0, 0))(params, keys)
 
@@ -160,10 +168,12 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
 
 
 def test_elbo(model, params, keys, chunks: Chunks, *, stop=None) -> list[dict]:
-  """The mean single-sample negative ELBO (`loss`), `recon` and `kl` per model."""
+  """The mean single-sample negative ELBO (`loss`), `recon` and `kl` per model, and for a
+  hierarchy `kl_per_layer` (a list, layer 1 first)."""
   stats = run(functools.partial(elbo_statistics, model, params, keys), chunks, stop=stop)
-  return [{name: float(np.mean(v[i], dtype=np.float64)) for name, v in stats.items()}
-          for i in range(len(keys))]
+  mean = lambda v: np.mean(v, axis=0, dtype=np.float64)
+  return [{name: float(mean(v[i])) if v.ndim == 2 else mean(v[i]).tolist()
+           for name, v in stats.items()} for i in range(len(keys))]
 
 
 def iwae_nll(model, params, keys, chunks: Chunks, *, k: int, sample_chunk: int,
@@ -221,12 +231,16 @@ def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: f
     data; for grey levels under a Bernoulli or Gaussian it is not one);
     `active_units`, `latents`, `unit_activity` (Cov_x E_q[z_i] per latent);
     `kl_per_dimension` (mean over examples; None without a closed-form KL:
-    another prior or posterior than the seed's); `seconds`.
+    another prior or posterior than the seed's, or a hierarchy); for a hierarchy
+    `kl_per_layer` (mean over examples, layer 1 first); `seconds`. The latent
+    statistics of a hierarchy are those of z_1 (its `encode`).
   """
   stats = {name: np.asarray(v, np.float64) for name, v in stats.items()}
   elbo = -(stats["recon"] + stats["kl"])
   nll = -stats["iwae"]
   activity = unit_activity(stats["posterior_mean"])
+  layers = {} if "kl_per_layer" not in stats else {
+      "kl_per_layer": stats["kl_per_layer"].mean(axis=0).tolist()}
   return {
       "num_examples": len(nll), "k": k,
       "elbo": float(elbo.mean()), "elbo_stderr": standard_error(elbo),
@@ -237,7 +251,7 @@ def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: f
       "latents": len(activity), "unit_activity": activity.tolist(),
       "kl_per_dimension": (None if np.isnan(stats["kl_per_dimension"]).any()
                            else stats["kl_per_dimension"].mean(axis=0).tolist()),
-      "seconds": seconds,
+      **layers, "seconds": seconds,
   }
 
 

@@ -56,6 +56,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                                                                                    "gaussian"):
     raise UsageError("free_bits needs the KL per latent in closed form, which only "
                      "prior=normal with posterior=gaussian has; set free_bits=0 or use those")
+  if estimator in ("stl", "dreg") and config.get("stochastic_layers", 1) > 1:
+    raise UsageError(f"gradient_estimator={config.gradient_estimator} is not built for "
+                     f"stochastic_layers > 1 (the top-down path is shared by q and p); "
+                     "use reparam")
   for field in ("batch_size", "eval_batch_size"):
     if config[field] % jax.device_count():
       raise UsageError(f"{field}={config[field]} does not divide over "

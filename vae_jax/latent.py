@@ -147,10 +147,17 @@ def _reconstruct(module, params, x, key):
   return module.apply({"params": params}, method=run)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "n"))
-def _sample(module, params, key, n):
+@functools.partial(jax.jit, static_argnames=("module", "n", "temperature"))
+def _sample(module, params, key, n, temperature=1.0):
   def run(m):  # From the model's own prior (N(0, I) unless it has another).
-    return _decode_mean(m, m.sample_prior(key, n))
+    return _decode_mean(m, m.sample_prior(key, n, temperature))
+  return module.apply({"params": params}, method=run)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "keep", "temperature"))
+def _reconstruct_keeping(module, params, x, key, keep, temperature):
+  def run(m):
+    return _decode_mean(m, m.reconstruct_keeping(x, key, keep, temperature))
   return module.apply({"params": params}, method=run)
 
 
@@ -280,21 +287,62 @@ def reconstruct(model: TrainedModel, x: ArrayLike, key: jax.Array | None = None)
     return _pictures(_reconstruct(model.module, model.params, x, key), batched)
 
 
-def sample(model: TrainedModel, key: jax.Array, n: int) -> jax.Array:
+def sample(model: TrainedModel, key: jax.Array, n: int, *, temperature: float = 1.0
+           ) -> jax.Array:
   """Decodes `n` codes drawn from the model's prior (N(0, I) unless it has another).
 
   Args:
     model: a trained model.
     key: a PRNG key; the same key gives the same images.
     n: number of images, >= 1.
+    temperature: > 0, scales the prior's standard deviation (of every layer,
+      top-down, for a hierarchy); 1 unless the prior is Gaussian.
 
   Returns:
     (n, H, W) pictures E[x|z].
   """
   if not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"n must be an integer >= 1; got {n!r}")
+  temperature = _temperature(temperature)
   with _precision(model):
-    return _pictures(_sample(model.module, model.params, key, int(n)), True)
+    return _pictures(_sample(model.module, model.params, key, int(n), temperature), True)
+
+
+def reconstruct_keeping(model: TrainedModel, x: ArrayLike, key: jax.Array, keep: int, *,
+                        temperature: float = 1.0) -> jax.Array:
+  """A hierarchy's reconstructions that keep its top `keep` layers and redraw the rest.
+
+  The top `keep` layers of z are at their posterior means given x; each layer
+  below is drawn from p(z_i | z_{i+1}) at `temperature`, down to z_1, which
+  is decoded: what the layers above encode stays, what the layers below add
+  is resampled (keep = L: the posterior-mean reconstruction; keep = 0: samples).
+
+  Args:
+    model: a trained model with stochastic_layers > 1.
+    x: images, as `encode` takes them.
+    key: a PRNG key for the redrawn layers.
+    keep: layers kept, 0 .. L.
+    temperature: > 0, scales the redrawn layers' standard deviations.
+
+  Returns:
+    (N, H, W) pictures, or (H, W) for one image without a batch axis.
+  """
+  layers = getattr(model.module, "stochastic_layers", 1)
+  if layers < 2:
+    raise ValueError("reconstruct_keeping needs a model with stochastic_layers > 1")
+  if not isinstance(keep, (int, np.integer)) or not 0 <= keep <= layers:
+    raise ValueError(f"keep must be an integer in 0 .. {layers}; got {keep!r}")
+  temperature = _temperature(temperature)
+  x, batched = as_images(x, model.image_shape)
+  with _precision(model):
+    out = _reconstruct_keeping(model.module, model.params, x, key, int(keep), temperature)
+  return _pictures(out, batched)
+
+
+def _temperature(temperature) -> float:
+  if not isinstance(temperature, (int, float, np.floating)) or not temperature > 0:
+    raise ValueError(f"temperature must be a number > 0; got {temperature!r}")
+  return float(temperature)
 
 
 def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: int = 9,

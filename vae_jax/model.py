@@ -233,10 +233,15 @@ class VAE(nn.Module):
       return objectives.gaussian_log_density(z, 0.0, 0.0)
     return self.prior.log_prob(z, encode=self.encode)
 
-  def sample_prior(self, key: jax.Array, num: int) -> jax.Array:
-    """num draws z ~ p(z): (num, latents)."""
+  def sample_prior(self, key: jax.Array, num: int, temperature: float = 1.0) -> jax.Array:
+    """num draws z ~ p(z): (num, latents); with N(0, I), `temperature` scales them
+    (other priors have temperature 1 only)."""
     if self.prior is None:
-      return jax.random.normal(key, (num, self.latents))
+      z = jax.random.normal(key, (num, self.latents))
+      return z if temperature == 1.0 else temperature * z
+    if temperature != 1.0:
+      raise ValueError(f"temperature applies to Gaussian priors; {type(self.prior).__name__} "
+                       "samples at temperature 1 only")
     return self.prior.sample(key, num, encode=self.encode)
 
   def kl_per_dimension(self, mean: jax.Array, logvar: jax.Array) -> jax.Array | None:

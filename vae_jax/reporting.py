@@ -132,6 +132,8 @@ class Reporter:
       for name in SCALARS:
         if isinstance(record.get(name), (int, float)):
           writer.add_scalar(name, record[name], record["step"])
+      for i, kl in enumerate(record.get("test_kl_per_layer") or []):  # A hierarchy's layers.
+        writer.add_scalar(f"test_kl_layer_{i + 1}", kl, record["step"])
       writer.flush()
 
   def write_image(self, name: str, epoch: int, step: int, grid: np.ndarray,

@@ -82,7 +82,7 @@ def run(trained: checkpoints.TrainedModel, dataset, inputs, split: str) -> dict:
 
 # The config fields that say which model family was evaluated (recorded in eval.json).
 FAMILY = ("prior", "prior_components", "posterior", "flow_steps", "flow_hidden", "objective",
-          "train_samples", "gradient_estimator")
+          "train_samples", "gradient_estimator", "stochastic_layers", "layer_latents")
 SUMMARIZED = ("elbo", "recon", "kl", "nll", "bits_per_dim", "active_units")
 
 
