@@ -1,0 +1,70 @@
+"""A two-layer hierarchy trained, evaluated and reloaded end to end on 300 real digits
+(its maths: tests/test_hierarchy.py), and the combinations it refuses."""
+import jax
+import numpy as np
+import pytest
+
+import vae_jax
+from vae_jax import data
+from vae_jax import experiment
+from vae_jax import hierarchy
+from vae_jax import reporting
+from vae_jax import train
+from vae_jax.errors import UsageError
+from conftest import run_module
+
+
+@pytest.fixture
+def few_digits(tmp_path):
+  """300 training and 100 test digits of mnist_sample as one .npz."""
+  x = data.load_idx_dir(data.SAMPLE_DIR).test.images[:400, ..., 0]
+  path = tmp_path / "digits.npz"
+  np.savez(path, x_train=x[:300], x_test=x[300:])
+  return path
+
+
+def test_two_layers_train_evaluate_sample_and_reload(tiny_config, tmp_path, few_digits):
+  # KL warm-up, free bits and update skipping all act on the hierarchy's terms.
+  tiny_config.update(data_dir=str(few_digits), stochastic_layers=2, hidden=16, latents=4,
+                     num_epochs=1, batch_size=50, eval_batch_size=100, chunks_per_epoch=1,
+                     binarize="dynamic", kl_warmup_steps=3, free_bits=0.05, skip_threshold=50.0)
+  workdir = tmp_path / "work"
+  train.train_and_evaluate(tiny_config, workdir, verbose=False)
+  row = reporting.read_metrics(workdir)[-1]
+  assert len(row["test_kl_per_layer"]) == 2 and min(row["test_kl_per_layer"]) >= 0
+  assert sum(row["test_kl_per_layer"]) == pytest.approx(row["test_kl"], rel=1e-5)
+  assert row["test_loss"] == pytest.approx(row["test_recon"] + row["test_kl"], rel=1e-6)
+  assert row["skipped_updates"] == 0
+  assert 0 < row["kl_weight"] <= 1
+  model = vae_jax.load(workdir)  # Rebuilt from config.json alone.
+  assert isinstance(model.module, hierarchy.HierarchicalVAE)
+  assert model.module.layer_latents == (4, 2) and "topdown" in model.params
+  key = jax.random.key(0)
+  assert vae_jax.sample(model, key, 3, temperature=0.7).shape == (3, 28, 28)
+  x = data.load(model.config).test.images[:20]
+  assert vae_jax.reconstruct_keeping(model, x[:5], key, 1).shape == (5, 28, 28)
+  result = vae_jax.evaluate(model, x, k=8, key=key, progress=False)
+  assert len(result["kl_per_layer"]) == 2 and result["kl_per_dimension"] is None
+  assert result["nll"] <= -result["elbo"] + 1e-3
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"model": "conv"}, "stochastic_layers=2 is built for model=mlp only, not model=conv"),
+    ({"prior": "vamp"}, "stochastic_layers=2 is built for prior=normal only"),
+    ({"posterior": "iaf"}, "stochastic_layers=2 is built for posterior=gaussian only"),
+    ({"layer_latents": (4, 2, 1)}, "layer_latents must give 2 positive sizes"),
+    ({"layer_latents": (8, 2)}, "the first equal to latents=4"),
+    ({"objective": "iwae", "train_samples": 3, "gradient_estimator": "dreg"},
+     "gradient_estimator=dreg is not built for stochastic_layers > 1"),
+])
+def test_combinations_without_a_meaning_are_refused(tiny_config, fields, message):
+  tiny_config.update(stochastic_layers=2, **fields)
+  with pytest.raises(UsageError, match=message):
+    experiment.check_config(tiny_config)
+
+
+def test_the_command_refuses_a_conv_hierarchy_in_one_line(tmp_path):
+  result = run_module("vae_jax.train", f"--workdir={tmp_path}", "--config=vae_jax/configs/tiny.py",
+                      "--config.model=conv", "--config.stochastic_layers=2")
+  assert result.returncode == 2, result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1 and "model=mlp only" in result.stderr
