@@ -45,6 +45,8 @@ def test_two_layers_train_evaluate_sample_and_reload(tiny_config, tmp_path, few_
   assert vae_jax.reconstruct_keeping(model, x[:5], key, 1).shape == (5, 28, 28)
   result = vae_jax.evaluate(model, x, k=8, key=key, progress=False)
   assert len(result["kl_per_layer"]) == 2 and result["kl_per_dimension"] is None
+  assert len(result["active_units_per_layer"]) == 2
+  assert result["active_units_per_layer"][0] == result["active_units"]  # Both of z_1.
   assert result["nll"] <= -result["elbo"] + 1e-3
 
 

@@ -140,7 +140,8 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
     `iwae`, `recon`, `kl` (see `objectives.importance_terms`), `kl_per_dimension`
     and `posterior_mean` (N, E, latents); for a hierarchy (`vae_jax.hierarchy`)
     `kl_per_layer` (N, E, L), the analytic KL of each layer at one draw of the
-    layers above (from `fold_in(example key, k)`), layer 1 (next to the data) first.
+    layers above (from `fold_in(example key, k)`), layer 1 (next to the data) first,
+    and `layer_means` (N, E, n_1 + ... + n_L), every layer's posterior mean.
   """
   batch = jax.lax.dynamic_index_in_dim(images, c, keepdims=False)
   x = data.to_unit_interval(batch)
@@ -158,6 +159,7 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
       layer_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(example_keys, k)
       stats["kl_per_layer"] = model.apply({"params": params}, x, layer_keys,
                                           method=model.kl_per_layer)
+      stats["layer_means"] = model.apply({"params": params}, x, method=model.posterior_means)
     return stats
 
   return stacked.over_models(one, len(keys), (0, 0))(params, keys)
@@ -217,10 +219,12 @@ def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
                                 sample_chunk=sample_chunk)
   stats = run(statistic, chunks, stop=stop, description=f"IWAE k={k}" if progress else None)
   return summarize(stacked.index(stats, 0), k=k, features=math.prod(images_u8.shape[1:]),
-                   seconds=time.perf_counter() - start)
+                   seconds=time.perf_counter() - start,
+                   layer_latents=getattr(trained.module, "layer_latents", ()))
 
 
-def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: float) -> dict:
+def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: float,
+              layer_latents: tuple[int, ...] = ()) -> dict:
   """The evaluation record from one model's per-example statistics (`importance_statistics`).
 
   Returns:
@@ -232,15 +236,17 @@ def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: f
     `active_units`, `latents`, `unit_activity` (Cov_x E_q[z_i] per latent);
     `kl_per_dimension` (mean over examples; None without a closed-form KL:
     another prior or posterior than the seed's, or a hierarchy); for a hierarchy
-    `kl_per_layer` (mean over examples, layer 1 first); `seconds`. The latent
-    statistics of a hierarchy are those of z_1 (its `encode`).
+    `kl_per_layer` (mean over examples, layer 1 first) and `active_units_per_layer`
+    (of `layer_latents`, the sizes); `seconds`. The other latent statistics of a
+    hierarchy are those of z_1 (its `encode`).
   """
   stats = {name: np.asarray(v, np.float64) for name, v in stats.items()}
   elbo = -(stats["recon"] + stats["kl"])
   nll = -stats["iwae"]
   activity = unit_activity(stats["posterior_mean"])
   layers = {} if "kl_per_layer" not in stats else {
-      "kl_per_layer": stats["kl_per_layer"].mean(axis=0).tolist()}
+      "kl_per_layer": stats["kl_per_layer"].mean(axis=0).tolist(),
+      "active_units_per_layer": active_units_per_layer(stats["layer_means"], layer_latents)}
   return {
       "num_examples": len(nll), "k": k,
       "elbo": float(elbo.mean()), "elbo_stderr": standard_error(elbo),
@@ -253,6 +259,13 @@ def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: f
                            else stats["kl_per_dimension"].mean(axis=0).tolist()),
       **layers, "seconds": seconds,
   }
+
+
+def active_units_per_layer(means: np.ndarray, layer_latents: tuple[int, ...]) -> list[int]:
+  """Active units of each layer of a hierarchy from its posterior means (N, sum of sizes)."""
+  bounds = np.cumsum(layer_latents)[:-1]
+  return [int(np.sum(unit_activity(m) > ACTIVE_UNIT_THRESHOLD))
+          for m in np.split(np.asarray(means), bounds, axis=-1)]
 
 
 def unit_activity(posterior_means: np.ndarray) -> np.ndarray:

@@ -205,6 +205,10 @@ class HierarchicalVAE(model_lib.VAE):
     out = self.walk(x, jnp.zeros((*x.shape[:-3], self.total_latents), jnp.float32))
     return out["q1"]
 
+  def posterior_means(self, x: jax.Array) -> jax.Array:
+    """Every layer at its posterior mean given the means above: (..., n_1 + ... + n_L)."""
+    return self.walk(x, jnp.zeros((*x.shape[:-3], self.total_latents), jnp.float32))["z"]
+
   def elbo_terms(self, x: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
     """The single-sample negative ELBO of each example, split into its terms.
 
