@@ -125,3 +125,24 @@ def test_prior_samples_follow_the_temperature():
   np.testing.assert_allclose(keep(params, x, jax.random.key(5), 2, 1.0),
                              _apply(vae, vae.encode)(params, x)[0], atol=1e-6)
   np.testing.assert_allclose(keep(params, x, jax.random.key(5), 0, 0.0), cold[:3], atol=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_every_parameter_gets_a_gradient(objective):
+  """The single-sample ELBO and the 5-sample IWAE bound (through `estimators`, as
+  `objective=iwae` trains) reach every weight of both layers, finitely."""
+  from vae_jax import estimators  # pylint: disable=g-import-not-at-top
+  vae, params = _tiny()
+  x = jnp.asarray(X)
+
+  def loss(params):
+    if objective == "elbo":
+      return jnp.mean(vae.apply({"params": params}, x, jax.random.key(6),
+                                method=vae.elbo_terms)["loss"])
+    terms = estimators.vae_terms(vae, x, jax.random.key(6), 5)
+    q, p = estimators.split_params(params, False)
+    return jnp.mean(estimators.surrogate("iwae", terms, q, p))
+
+  grads = jax.jit(jax.grad(loss))(params)
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    assert np.all(np.isfinite(g)) and np.any(g != 0), jax.tree_util.keystr(path)
