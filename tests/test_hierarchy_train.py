@@ -1,5 +1,6 @@
 """A two-layer hierarchy trained, evaluated and reloaded end to end on 300 real digits
 (its maths: tests/test_hierarchy.py), and the combinations it refuses."""
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import vae_jax
 from vae_jax import data
 from vae_jax import experiment
 from vae_jax import hierarchy
+from vae_jax import objectives
 from vae_jax import reporting
 from vae_jax import train
 from vae_jax.errors import UsageError
@@ -70,3 +72,41 @@ def test_the_command_refuses_a_conv_hierarchy_in_one_line(tmp_path):
                       "--config.model=conv", "--config.stochastic_layers=2")
   assert result.returncode == 2, result.stderr
   assert len(result.stderr.strip().splitlines()) == 1 and "model=mlp only" in result.stderr
+
+
+class ConvLadder(nn.Module):
+  """A user's bottom-up network: two stride-2 convolutions, then one dense feature per layer."""
+
+  layers: int
+
+  @nn.compact
+  def __call__(self, x):
+    for features in (8, 16):
+      x = nn.relu(nn.Conv(features, (3, 3), strides=2)(x))
+    d = nn.relu(nn.Dense(32)(x.reshape(*x.shape[:-3], -1)))
+    out = [d]
+    for _ in range(self.layers - 1):
+      d = nn.relu(nn.Dense(24)(d))
+      out.append(d)
+    return tuple(out)
+
+
+def test_your_own_networks_in_a_hierarchy(tiny_config, few_digits):
+  """Any bottom-up network (L features of any width) and any decoder of z_1 plug into
+  HierarchicalVAE; a run records its layers in config.json's fields."""
+  sizes = (6, 3, 2)
+  vae = hierarchy.HierarchicalVAE(ConvLadder(3), vae_jax.MLPDecoder(16, (28, 28, 1)), 6,
+                                  (28, 28, 1), topdown=hierarchy.TopDown(16, sizes),
+                                  layer_latents=sizes)
+  params = jax.jit(lambda key: vae_jax.model.init_params(vae, key))(jax.random.key(0))
+  assert set(params) == {"encoder", "topdown", "decoder"}
+  x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+  terms = jax.jit(lambda p: objectives.negative_elbo(vae, p, x, jax.random.key(3)))(params)
+  assert terms["kl_per_layer"].shape == (4, 3) and np.all(np.isfinite(terms["loss"]))
+  tiny_config.data_dir = str(few_digits)
+  resolved = experiment.resolve_config(tiny_config, data.load(tiny_config), vae)
+  assert (resolved.model, resolved.stochastic_layers, resolved.layer_latents) == (
+      "custom", 3, sizes)
+  resolved.update(gradient_estimator="dreg", objective="iwae", train_samples=2)
+  with pytest.raises(UsageError, match="not built for stochastic_layers > 1"):
+    experiment.resolve_config(resolved, data.load(tiny_config), vae)

@@ -56,14 +56,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                                                                                    "gaussian"):
     raise UsageError("free_bits needs the KL per latent in closed form, which only "
                      "prior=normal with posterior=gaussian has; set free_bits=0 or use those")
-  if estimator in ("stl", "dreg") and config.get("stochastic_layers", 1) > 1:
-    raise UsageError(f"gradient_estimator={config.gradient_estimator} is not built for "
-                     f"stochastic_layers > 1 (the top-down path is shared by q and p); "
-                     "use reparam")
+  _check_layers_objective(config)
   for field in ("batch_size", "eval_batch_size"):
     if config[field] % jax.device_count():
       raise UsageError(f"{field}={config[field]} does not divide over "
                        f"{jax.device_count()} devices; use a multiple of {jax.device_count()}")
+
+
+def _check_layers_objective(config: ml_collections.ConfigDict) -> None:
+  if config.gradient_estimator in ("stl", "dreg") and config.get("stochastic_layers", 1) > 1:
+    raise UsageError(f"gradient_estimator={config.gradient_estimator} is not built for "
+                     f"stochastic_layers > 1 (the top-down path is shared by q and p); "
+                     "use reparam")
 
 
 def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
@@ -84,6 +88,10 @@ def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
     resolved.model = checkpoints.CUSTOM_MODEL
     resolved.update(model_lib.signature(module))
     resolved.latents = module.latents
+    # A user-built hierarchy (vae_jax.hierarchy.HierarchicalVAE) records its layers.
+    resolved.stochastic_layers = getattr(module, "stochastic_layers", 1)
+    resolved.layer_latents = tuple(getattr(module, "layer_latents", ()))
+    _check_layers_objective(resolved)
   return resolved
 
 
