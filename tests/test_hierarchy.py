@@ -125,6 +125,9 @@ def test_prior_samples_follow_the_temperature():
   np.testing.assert_allclose(keep(params, x, jax.random.key(5), 2, 1.0),
                              _apply(vae, vae.encode)(params, x)[0], atol=1e-6)
   np.testing.assert_allclose(keep(params, x, jax.random.key(5), 0, 0.0), cold[:3], atol=1e-6)
+  # Down from a given top layer: from z_2 = 0 at the prior's means, the coldest sample.
+  down = _apply(vae, vae.from_top)(params, jnp.zeros((1, 1)), jnp.zeros((1, 2)))
+  np.testing.assert_allclose(down, cold[:1], atol=1e-6)
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])

@@ -45,6 +45,9 @@ def test_two_layers_train_evaluate_sample_and_reload(tiny_config, tmp_path, few_
   assert vae_jax.sample(model, key, 3, temperature=0.7).shape == (3, 28, 28)
   x = data.load(model.config).test.images[:20]
   assert vae_jax.reconstruct_keeping(model, x[:5], key, 1).shape == (5, 28, 28)
+  paths = vae_jax.interpolate_top(model, x[:2], x[2:4], num_steps=5)
+  assert paths.shape == (2, 5, 28, 28)
+  np.testing.assert_array_equal(paths, vae_jax.interpolate_top(model, x[:2], x[2:4], num_steps=5))
   result = vae_jax.evaluate(model, x, k=8, key=key, progress=False)
   assert len(result["kl_per_layer"]) == 2 and result["kl_per_dimension"] is None
   assert len(result["active_units_per_layer"]) == 2

@@ -99,7 +99,8 @@ class TopDown(nn.Module):
 
   @nn.compact
   def __call__(self, features, noise: jax.Array, given: jax.Array | None = None,
-               prior_layers: int = 0, temperature: float = 1.0) -> dict:
+               prior_layers: int = 0, temperature: float = 1.0,
+               top: jax.Array | None = None) -> dict:
     """Walks the hierarchy top-down.
 
     Args:
@@ -110,6 +111,7 @@ class TopDown(nn.Module):
       given: z of every layer (..., n_1 + ... + n_L) to score instead of drawing.
       prior_layers: layers 1 .. prior_layers draw from p even with features.
       temperature: scales p's standard deviation where a layer draws from p.
+      top: z_L (..., n_L) to start from instead of drawing it.
 
     Returns:
       dict: `z` (..., sum n), layer 1 first; `log_p` (..., L) log p(z_i | z_{i+1});
@@ -139,6 +141,8 @@ class TopDown(nn.Module):
         q_mean, q_logvar = (jnp.broadcast_to(a, eps.shape) for a in (q_mean, q_logvar))
       if given is not None:
         z[i] = given[..., starts[i]:starts[i] + sizes[i]]
+      elif top is not None and i == layers - 1:
+        z[i] = jnp.broadcast_to(top, eps.shape)
       elif i < prior_layers:
         z[i] = p_mean + temperature * jnp.exp(0.5 * p_logvar) * eps
       else:
@@ -278,6 +282,11 @@ class HierarchicalVAE(model_lib.VAE):
     noise = noise.at[:, start:].set(0.0)
     out = self.walk(x, noise, prior_layers=layers_below, temperature=temperature)
     return self._bottom(out["z"])
+
+  def from_top(self, top: jax.Array, noise: jax.Array, temperature: float = 1.0) -> jax.Array:
+    """z_1 (..., latents) from z_L = `top` (..., n_L), each layer below drawn from
+    p(z_i | z_{i+1}) with `noise` (..., n_1 + ... + n_L; zeros: the means) at `temperature`."""
+    return self._bottom(self.walk(None, noise, temperature=temperature, top=top)["z"])
 
   def kl_per_dimension(self, mean, logvar):
     """None: the KL of a lower layer depends on the draw above, not on (mean, logvar)."""

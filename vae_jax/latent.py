@@ -339,6 +339,55 @@ def reconstruct_keeping(model: TrainedModel, x: ArrayLike, key: jax.Array, keep:
   return _pictures(out, batched)
 
 
+@functools.partial(jax.jit, static_argnames=("module", "num_steps", "method", "temperature"))
+def _interpolate_top(module, params, x_a, x_b, key, *, num_steps, method, temperature):
+  """(P, H, W, C) twice -> (P, num_steps, H, W, C) along the top layer's posterior means."""
+  def run(m):
+    top = lambda x: m.posterior_means(x)[:, -m.layer_latents[-1]:]
+    paths = jax.vmap(lambda a, b: interpolation_path(a, b, num_steps, method))(top(x_a), top(x_b))
+    shape = (*paths.shape[:2], m.total_latents)
+    noise = jnp.zeros(shape) if key is None else jax.random.normal(key, shape)
+    return _decode_mean(m, m.from_top(paths, noise, temperature))
+  return module.apply({"params": params}, method=run)
+
+
+def interpolate_top(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: int = 9, *,
+                    method: str = "linear", key: jax.Array | None = None,
+                    temperature: float = 1.0) -> jax.Array:
+  """A hierarchy's paths between images in its top layer z_L.
+
+  Each end is z_L's posterior mean (given the means above, as `encode`); the
+  path between (see `interpolation_path`) goes down the hierarchy through
+  p(z_i | z_{i+1}) to z_1, at the prior's means (`key` None) or drawn from it
+  at `temperature`, the same noise at every step of a path.
+
+  Args:
+    model: a trained model with stochastic_layers > 1.
+    x_a, x_b: the start and end images, P of them each, as `interpolate` takes them.
+    num_steps: points on each path, >= 2.
+    method: "linear" or "slerp".
+    key: a PRNG key to draw the layers below z_L; None: their means.
+    temperature: > 0, scales the drawn layers' standard deviations.
+
+  Returns:
+    (P, num_steps, H, W) pictures, or (num_steps, H, W) for one pair without a batch axis.
+  """
+  if getattr(model.module, "stochastic_layers", 1) < 2:
+    raise ValueError("interpolate_top needs a model with stochastic_layers > 1")
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+  if not isinstance(num_steps, (int, np.integer)) or num_steps < 2:
+    raise ValueError(f"num_steps must be an integer >= 2; got {num_steps!r}")
+  temperature = _temperature(temperature)
+  (a, batched_a), (b, batched_b) = (as_images(x, model.image_shape) for x in (x_a, x_b))
+  if a.shape != b.shape:
+    raise ValueError(f"expected as many start as end images; got {len(a)} and {len(b)}")
+  with _precision(model):
+    out = _interpolate_top(model.module, model.params, a, b, key, num_steps=int(num_steps),
+                           method=method, temperature=temperature)
+  return _pictures(out, batched_a or batched_b)
+
+
 def _temperature(temperature) -> float:
   if not isinstance(temperature, (int, float, np.floating)) or not temperature > 0:
     raise ValueError(f"temperature must be a number > 0; got {temperature!r}")
