@@ -40,6 +40,8 @@ together is one array (..., n_1 + ... + n_L), layer 1 first (`draw`,
 `log_q_at`, `log_prior`), which the many-sample estimators take as they
 take a one-layer z.
 """
+import itertools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -120,43 +122,46 @@ class TopDown(nn.Module):
       q(z_1 | z_2, x), each (..., n_1).
     """
     sizes, layers = self.layer_latents, len(self.layer_latents)
-    starts = [sum(sizes[:i]) for i in range(layers)]
+    cut = lambda a: jnp.split(a, list(itertools.accumulate(sizes[:-1])), axis=-1)
+    eps, given = cut(noise), cut(given) if given is not None else [None] * layers
     prior_layers = layers if features is None else prior_layers
-    z, log_p, log_q, kl = [None] * layers, [None] * layers, [None] * layers, [None] * layers
-    q1 = None
+    z, rows = [None] * layers, [None] * layers
     for i in reversed(range(layers)):  # 0-based: layer i + 1 of the docstring.
-      eps = noise[..., starts[i]:starts[i] + sizes[i]]
-      if i == layers - 1:
-        p_mean = p_logvar = jnp.zeros_like(eps)
-        q_in = None if features is None else features[i]
-      else:
-        t = nn.relu(model_lib.linear(self.hidden, sizes[i + 1], f"t{i + 1}", self.dtype)(z[i + 1]))
-        p_mean, p_logvar = _stats(model_lib.linear(2 * sizes[i], self.hidden, f"p{i + 1}",
-                                                   self.dtype), t)
-        q_in = None if features is None else jnp.concatenate(
-            [jnp.broadcast_to(features[i], (*t.shape[:-1], features[i].shape[-1])), t], axis=-1)
-      if q_in is not None:
-        q_mean, q_logvar = _stats(model_lib.linear(2 * sizes[i], q_in.shape[-1], f"q{i + 1}",
-                                                   self.dtype), q_in)
-        q_mean, q_logvar = (jnp.broadcast_to(a, eps.shape) for a in (q_mean, q_logvar))
-      if given is not None:
-        z[i] = given[..., starts[i]:starts[i] + sizes[i]]
+      (p_mean, p_logvar), q = self._layer(i, features, z[i + 1] if i + 1 < layers else None,
+                                          eps[i].shape)
+      if given[i] is not None:
+        z[i] = given[i]
       elif top is not None and i == layers - 1:
-        z[i] = jnp.broadcast_to(top, eps.shape)
+        z[i] = jnp.broadcast_to(top, eps[i].shape)
       elif i < prior_layers:
-        z[i] = p_mean + temperature * jnp.exp(0.5 * p_logvar) * eps
+        z[i] = p_mean + temperature * jnp.exp(0.5 * p_logvar) * eps[i]
       else:
-        z[i] = q_mean + jnp.exp(0.5 * q_logvar) * eps
-      log_p[i] = objectives.gaussian_log_density(z[i], p_mean, p_logvar)
-      if q_in is not None:
-        log_q[i] = objectives.gaussian_log_density(z[i], q_mean, q_logvar)
-        kl[i] = gaussian_kl_per_dimension(q_mean, q_logvar, p_mean, p_logvar)
-        q1 = (q_mean, q_logvar)
-    out = {"z": jnp.concatenate(z, axis=-1), "log_p": jnp.stack(log_p, axis=-1)}
+        z[i] = q[0] + jnp.exp(0.5 * q[1]) * eps[i]
+      rows[i] = {"log_p": objectives.gaussian_log_density(z[i], p_mean, p_logvar)}
+      if q is not None:
+        rows[i].update(log_q=objectives.gaussian_log_density(z[i], *q), q=q,
+                       kl=gaussian_kl_per_dimension(*q, p_mean, p_logvar))
+    out = {"z": jnp.concatenate(z, axis=-1), "log_p": jnp.stack([r["log_p"] for r in rows], -1)}
     if features is not None:
-      out.update(log_q=jnp.stack(log_q, axis=-1), kl_per_dimension=jnp.concatenate(kl, axis=-1),
-                 q1=q1)
+      out.update(log_q=jnp.stack([r["log_q"] for r in rows], -1), q1=rows[0]["q"],
+                 kl_per_dimension=jnp.concatenate([r["kl"] for r in rows], -1))
     return out
+
+  def _layer(self, i: int, features, z_above: jax.Array | None, shape: tuple[int, ...]):
+    """p's and (with features, else None) q's (mean, logvar) of layer i + 1, each `shape`."""
+    n = self.layer_latents[i]
+    if z_above is None:  # The top layer: p(z_L) = N(0, I), q(z_L | x) from d_L alone.
+      p = (jnp.zeros(shape), jnp.zeros(shape))
+      q_in = None if features is None else features[i]
+    else:
+      t = nn.relu(model_lib.linear(self.hidden, z_above.shape[-1], f"t{i + 1}", self.dtype)(z_above))
+      p = _stats(model_lib.linear(2 * n, self.hidden, f"p{i + 1}", self.dtype), t)
+      q_in = None if features is None else jnp.concatenate(
+          [jnp.broadcast_to(features[i], (*t.shape[:-1], features[i].shape[-1])), t], axis=-1)
+    if q_in is None:
+      return p, None
+    q = _stats(model_lib.linear(2 * n, q_in.shape[-1], f"q{i + 1}", self.dtype), q_in)
+    return p, tuple(jnp.broadcast_to(a, shape) for a in q)
 
 
 class HierarchicalVAE(model_lib.VAE):
