@@ -471,5 +471,8 @@ def describe(model: VAE, params) -> str:
   """One line: the networks, the likelihood and the parameter count."""
   shape = "x".join(map(str, model.image_shape))
   nets = f"{type(model.encoder).__name__}/{type(model.decoder).__name__}"
-  return (f"VAE {nets}, {shape} images, {model.latents} latents "
+  sizes = getattr(model, "layer_latents", ())
+  latents = (f"{len(sizes)} stochastic layers of {'/'.join(map(str, sizes))} latents"
+             if len(sizes) > 1 else f"{model.latents} latents")
+  return (f"VAE {nets}, {shape} images, {latents} "
           f"({type(model.likelihood).__name__}, {parameter_count(params):,} parameters)")
