@@ -108,6 +108,9 @@ def format_summary(r: dict) -> str:
 def format_table(r: dict) -> str:
   """A few lines for the terminal from an eval.json record."""
   pm = lambda name: f"{r[name]:10.2f} ± {r[name + '_stderr'] or 0:.2f} nats"
+  layers = [] if "kl_per_layer" not in r else [  # A hierarchy, layer 1 (next to the data) first.
+      f"  KL per layer     {' '.join(f'{v:.2f}' for v in r['kl_per_layer'])}   (active units "
+      f"{' '.join(map(str, r['active_units_per_layer']))})"]
   return "\n".join([
       f"{r['dataset']} {r['split']}, model {r['model']}, {r['num_examples']:,} examples, checkpoint step "
       f"{r['step']}, k = {r['k']:,}, {r['seconds']:.1f} s",
@@ -115,5 +118,6 @@ def format_table(r: dict) -> str:
       f"  NLL (IWAE)       {pm('nll')}   ({r['bits_per_dim']:.4f} bits/dim)",
       f"  active units     {r['active_units']:10d} of {r['latents']}"
       f"        (Cov_x E_q[z_i] > {evaluation.ACTIVE_UNIT_THRESHOLD})",
+      *layers,
   ])
 
