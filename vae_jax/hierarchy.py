@@ -38,7 +38,12 @@ above at their posterior means (z_L = mean of q(z_L | x), then each z_i the
 mean given the one above), and `decode` maps z_1 to the image. z of all layers
 together is one array (..., n_1 + ... + n_L), layer 1 first (`draw`,
 `log_q_at`, `log_prior`), which the many-sample estimators take as they
-take a one-layer z.
+take a one-layer z. Generation walks the same path without x: `sample_prior`
+(every layer's standard deviation times a temperature), `reconstruct_keeping`
+(the top layers of q, the rest from p) and `from_top` (down from a given z_L).
+
+Not built: convolutional hierarchies (latent maps, residual cells), other
+priors or posteriors per layer; `Architecture.check` refuses them.
 """
 import itertools
 
