@@ -4,6 +4,7 @@
     python experiments/bench_train.py --model=conv --num_models=1 --baselines=false
     python experiments/bench_train.py --compute_dtype=bfloat16 --num_models=1,4
     python experiments/bench_train.py --num_models=1,4,16,64 --baselines=false   # on a GPU
+    python experiments/bench_train.py --stochastic_layers=1,2,1,2 --num_models=1 --baselines=false
 
 Runs the trainer's own epoch (`vae_jax.epoch.Runner`: shuffle on the device,
 `lax.scan` over chunks) and prints, from one process so the ratios are fair
@@ -46,6 +47,8 @@ _COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", schema.choices("c
 _MAPPINGS = flags.DEFINE_list("model_mapping", ["vmap", "sequential"],
                               "How N > 1 models share the program; each is timed.")
 _BASELINES = flags.DEFINE_bool("baselines", True, "Also time the baselines.")
+_LAYERS = flags.DEFINE_list("stochastic_layers", ["1"], "Hierarchies to time, in this order "
+                            "(repeat them to interleave); ratios are to the first's one model.")
 
 EXAMPLES = 60_000
 
@@ -74,11 +77,11 @@ def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
   return statistics.median(times), times
 
 
-def _config(num_models: int, mapping: str = "auto"):
+def _config(num_models: int, mapping: str = "auto", layers: int = 1):
   config = default.get_config()
   config.model, config.compute_dtype, config.num_models = (
       _MODEL.value, _COMPUTE_DTYPE.value, num_models)
-  config.model_mapping = mapping
+  config.model_mapping, config.stochastic_layers = mapping, layers
   return config
 
 
@@ -102,9 +105,9 @@ def step_flops(model, step_config, state, settings, batch) -> float:
   return float(analysis.get("flops", float("nan")))
 
 
-def time_epoch(num_models: int, images, repeats: int, mapping: str = "auto"):
+def time_epoch(num_models: int, images, repeats: int, mapping: str = "auto", layers: int = 1):
   """The trainer's epoch for `num_models` stacked models: (compile s, median s, all, FLOP/step)."""
-  exp = _experiment(_config(num_models, mapping), images)
+  exp = _experiment(_config(num_models, mapping, layers), images)
   runner, settings, state = exp.runner, exp.settings, exp.create_state()
   shuffle_keys, step_keys = exp.keys.epoch(0)
   compile_seconds = runner.compile(state, shuffle_keys, step_keys, settings)
@@ -176,13 +179,15 @@ def main(argv):
         f"model {_MODEL.value}, {_COMPUTE_DTYPE.value}, batch {default.get_config().batch_size}, "
         f"{len(images):,} examples of {images.shape[1:]}")
   single = None
-  runs = [(n, mapping) for n in (int(v) for v in _NUM_MODELS.value)
+  runs = [(int(l), n, mapping) for l in _LAYERS.value for n in (int(v) for v in _NUM_MODELS.value)
           for mapping in (_MAPPINGS.value if n > 1 else ["auto"])]
-  for n, mapping in runs:
-    compile_s, median, times, flops, runner = time_epoch(n, images, _EPOCHS.value, mapping)
+  for layers, n, mapping in runs:
+    compile_s, median, times, flops, runner = time_epoch(n, images, _EPOCHS.value, mapping,
+                                                         layers)
     examples = runner.examples_per_epoch
     gflops = flops * runner.steps_per_epoch / median / 1e9
-    label = f"{n:>3} model(s)" + (f", {mapping}" if n > 1 else "")
+    label = (f"{'' if len(_LAYERS.value) == 1 else f'L={layers} '}{n:>3} model(s)"
+             + (f", {mapping}" if n > 1 else ""))
     line = (f"{label}: compile {compile_s:.2f} s; {median:.3f} s per epoch (median of "
             f"{len(times)}: {', '.join(f'{t:.2f}' for t in times)}); "
             f"{n * examples / median:,.0f} examples x models/s; {gflops:.0f} GFLOP/s "
@@ -190,7 +195,8 @@ def main(argv):
     if single is None:
       single = median
     else:
-      line += f"; {median / single:.2f}x one model's time for {n}x the work"
+      line += (f"; {median / single:.2f}x one model's time for {n}x the work"
+               if len(_LAYERS.value) == 1 else f"; {median / single:.2f}x the first's time")
     print(line, flush=True)
   if _MODEL.value == "mlp":
     hand = mlp_flops_per_example(784, 400, 20)

@@ -36,8 +36,10 @@ from vae_jax.latent import decode
 from vae_jax.latent import encode
 from vae_jax.latent import interpolate
 from vae_jax.latent import interpolate_latents
+from vae_jax.latent import interpolate_top
 from vae_jax.latent import manifold
 from vae_jax.latent import reconstruct
+from vae_jax.latent import reconstruct_keeping
 from vae_jax.latent import sample
 from vae_jax.latent import traverse
 from vae_jax.model import ConvDecoder
@@ -65,6 +67,6 @@ def __getattr__(name: str):
 __all__ = [
     "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "TrainedModel", "UsageError",
     "VAE", "data", "decode", "encode", "evaluate", "evaluation", "interpolate",
-    "interpolate_latents", "likelihoods", "load", "manifold", "reconstruct", "sample", "schema",
-    "stopping", "train_and_evaluate", "traverse",
+    "interpolate_latents", "interpolate_top", "likelihoods", "load", "manifold", "reconstruct",
+    "reconstruct_keeping", "sample", "schema", "stopping", "train_and_evaluate", "traverse",
 ]

@@ -144,7 +144,8 @@ def run(statistic, chunks: Chunks, *, stop=None, description: str | None = None
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def elbo_statistics(model, params, keys, images, c) -> dict[str, jax.Array]:
-  """Single-sample negative ELBO terms of chunk `c`: `loss`, `recon`, `kl`, each (N, E).
+  """Single-sample negative ELBO terms of chunk `c`: `loss`, `recon`, `kl`, each (N, E),
+  and for a hierarchy `kl_per_layer` (N, E, L).
 
   Model i draws z for chunk c from `fold_in(keys[i], c)`. `images`: all chunks
   (C, E, H, W, C) or chunk c alone (E, H, W, C).
@@ -154,7 +155,7 @@ def elbo_statistics(model, params, keys, images, c) -> dict[str, jax.Array]:
 
   def one(params, key):
     terms = objectives.negative_elbo(model, params, x, jax.random.fold_in(key, c), labels)
-    return {name: terms[name] for name in ("loss", "recon", "kl")}
+    return {name: terms[name] for name in ("loss", "recon", "kl", "kl_per_layer") if name in terms}
 
   return stacked.over_models(one, len(keys), (0, 0))(params, keys)
 
@@ -170,7 +171,10 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
 
   Returns:
     `iwae`, `recon`, `kl` (see `objectives.importance_terms`), `kl_per_dimension`
-    and `posterior_mean` (N, E, latents).
+    and `posterior_mean` (N, E, latents); for a hierarchy (`vae_jax.hierarchy`)
+    `kl_per_layer` (N, E, L), the analytic KL of each layer at one draw of the
+    layers above (from `fold_in(example key, k)`), layer 1 (next to the data) first,
+    and `layer_means` (N, E, n_1 + ... + n_L), every layer's posterior mean.
   """
   batch, labels = data.unpack(_chunk(images, c))
   x = data.to_unit_interval(batch)
@@ -184,7 +188,13 @@ def importance_statistics(model, params, keys, images, c, *, k: int,
     kl_dims = model.apply({"params": params}, mean, logvar, method=model.kl_per_dimension)
     if kl_dims is None:  # No closed form: the per-latent split is not defined.
       kl_dims = jnp.full(mean.shape, jnp.nan, mean.dtype)
-    return {**terms, "kl_per_dimension": kl_dims, "posterior_mean": mean}
+    stats = {**terms, "kl_per_dimension": kl_dims, "posterior_mean": mean}
+    if hasattr(model, "kl_per_layer"):  # A hierarchy: one draw per example, keyed by it.
+      layer_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(example_keys, k)
+      stats["kl_per_layer"] = model.apply({"params": params}, x, layer_keys,
+                                          method=model.kl_per_layer)
+      stats["layer_means"] = model.apply({"params": params}, x, method=model.posterior_means)
+    return stats
 
   return stacked.over_models(one, len(keys), (0, 0))(params, keys)
 
@@ -203,10 +213,12 @@ def _chunk(examples, c):
 
 
 def test_elbo(model, params, keys, chunks: Chunks, *, stop=None) -> list[dict]:
-  """The mean single-sample negative ELBO (`loss`), `recon` and `kl` per model."""
+  """The mean single-sample negative ELBO (`loss`), `recon` and `kl` per model, and for a
+  hierarchy `kl_per_layer` (a list, layer 1 first)."""
   stats = run(functools.partial(elbo_statistics, model, params, keys), chunks, stop=stop)
-  return [{name: float(np.mean(v[i], dtype=np.float64)) for name, v in stats.items()}
-          for i in range(len(keys))]
+  mean = lambda v: np.mean(v, axis=0, dtype=np.float64)
+  return [{name: float(mean(v[i])) if v.ndim == 2 else mean(v[i]).tolist()
+           for name, v in stats.items()} for i in range(len(keys))]
 
 
 def iwae_nll(model, params, keys, chunks: Chunks, *, k: int, sample_chunk: int,
@@ -270,7 +282,8 @@ def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
     if streamed:
       chunks.close()
   return summarize(stacked.index(stats, 0), k=k, features=math.prod(images_u8.shape[1:]),
-                   seconds=time.perf_counter() - start, conditional=labels is not None)
+                   seconds=time.perf_counter() - start, conditional=labels is not None,
+                   layer_latents=getattr(trained.module, "layer_latents", ()))
 
 
 def _with_labels(images: np.ndarray, labels, num_classes: int):
@@ -292,7 +305,7 @@ def _with_labels(images: np.ndarray, labels, num_classes: int):
 
 
 def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: float,
-              conditional: bool = False) -> dict:
+              conditional: bool = False, layer_latents: tuple[int, ...] = ()) -> dict:
   """The evaluation record from one model's per-example statistics (`importance_statistics`).
 
   Returns:
@@ -303,14 +316,20 @@ def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: f
     data; for grey levels under a Bernoulli or Gaussian it is not one);
     `active_units`, `latents`, `unit_activity` (Cov_x E_q[z_i] per latent);
     `kl_per_dimension` (mean over examples; None without a closed-form KL:
-    another prior or posterior than the seed's); `seconds`; `conditional`:
-    whether the model is conditional, when every log p(x) above is log p(x|y)
-    (the ELBO and the IWAE bound given the image's label).
+    another prior or posterior than the seed's, or a hierarchy); for a hierarchy
+    `kl_per_layer` (mean over examples, layer 1 first) and `active_units_per_layer`
+    (of `layer_latents`, the sizes); `seconds`; `conditional`: whether the model is
+    conditional, when every log p(x) above is log p(x|y) (the ELBO and the IWAE
+    bound given the image's label). The other latent statistics of a hierarchy
+    are those of z_1 (its `encode`).
   """
   stats = {name: np.asarray(v, np.float64) for name, v in stats.items()}
   elbo = -(stats["recon"] + stats["kl"])
   nll = -stats["iwae"]
   activity = unit_activity(stats["posterior_mean"])
+  layers = {} if "kl_per_layer" not in stats else {
+      "kl_per_layer": stats["kl_per_layer"].mean(axis=0).tolist(),
+      "active_units_per_layer": active_units_per_layer(stats["layer_means"], layer_latents)}
   return {
       "num_examples": len(nll), "k": k,
       "elbo": float(elbo.mean()), "elbo_stderr": standard_error(elbo),
@@ -321,8 +340,15 @@ def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: f
       "latents": len(activity), "unit_activity": activity.tolist(),
       "kl_per_dimension": (None if np.isnan(stats["kl_per_dimension"]).any()
                            else stats["kl_per_dimension"].mean(axis=0).tolist()),
-      "seconds": seconds, "conditional": conditional,
+      **layers, "seconds": seconds, "conditional": conditional,
   }
+
+
+def active_units_per_layer(means: np.ndarray, layer_latents: tuple[int, ...]) -> list[int]:
+  """Active units of each layer of a hierarchy from its posterior means (N, sum of sizes)."""
+  bounds = np.cumsum(layer_latents)[:-1]
+  return [int(np.sum(unit_activity(m) > ACTIVE_UNIT_THRESHOLD))
+          for m in np.split(np.asarray(means), bounds, axis=-1)]
 
 
 def unit_activity(posterior_means: np.ndarray) -> np.ndarray:

@@ -60,10 +60,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.get("conditional") and config.data_placement == "stream":
     raise UsageError("conditional=True reads the labels with the device-resident training "
                      "set only; use data_placement=device or auto")
+  _check_layers_objective(config)
   for field in ("batch_size", "eval_batch_size"):
     if config[field] % jax.device_count():
       raise UsageError(f"{field}={config[field]} does not divide over "
                        f"{jax.device_count()} devices; use a multiple of {jax.device_count()}")
+
+
+def _check_layers_objective(config: ml_collections.ConfigDict) -> None:
+  if config.gradient_estimator in ("stl", "dreg") and config.get("stochastic_layers", 1) > 1:
+    raise UsageError(f"gradient_estimator={config.gradient_estimator} is not built for "
+                     f"stochastic_layers > 1 (the top-down path is shared by q and p); "
+                     "use reparam")
 
 
 def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
@@ -93,6 +101,10 @@ def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
       raise UsageError(f"the model is conditional on {wanted} classes; {dataset.name} has "
                        f"labels up to {classes - 1}")
     resolved.num_classes = wanted
+    # A user-built hierarchy (vae_jax.hierarchy.HierarchicalVAE) records its layers.
+    resolved.stochastic_layers = getattr(module, "stochastic_layers", 1)
+    resolved.layer_latents = tuple(getattr(module, "layer_latents", ()))
+    _check_layers_objective(resolved)
   return resolved
 
 

@@ -195,10 +195,17 @@ def _reconstruct(module, params, x, key, y=None):
   return module.apply({"params": params}, method=run)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "n"))
-def _sample(module, params, key, n, y=None):
+@functools.partial(jax.jit, static_argnames=("module", "n", "temperature"))
+def _sample(module, params, key, n, y=None, temperature=1.0):
   def run(m):  # From the model's own prior (N(0, I) unless it has another).
-    return _decode_mean(m, m.sample_prior(key, n), y)
+    return _decode_mean(m, m.sample_prior(key, n, temperature), y)
+  return module.apply({"params": params}, method=run)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "keep", "temperature"))
+def _reconstruct_keeping(module, params, x, key, keep, temperature):
+  def run(m):
+    return _decode_mean(m, m.reconstruct_keeping(x, key, keep, temperature))
   return module.apply({"params": params}, method=run)
 
 
@@ -355,7 +362,8 @@ def reconstruct(model: TrainedModel, x: ArrayLike, key: jax.Array | None = None,
                                   as_labels(model, labels, len(x))), batched)
 
 
-def sample(model: TrainedModel, key: jax.Array, n: int, labels=None) -> jax.Array:
+def sample(model: TrainedModel, key: jax.Array, n: int, labels=None, *,
+           temperature: float = 1.0) -> jax.Array:
   """Decodes `n` codes drawn from the model's prior (N(0, I) unless it has another).
 
   Args:
@@ -364,15 +372,104 @@ def sample(model: TrainedModel, key: jax.Array, n: int, labels=None) -> jax.Arra
       model, the same codes whatever the labels: only the class changes).
     n: number of images, >= 1.
     labels: a conditional model's classes to draw: one int for all n, or n ints.
+    temperature: > 0, scales the prior's standard deviation (of every layer,
+      top-down, for a hierarchy); 1 unless the prior is Gaussian.
 
   Returns:
     (n, H, W) pictures E[x|z].
   """
   if not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"n must be an integer >= 1; got {n!r}")
+  temperature = _temperature(temperature)
   with _precision(model):
     return _pictures(_sample(model.module, model.params, key, int(n),
-                             as_labels(model, labels, int(n))), True)
+                             as_labels(model, labels, int(n)), temperature), True)
+
+
+def reconstruct_keeping(model: TrainedModel, x: ArrayLike, key: jax.Array, keep: int, *,
+                        temperature: float = 1.0) -> jax.Array:
+  """A hierarchy's reconstructions that keep its top `keep` layers and redraw the rest.
+
+  The top `keep` layers of z are at their posterior means given x; each layer
+  below is drawn from p(z_i | z_{i+1}) at `temperature`, down to z_1, which
+  is decoded: what the layers above encode stays, what the layers below add
+  is resampled (keep = L: the posterior-mean reconstruction; keep = 0: samples).
+
+  Args:
+    model: a trained model with stochastic_layers > 1.
+    x: images, as `encode` takes them.
+    key: a PRNG key for the redrawn layers.
+    keep: layers kept, 0 .. L.
+    temperature: > 0, scales the redrawn layers' standard deviations.
+
+  Returns:
+    (N, H, W) pictures, or (H, W) for one image without a batch axis.
+  """
+  layers = getattr(model.module, "stochastic_layers", 1)
+  if layers < 2:
+    raise ValueError("reconstruct_keeping needs a model with stochastic_layers > 1")
+  if not isinstance(keep, (int, np.integer)) or not 0 <= keep <= layers:
+    raise ValueError(f"keep must be an integer in 0 .. {layers}; got {keep!r}")
+  temperature = _temperature(temperature)
+  x, batched = as_images(x, model.image_shape)
+  with _precision(model):
+    out = _reconstruct_keeping(model.module, model.params, x, key, int(keep), temperature)
+  return _pictures(out, batched)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "num_steps", "method", "temperature"))
+def _interpolate_top(module, params, x_a, x_b, key, *, num_steps, method, temperature):
+  """(P, H, W, C) twice -> (P, num_steps, H, W, C) along the top layer's posterior means."""
+  def run(m):
+    top = lambda x: m.posterior_means(x)[:, -m.layer_latents[-1]:]
+    paths = jax.vmap(lambda a, b: interpolation_path(a, b, num_steps, method))(top(x_a), top(x_b))
+    shape = (*paths.shape[:2], m.total_latents)
+    noise = jnp.zeros(shape) if key is None else jax.random.normal(key, shape)
+    return _decode_mean(m, m.from_top(paths, noise, temperature))
+  return module.apply({"params": params}, method=run)
+
+
+def interpolate_top(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: int = 9, *,
+                    method: str = "linear", key: jax.Array | None = None,
+                    temperature: float = 1.0) -> jax.Array:
+  """A hierarchy's paths between images in its top layer z_L.
+
+  Each end is z_L's posterior mean (given the means above, as `encode`); the
+  path between (see `interpolation_path`) goes down the hierarchy through
+  p(z_i | z_{i+1}) to z_1, at the prior's means (`key` None) or drawn from it
+  at `temperature`, the same noise at every step of a path.
+
+  Args:
+    model: a trained model with stochastic_layers > 1.
+    x_a, x_b: the start and end images, P of them each, as `interpolate` takes them.
+    num_steps: points on each path, >= 2.
+    method: "linear" or "slerp".
+    key: a PRNG key to draw the layers below z_L; None: their means.
+    temperature: > 0, scales the drawn layers' standard deviations.
+
+  Returns:
+    (P, num_steps, H, W) pictures, or (num_steps, H, W) for one pair without a batch axis.
+  """
+  if getattr(model.module, "stochastic_layers", 1) < 2:
+    raise ValueError("interpolate_top needs a model with stochastic_layers > 1")
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+  if not isinstance(num_steps, (int, np.integer)) or num_steps < 2:
+    raise ValueError(f"num_steps must be an integer >= 2; got {num_steps!r}")
+  temperature = _temperature(temperature)
+  (a, batched_a), (b, batched_b) = (as_images(x, model.image_shape) for x in (x_a, x_b))
+  if a.shape != b.shape:
+    raise ValueError(f"expected as many start as end images; got {len(a)} and {len(b)}")
+  with _precision(model):
+    out = _interpolate_top(model.module, model.params, a, b, key, num_steps=int(num_steps),
+                           method=method, temperature=temperature)
+  return _pictures(out, batched_a or batched_b)
+
+
+def _temperature(temperature) -> float:
+  if not isinstance(temperature, (int, float, np.floating)) or not temperature > 0:
+    raise ValueError(f"temperature must be a number > 0; got {temperature!r}")
+  return float(temperature)
 
 
 def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: int = 9,

@@ -310,10 +310,15 @@ class VAE(nn.Module):
       return objectives.gaussian_log_density(z, 0.0, 0.0)
     return self.prior.log_prob(z, encode=self.encode)
 
-  def sample_prior(self, key: jax.Array, num: int) -> jax.Array:
-    """num draws z ~ p(z): (num, latents)."""
+  def sample_prior(self, key: jax.Array, num: int, temperature: float = 1.0) -> jax.Array:
+    """num draws z ~ p(z): (num, latents); with N(0, I), `temperature` scales them
+    (other priors have temperature 1 only)."""
     if self.prior is None:
-      return jax.random.normal(key, (num, self.latents))
+      z = jax.random.normal(key, (num, self.latents))
+      return z if temperature == 1.0 else temperature * z
+    if temperature != 1.0:
+      raise ValueError(f"temperature applies to Gaussian priors; {type(self.prior).__name__} "
+                       "samples at temperature 1 only")
     return self.prior.sample(key, num, encode=self.encode)
 
   def kl_per_dimension(self, mean: jax.Array, logvar: jax.Array) -> jax.Array | None:
@@ -438,6 +443,7 @@ class Architecture(_ArchitectureFields):
     values = {f.name: config.get(f.name, f.default) for f in dataclasses.fields(cls)}
     values["image_shape"] = tuple(image_shape or values["image_shape"])
     values["conv_features"] = tuple(values["conv_features"])
+    values["layer_latents"] = tuple(values["layer_latents"])
     return cls(**values)
 
   def check(self) -> None:
@@ -450,6 +456,23 @@ class Architecture(_ArchitectureFields):
     if self.conditional and self.prior == "vamp":
       raise UsageError("conditional=True with prior=vamp is not built: the VampPrior runs the "
                        "encoder on pseudo-inputs that have no label; use prior=normal or mog")
+    self._check_layers()
+
+  def _check_layers(self) -> None:
+    layers, sizes = self.stochastic_layers, self.layer_latents
+    if sizes and (len(sizes) != layers or min(sizes) < 1 or sizes[0] != self.latents):
+      raise UsageError(f"layer_latents must give {layers} positive sizes, the first equal to "
+                       f"latents={self.latents} (the layer next to the data), got {sizes}")
+    if layers == 1:
+      return
+    for name, value, fits in (("model", self.model, "mlp"), ("prior", self.prior, "normal"),
+                              ("posterior", self.posterior, "gaussian"),
+                              ("conditional", self.conditional, False),
+                              ("hidden_layers", self.hidden_layers, 1),
+                              ("activation", self.activation, "relu")):
+      if value != fits:
+        raise UsageError(f"stochastic_layers={layers} is built for {name}={fits} only, "
+                         f"not {name}={value}")
 
   def _check_conv(self) -> None:
     if not self.conv_features or min(self.conv_features) < 1:
@@ -469,6 +492,9 @@ def from_config(config: ml_collections.ConfigDict, image_shape=None) -> VAE:
   arch = Architecture.from_config(config, image_shape)
   arch.check()
   dtype = None if arch.compute_dtype == "float32" else jnp.dtype(arch.compute_dtype)
+  if arch.stochastic_layers > 1:
+    from vae_jax import hierarchy  # pylint: disable=g-import-not-at-top (it builds on VAE)
+    return hierarchy.from_architecture(arch, dtype, _likelihood(arch))
   if arch.model == "conv":
     encoder = ConvEncoder(arch.conv_features, arch.latents, dtype)
     decoder = ConvDecoder(arch.conv_features, arch.image_shape, dtype)
@@ -543,5 +569,8 @@ def describe(model: VAE, params) -> str:
   shape = "x".join(map(str, model.image_shape))
   nets = f"{type(model.encoder).__name__}/{type(model.decoder).__name__}"
   condition = f", conditional on {model.num_classes} classes" if model.num_classes else ""
-  return (f"VAE {nets}, {shape} images, {model.latents} latents{condition} "
+  sizes = getattr(model, "layer_latents", ())
+  latents = (f"{len(sizes)} stochastic layers of {'/'.join(map(str, sizes))} latents"
+             if len(sizes) > 1 else f"{model.latents} latents")
+  return (f"VAE {nets}, {shape} images, {latents}{condition} "
           f"({type(model.likelihood).__name__}, {parameter_count(params):,} parameters)")

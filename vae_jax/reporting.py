@@ -132,6 +132,8 @@ class Reporter:
       for name in SCALARS:
         if isinstance(record.get(name), (int, float)):
           writer.add_scalar(name, record[name], record["step"])
+      for i, kl in enumerate(record.get("test_kl_per_layer") or []):  # A hierarchy's layers.
+        writer.add_scalar(f"test_kl_layer_{i + 1}", kl, record["step"])
       writer.flush()
 
   def write_image(self, name: str, epoch: int, step: int, grid: np.ndarray,
@@ -227,8 +229,10 @@ def epoch_line(records: list[dict], num_epochs: int) -> str:
     iwae = (f"  IWAE NLL (k={first['iwae_k']}) {first['test_iwae_nll']:8.2f}"
             if "test_iwae_nll" in first else "")
     train = (f"{first['train_loss']:8.2f}" if first["train_loss"] is not None else "     nan")
+    layers = ("" if "test_kl_per_layer" not in first else
+              f" ({'/'.join(f'{v:.2f}' for v in first['test_kl_per_layer'])})")
     return (f"{head}  test loss {first['test_loss']:8.2f}  recon {first['test_recon']:8.2f}  "
-            f"KL {first['test_kl']:6.2f}{iwae}  train loss {train}  {speed}")
+            f"KL {first['test_kl']:6.2f}{layers}{iwae}  train loss {train}  {speed}")
   live = [r for r in records if "diverged_at_step" not in r]
   stat = lambda name: _mean_std([r[name] for r in live])
   best = min(live, key=lambda r: r["test_loss"])

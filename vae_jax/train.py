@@ -374,6 +374,8 @@ def _record(exp: Experiment, state, i: int, epoch: int, elbo: dict, eval_seconds
             "epoch_seconds": seconds,
             "examples_per_second": exp.runner.examples_per_epoch / seconds,
             "eval_seconds": eval_seconds}
+  if "kl_per_layer" in elbo:
+    record["test_kl_per_layer"] = elbo["kl_per_layer"]
   if exp.step_config.weighted:
     record["train_objective"] = float(state.objective_sum[i]) / spe if alive else None
     settings = exp.model_settings[i]

@@ -99,7 +99,7 @@ def evaluate_split(trained: checkpoints.TrainedModel, dataset, inputs, split: st
 
 # The config fields that say which model family was evaluated (recorded in eval.json).
 FAMILY = ("prior", "prior_components", "posterior", "flow_steps", "flow_hidden", "objective",
-          "train_samples", "gradient_estimator")
+          "train_samples", "gradient_estimator", "stochastic_layers", "layer_latents")
 SUMMARIZED = ("elbo", "recon", "kl", "nll", "bits_per_dim", "active_units")
 
 
@@ -127,6 +127,9 @@ def format_table(r: dict) -> str:
   """A few lines for the terminal from an eval.json record."""
   pm = lambda name: f"{r[name]:10.2f} ± {r[name + '_stderr'] or 0:.2f} nats"
   nll = "-log p(x|y) IWAE" if r.get("conditional") else "NLL (IWAE)      "
+  layers = [] if "kl_per_layer" not in r else [  # A hierarchy, layer 1 (next to the data) first.
+      f"  KL per layer     {' '.join(f'{v:.2f}' for v in r['kl_per_layer'])}   (active units "
+      f"{' '.join(map(str, r['active_units_per_layer']))})"]
   return "\n".join([
       f"{r['dataset']} {r['split']}, model {r['model']}, {r['num_examples']:,} examples, checkpoint step "
       f"{r['step']}, k = {r['k']:,}, {r['seconds']:.1f} s",
@@ -134,5 +137,6 @@ def format_table(r: dict) -> str:
       f"  {nll} {pm('nll')}   ({r['bits_per_dim']:.4f} bits/dim)",
       f"  active units     {r['active_units']:10d} of {r['latents']}"
       f"        (Cov_x E_q[z_i] > {evaluation.ACTIVE_UNIT_THRESHOLD})",
+      *layers,
   ])
 
