@@ -5,6 +5,7 @@
 #   bash experiments/run_families.sh                 # both data sets, every family
 #   bash experiments/run_families.sh sample          # mnist_sample only (or: fashion)
 #   FAMILIES="baseline iaf" bash experiments/run_families.sh sample
+#   FAMILIES="hier2 hier3 cond" bash experiments/run_families.sh   # hierarchies, conditioning
 #
 # The budget is small (3 epochs of Fashion-MNIST, 10 of mnist_sample's 9,000
 # training digits) so that the table runs in about an hour on 2 CPU cores; the
@@ -27,6 +28,9 @@ family_flags() {
     mog) echo "--config.prior=mog --config.prior_components=500" ;;
     vamp) echo "--config.prior=vamp --config.prior_components=500" ;;
     iaf) echo "--config.posterior=iaf --config.flow_steps=2" ;;
+    hier2) echo "--config.stochastic_layers=2" ;;  # 20 + 10 latents
+    hier3) echo "--config.stochastic_layers=3" ;;  # 20 + 10 + 5
+    cond) echo "--config.conditional=True" ;;
     *) echo "unknown family $1" >&2; exit 2 ;;
   esac
 }

@@ -25,6 +25,9 @@ ROWS = {  # Family: what the row trains.
     "mog": "mixture-of-Gaussians prior, 500 components",
     "vamp": "VampPrior, 500 pseudo-inputs",
     "iaf": "IAF posterior, T = 2",
+    "hier2": "2 stochastic layers (20 + 10 latents)",
+    "hier3": "3 stochastic layers (20 + 10 + 5 latents)",
+    "cond": "conditional on the label: -log p(x | y)",
 }
 
 
@@ -34,8 +37,11 @@ def row(workdir: pathlib.Path, label: str) -> str:
   pm = lambda name, sign=1: f"{sign * mean[name]:.2f} ± {std[name]:.2f}"
   seconds = statistics.median({r["epoch"]: r["epoch_seconds"]
                                for r in reporting.read_metrics(workdir)}.values())
-  return (f"| {label} | {pm('nll')} | {pm('elbo', -1)} | {pm('kl')} | {pm('active_units')} | "
-          f"{seconds:.1f} |")
+  per_layer = [m["kl_per_layer"] for m in result["models"] if m.get("kl_per_layer")]
+  layers = (" / ".join(f"{statistics.mean(v):.1f}" for v in zip(*per_layer)) if per_layer
+            else "")
+  return (f"| {label} | {pm('nll')} | {pm('elbo', -1)} | {pm('kl')} | {layers} | "
+          f"{pm('active_units')} | {seconds:.1f} |")
 
 
 def main():
@@ -51,8 +57,9 @@ def main():
   info = json.loads((first / "eval.json").read_text())
   print(f"{info['dataset']}, binarize={info['binarize']}, {info['num_models']} seeds; test NLL: "
         f"IWAE bound with k = {info['k']:,} on {info['num_examples']:,} test images\n")
-  print("| model | test NLL | negative ELBO | KL | active units | s per epoch (5 models) |")
-  print("|---|---|---|---|---|---|")
+  print("| model | test NLL | negative ELBO | KL | KL per layer (1 = next to the data) | "
+        "active units | s per epoch (5 models) |")
+  print("|---|---|---|---|---|---|---|")
   for family, label in ROWS.items():
     workdir = runs / f"{args.data}_{family}"
     if (workdir / "eval.json").exists():

@@ -135,7 +135,8 @@ def test_a_shipped_name_works_from_any_directory_and_loads_that_config(tmp_path,
   monkeypatch.chdir(tmp_path)
   assert configs.load("tiny") == tiny.get_config()
   with pytest.raises(UsageError, match=r"^cannot load config vae_jax/configs/tiny.py: no such "
-                     r"file, and no shipped config of that name \(default, tiny\)$"):
+                     r"file, and no shipped config of that name \(default, iwae_paper, tiny, "
+                     r"vampprior_paper\)$"):
     configs.path_of("vae_jax/configs/tiny.py")
 
 

@@ -16,7 +16,7 @@ FOLDER = pathlib.Path(__file__).parent
 
 
 def names() -> list[str]:
-  """The configs shipped in this folder, by name: `["default", "tiny"]`."""
+  """The configs shipped in this folder, by name: `["default", "iwae_paper", "tiny", ...]`."""
   return sorted(p.stem for p in FOLDER.glob("*.py") if not p.stem.startswith("_"))
 
 
