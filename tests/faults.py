@@ -78,8 +78,8 @@ def _in_metrics(epoch_number: int) -> None:
   reporting.Reporter.write_metrics = patched
 
 
-def at_eval_chunk(run, n: int, chunk: int, act):
-  """`run` (`vae_jax.evaluation.run`) that calls `act()` before chunk `chunk` (0-based)
+def at_eval_chunk(over_chunks, n: int, chunk: int, act):
+  """`vae_jax.evaluation.over_chunks` that calls `act()` before chunk `chunk` (0-based)
   of its `n`-th (1-based) pass; also for the in-process tests."""
   passes = 0
 
@@ -92,14 +92,14 @@ def at_eval_chunk(run, n: int, chunk: int, act):
         act()
       return statistic(images, c)
 
-    return run(acting if passes == n else statistic, chunks, **kwargs)
+    return over_chunks(acting if passes == n else statistic, chunks, **kwargs)
 
   return patched
 
 
 def _in_eval(n: int, chunk: int, signum: int) -> None:
   from vae_jax import evaluation  # pylint: disable=g-import-not-at-top
-  evaluation.run = at_eval_chunk(evaluation.run, n, chunk, lambda: _kill(signum))
+  evaluation.over_chunks = at_eval_chunk(evaluation.over_chunks, n, chunk, lambda: _kill(signum))
 
 
 def _in_startup(signum: int) -> None:

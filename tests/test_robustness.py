@@ -147,7 +147,7 @@ def test_a_stop_during_evaluation_resumes_with_the_evaluation(tiny_config, train
   flag = StopFlag()
   stop = lambda: setattr(flag, "set", True)
   with monkeypatch.context() as patch:
-    patch.setattr(evaluation, "run", faults.at_eval_chunk(evaluation.run, 2, 1, stop))
+    patch.setattr(evaluation, "over_chunks", faults.at_eval_chunk(evaluation.over_chunks, 2, 1, stop))
     result = train.train_and_evaluate(tiny_config, tmp_path, verbose=False, should_stop=flag)
   assert result.stopped and result.epochs_done == 1
   assert checkpoints.Checkpointer(tmp_path).all_steps() == [125, 250]

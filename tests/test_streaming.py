@@ -379,7 +379,7 @@ def test_streamed_evaluation_gives_the_resident_statistics_bit_for_bit(npy_dir):
   for statistic in (functools.partial(evaluation.elbo_statistics, model, state.params, keys),
                     functools.partial(evaluation.importance_statistics, model, state.params,
                                       keys, k=4, sample_chunk=2)):
-    want, got = evaluation.run(statistic, resident), evaluation.run(statistic, streamed)
+    want, got = evaluation.over_chunks(statistic, resident), evaluation.over_chunks(statistic, streamed)
     assert want.keys() == got.keys()
     for name in want:
       np.testing.assert_array_equal(got[name], want[name])

@@ -3,7 +3,7 @@
 The examples go to the devices once, as zero-padded chunks `(C, E, H, W, C)`
 sharded along E (`Chunks`), or, for a test set streamed from the host, one
 chunk `(E, H, W, C)` at a time (`vae_jax.streaming.StreamedChunks`: the same
-chunks, the same numbers). `run` calls one jitted statistic per chunk and
+chunks, the same numbers). `over_chunks` calls one jitted statistic per chunk and
 gathers per-example results for the real examples; the host checks a stop
 flag between chunks, so a long evaluation stops within one chunk of Ctrl-C.
 Two statistics are computed per example, for every stacked model at once:
@@ -107,7 +107,7 @@ class Chunks:
     return self.images
 
 
-def run(statistic, chunks: Chunks, *, stop=None, description: str | None = None
+def over_chunks(statistic, chunks: Chunks, *, stop=None, description: str | None = None
         ) -> dict[str, np.ndarray]:
   """Per-example statistics of every real example, chunk by chunk.
 
@@ -215,7 +215,7 @@ def _chunk(examples, c):
 def test_elbo(model, params, keys, chunks: Chunks, *, stop=None) -> list[dict]:
   """The mean single-sample negative ELBO (`loss`), `recon` and `kl` per model, and for a
   hierarchy `kl_per_layer` (a list, layer 1 first)."""
-  stats = run(functools.partial(elbo_statistics, model, params, keys), chunks, stop=stop)
+  stats = over_chunks(functools.partial(elbo_statistics, model, params, keys), chunks, stop=stop)
   mean = lambda v: np.mean(v, axis=0, dtype=np.float64)
   return [{name: float(mean(v[i])) if v.ndim == 2 else mean(v[i]).tolist()
            for name, v in stats.items()} for i in range(len(keys))]
@@ -224,7 +224,7 @@ def test_elbo(model, params, keys, chunks: Chunks, *, stop=None) -> list[dict]:
 def iwae_nll(model, params, keys, chunks: Chunks, *, k: int, sample_chunk: int,
              stop=None, description: str | None = None) -> list[tuple[float, float]]:
   """(mean, standard error) of -log p_k(x) over the examples, per model."""
-  stats = run(functools.partial(importance_statistics, model, params, keys, k=k,
+  stats = over_chunks(functools.partial(importance_statistics, model, params, keys, k=k,
                                 sample_chunk=sample_chunk), chunks, stop=stop,
               description=description)
   return [(float(-np.mean(b, dtype=np.float64)), standard_error(-b)) for b in stats["iwae"]]
@@ -277,7 +277,8 @@ def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
                                 stacked.stack(trained.params), key[None], k=k,
                                 sample_chunk=sample_chunk)
   try:
-    stats = run(statistic, chunks, stop=stop, description=f"IWAE k={k}" if progress else None)
+    stats = over_chunks(statistic, chunks, stop=stop,
+                        description=f"IWAE k={k}" if progress else None)
   finally:
     if streamed:
       chunks.close()
