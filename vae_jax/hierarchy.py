@@ -69,8 +69,9 @@ def gaussian_kl_per_dimension(mean_q, logvar_q, mean_p, logvar_p) -> jax.Array:
                 * jnp.exp(-logvar_p) - 1.0)
 
 
-def _stats(dense: nn.Module, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-  mean, logvar = model_lib._split_stats(dense(h))  # pylint: disable=protected-access
+def _stats(stats: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(..., 2 n) -> mean, logvar (..., n), the log-variance clipped as in the one-layer model."""
+  mean, logvar = model_lib._split_stats(stats)  # pylint: disable=protected-access
   return mean, jnp.clip(logvar, model_lib.LOGVAR_MIN, model_lib.LOGVAR_MAX)
 
 
@@ -154,19 +155,43 @@ class TopDown(nn.Module):
 
   def _layer(self, i: int, features, z_above: jax.Array | None, shape: tuple[int, ...]):
     """p's and (with features, else None) q's (mean, logvar) of layer i + 1, each `shape`."""
+    feature = None if features is None else features[i]
+    p_stats, q_stats = self.cell(i, feature, z_above)
+    # The top layer's prior is N(0, I).
+    p = (jnp.zeros(shape), jnp.zeros(shape)) if p_stats is None else _stats(p_stats)
+    if q_stats is None:
+      return p, None
+    return p, tuple(jnp.broadcast_to(a, shape) for a in _stats(q_stats))
+
+  def cell(self, i: int, feature: jax.Array | None, z_above: jax.Array | None
+           ) -> tuple[jax.Array | None, jax.Array | None]:
+    """Layer i + 1's cell (0-based i): the MLP's T_i, P_i and Q_i of the module docstring.
+
+    Override it (in a subclass; create submodules inline, as here) for other cells.
+
+    Args:
+      i: 0 .. L - 1, the layer next to the data first.
+      feature: the bottom-up d_{i+1} (..., F) (leading axes broadcastable to
+        z_above's), or None when generating.
+      z_above: z_{i+2} (..., n_{i+2}), or None for the top layer.
+
+    Returns:
+      p's and q's parameters, each (..., 2 n_{i+1}) (mean, then log-variance;
+      clipped by the walk): p's None for the top layer (N(0, I)), q's None
+      without a feature.
+    """
     n = self.layer_latents[i]
-    if z_above is None:  # The top layer: p(z_L) = N(0, I), q(z_L | x) from d_L alone.
-      p = (jnp.zeros(shape), jnp.zeros(shape))
-      q_in = None if features is None else features[i]
+    if z_above is None:  # The top layer: q(z_L | x) from d_L alone.
+      q_in = feature
+      p = None
     else:
       t = nn.relu(model_lib.linear(self.hidden, z_above.shape[-1], f"t{i + 1}", self.dtype)(z_above))
-      p = _stats(model_lib.linear(2 * n, self.hidden, f"p{i + 1}", self.dtype), t)
-      q_in = None if features is None else jnp.concatenate(
-          [jnp.broadcast_to(features[i], (*t.shape[:-1], features[i].shape[-1])), t], axis=-1)
+      p = model_lib.linear(2 * n, self.hidden, f"p{i + 1}", self.dtype)(t)
+      q_in = None if feature is None else jnp.concatenate(
+          [jnp.broadcast_to(feature, (*t.shape[:-1], feature.shape[-1])), t], axis=-1)
     if q_in is None:
       return p, None
-    q = _stats(model_lib.linear(2 * n, q_in.shape[-1], f"q{i + 1}", self.dtype), q_in)
-    return p, tuple(jnp.broadcast_to(a, shape) for a in q)
+    return p, model_lib.linear(2 * n, q_in.shape[-1], f"q{i + 1}", self.dtype)(q_in)
 
 
 class HierarchicalVAE(model_lib.VAE):
