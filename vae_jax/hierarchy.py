@@ -46,11 +46,13 @@ Not built: convolutional hierarchies (latent maps, residual cells), other
 priors or posteriors per layer; `Architecture.check` refuses them.
 """
 import itertools
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_jax import convolution
 from vae_jax import model as model_lib
 from vae_jax import objectives
 
@@ -194,6 +196,86 @@ class TopDown(nn.Module):
     return p, model_lib.linear(2 * n, q_in.shape[-1], f"q{i + 1}", self.dtype)(q_in)
 
 
+class ResidualBlock(nn.Module):
+  """x + W_2 * relu(W_1 * relu(x)): two 3x3 convolutions of x's channels and the skip
+  (pre-activation, He et al. 2016); (..., H, W, F) -> the same shape.
+
+  W_2's initial variance is `scale` times flax's default (LeCun normal), so
+  that a stack of B blocks with scale 1 / B starts near the identity however
+  deep it grows, and every weight still has a gradient at initialisation.
+  """
+
+  scale: float = 1.0
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    conv = lambda name, init: nn.Conv(
+        x.shape[-1], (3, 3), padding="SAME", name=name, dtype=self.dtype, kernel_init=init,
+        conv_general_dilated=convolution.conv_general_dilated)
+    h = conv("conv0", nn.initializers.lecun_normal())(nn.relu(x))
+    scaled = nn.initializers.variance_scaling(self.scale, "fan_in", "truncated_normal")
+    return x + conv("conv1", scaled)(nn.relu(h))
+
+
+def residual_stack(x: jax.Array, blocks: int, name: str, dtype=None) -> jax.Array:
+  """`blocks` ResidualBlocks ("NAME_0", ...) in the calling module; x itself for 0."""
+  for j in range(blocks):
+    x = ResidualBlock(1.0 / blocks, dtype, name=f"{name}_{j}")(x)
+  return x
+
+
+class ConvLadderEncoder(nn.Module):
+  """The convolutional bottom-up pass: images (..., H, W, C) -> L feature maps
+  d_1 .. d_L, each (..., H / 2^n, W / 2^n, features[-1]) for n = len(features):
+  d_1 the one-layer ConvEncoder's convolutions, d_i = `blocks` residual blocks of d_{i-1}."""
+
+  features: Sequence[int]
+  layers: int
+  blocks: int = 1
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+    d = model_lib.conv_stack(x, self.features, self.dtype)
+    maps = [d]
+    for i in range(2, self.layers + 1):
+      d = residual_stack(d, self.blocks, f"up{i}", self.dtype)
+      maps.append(d)
+    return tuple(maps)
+
+
+class ConvTopDown(TopDown):
+  """The top-down path with residual cells on feature maps (the conv form of the module
+  docstring): `TopDown`'s walk, other cells.
+
+  Attributes (besides `TopDown`'s):
+    hidden: channels F of the top-down maps t_i (`from_config`: conv_features[-1]).
+    map_size: (h, w) of the maps, the bottom-up features' (H / 2^n, W / 2^n).
+    blocks: residual blocks per cell (0: t_i = relu(T_i z_{i+1}) as a map).
+  """
+
+  map_size: tuple[int, int] = (1, 1)
+  blocks: int = 1
+
+  def cell(self, i, feature, z_above):
+    """Layer i + 1's T_i, its residual blocks, P_i and Q_i (see `TopDown.cell`); the
+    feature is a map (..., h, w, F') of `ConvLadderEncoder`."""
+    dense = lambda name: nn.Dense(2 * self.layer_latents[i], name=name, dtype=self.dtype)
+    flat = lambda a: a.reshape(*a.shape[:-3], -1)
+    if z_above is None:  # The top layer: q(z_L | x) from d_L alone.
+      return None, (None if feature is None else dense(f"q{i + 1}")(flat(feature)))
+    (h, w), f = self.map_size, self.hidden
+    t = nn.relu(nn.Dense(h * w * f, name=f"t{i + 1}", dtype=self.dtype)(z_above))
+    t = residual_stack(t.reshape(*t.shape[:-1], h, w, f), self.blocks, f"cell{i + 1}",
+                       self.dtype)
+    p = dense(f"p{i + 1}")(flat(t))
+    if feature is None:
+      return p, None
+    feature = jnp.broadcast_to(feature, (*t.shape[:-1], feature.shape[-1]))
+    return p, dense(f"q{i + 1}")(flat(jnp.concatenate([feature, t], axis=-1)))
+
+
 class HierarchicalVAE(model_lib.VAE):
   """The VAE with L top-down Gaussian layers (see the module docstring).
 
@@ -335,13 +417,21 @@ class HierarchicalVAE(model_lib.VAE):
 
 
 def from_architecture(arch, dtype, likelihood: nn.Module) -> HierarchicalVAE:
-  """The hierarchical MLP VAE of a `model.Architecture` with stochastic_layers > 1."""
+  """The hierarchical VAE (MLP or conv) of a `model.Architecture` with stochastic_layers > 1."""
   sizes = layer_latents(arch)
-  encoder = LadderEncoder(arch.hidden, len(sizes), dtype)
-  hidden = 0 if arch.decoder == "linear" else arch.hidden
-  decoder = model_lib.MLPDecoder(hidden, arch.image_shape, dtype)
+  if arch.model == "conv":
+    (h, w, _), n, blocks = arch.image_shape, len(arch.conv_features), arch.residual_blocks
+    encoder = ConvLadderEncoder(arch.conv_features, len(sizes), blocks, dtype)
+    decoder = model_lib.ConvDecoder(arch.conv_features, arch.image_shape, dtype)
+    topdown = ConvTopDown(arch.conv_features[-1], sizes, dtype, map_size=(h >> n, w >> n),
+                          blocks=blocks)
+  else:
+    encoder = LadderEncoder(arch.hidden, len(sizes), dtype)
+    hidden = 0 if arch.decoder == "linear" else arch.hidden
+    decoder = model_lib.MLPDecoder(hidden, arch.image_shape, dtype)
+    topdown = TopDown(arch.hidden, sizes, dtype)
   return HierarchicalVAE(encoder, decoder, arch.latents, arch.image_shape, likelihood,
-                         topdown=TopDown(arch.hidden, sizes, dtype), layer_latents=sizes)
+                         topdown=topdown, layer_latents=sizes)
 
 
 def layer_latents(arch) -> tuple[int, ...]:
