@@ -94,6 +94,10 @@ def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
     resolved.update(model_lib.signature(module))
     resolved.latents = module.latents
     resolved.conditional = bool(getattr(module, "num_classes", 0))
+    # A user-built hierarchy (vae_jax.hierarchy.HierarchicalVAE) records its layers.
+    resolved.stochastic_layers = getattr(module, "stochastic_layers", 1)
+    resolved.layer_latents = tuple(getattr(module, "layer_latents", ()))
+    _check_layers_objective(resolved)
   if resolved.get("conditional"):
     classes = data.num_classes(dataset)
     wanted = getattr(module, "num_classes", 0) if module is not None else classes
@@ -101,10 +105,6 @@ def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
       raise UsageError(f"the model is conditional on {wanted} classes; {dataset.name} has "
                        f"labels up to {classes - 1}")
     resolved.num_classes = wanted
-    # A user-built hierarchy (vae_jax.hierarchy.HierarchicalVAE) records its layers.
-    resolved.stochastic_layers = getattr(module, "stochastic_layers", 1)
-    resolved.layer_latents = tuple(getattr(module, "layer_latents", ()))
-    _check_layers_objective(resolved)
   return resolved
 
 
