@@ -1,7 +1,7 @@
-"""A top-down hierarchy of L Gaussian layers for the MLP VAE (`--config.stochastic_layers=L`).
+"""A top-down hierarchy of L Gaussian layers (`--config.stochastic_layers=L`), MLP or conv.
 
-The generative model, with layer 1 next to the data and sizes n_1 .. n_L
-(`layer_latents`; n_1 = `latents`):
+The generative model of the MLP form (`model=mlp`), with layer 1 next to the
+data and sizes n_1 .. n_L (`layer_latents`; n_1 = `latents`):
 
     p(z_L) = N(0, I)
     p(z_i | z_{i+1}) = N(mu_i^p, diag(exp(lv_i^p))),  (mu_i^p, lv_i^p) = P_i(t_i),
@@ -42,8 +42,37 @@ take a one-layer z. Generation walks the same path without x: `sample_prior`
 (every layer's standard deviation times a temperature), `reconstruct_keeping`
 (the top layers of q, the rest from p) and `from_top` (down from a given z_L).
 
-Not built: convolutional hierarchies (latent maps, residual cells), other
-priors or posteriors per layer; `Architecture.check` refuses them.
+The convolutional form (`model=conv`) has the same structure and the same
+vector latents z_i (n_i dimensions each); its networks work on feature maps of
+h x w = H / 2^n x W / 2^n pixels and F = conv_features[-1] channels (n =
+len(conv_features)), with R = `residual_blocks` blocks per cell, each block
+Res(u) = u + W_2 * relu(W_1 * relu(u)) (two 3x3 convolutions, He et al. 2016):
+
+    d_1 = the one-layer ConvEncoder's stride-2 convolutions of x   (h, w, F)
+    d_i = Res^R(d_{i-1})                                  (i = 2 .. L)
+    t_i = Res^R(reshape(relu(T_i z_{i+1} + c_i)))         (h, w, F); (i = L-1 .. 1)
+    p(z_i | z_{i+1}) = N(P_i(flatten(t_i))),  q(z_i | z_{i+1}, x) = N(Q_i(flatten([d_i, t_i]))),
+    q(z_L | x) = N(Q_L(flatten(d_L))),  p(x | z_1): the one-layer ConvDecoder,
+
+[,] concatenating channels and T_i, P_i, Q_i dense layers. Vector latents keep
+every term above (and the latent API) as they are for the MLP; the cells are
+where the two differ.
+
+The maths is `TopDown.__call__` (the walk: which layers draw from q or p, at what
+temperature, scored how) and `HierarchicalVAE`; a family's cells are one method,
+`TopDown.cell(i, feature, z_above)`, returning layer i's p and q parameters
+(`ConvTopDown` overrides it). Your own cells: subclass `TopDown`, override
+`cell`, and pass it with any bottom-up network that returns L features:
+
+    class MyCells(hierarchy.TopDown):
+      def cell(self, i, feature, z_above):  # -> (p's, q's) (..., 2 n_i) or None
+        ...
+    vae = hierarchy.HierarchicalVAE(bottom_up, decoder, latents, image_shape,
+                                    topdown=MyCells(hidden, sizes), layer_latents=sizes)
+
+Not built: latent maps (spatial z_i), a decoder reading the whole top-down
+state (VDVAE's), and other priors or posteriors per layer, which
+`Architecture.check` refuses.
 """
 import itertools
 from collections.abc import Sequence
@@ -96,7 +125,8 @@ class LadderEncoder(nn.Module):
 
 
 class TopDown(nn.Module):
-  """The top-down path shared by p and q: P_i, Q_i, T_i of the module docstring.
+  """The top-down path shared by p and q: the walk, with the MLP's cells (P_i, Q_i, T_i
+  of the module docstring; `cell`, which subclasses override for other cells).
 
   One call walks the layers from L down to 1. Layer i draws z_i from q when
   bottom-up features are given and i > `prior_layers`, else from p (with its
