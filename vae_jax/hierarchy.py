@@ -230,9 +230,10 @@ class ResidualBlock(nn.Module):
   """x + W_2 * relu(W_1 * relu(x)): two 3x3 convolutions of x's channels and the skip
   (pre-activation, He et al. 2016); (..., H, W, F) -> the same shape.
 
-  W_2's initial variance is `scale` times flax's default (LeCun normal), so
-  that a stack of B blocks with scale 1 / B starts near the identity however
-  deep it grows, and every weight still has a gradient at initialisation.
+  W_2's initial variance is `scale` times flax's default (LeCun normal): a
+  stack of B blocks at scale 1 / B (`residual_stack`) then adds about as much
+  variance at initialisation whatever B is, at most about e times its input's,
+  where a zero W_2 (VDVAE's) would leave W_1 without a gradient at the start.
   """
 
   scale: float = 1.0
