@@ -5,8 +5,9 @@ Decodes `--num` codes z ~ N(0, I) with the workdir's latest checkpoint (or
 `--step`) and writes them as one grid, `samples.png`, into `DIR/images/` or
 `--out`. `--temperature` T scales the prior's standard deviation (of every
 layer, top-down, for a hierarchy; the name becomes `samples_t0.7.png`); priors
-other than N(0, I) sample at 1 only. A conditional model (`conditional=True`) draws `--label`'s class
-(`samples_6.png`), or without it sample i of class i mod K. Exit status 2 on
+other than N(0, I) sample at 1 only. A conditional model (`conditional=True`)
+draws `--label`'s class (`samples_6.png`), or without it sample i of class i
+mod K. Exit status 2 on
 bad input (no checkpoint, --num < 1, a label out of range or given to an
 unconditional model, a temperature <= 0 or one the prior does not take).
 """
