@@ -56,7 +56,8 @@ def test_two_layers_train_evaluate_sample_and_reload(tiny_config, tmp_path, few_
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"model": "conv"}, "stochastic_layers=2 is built for model=mlp only, not model=conv"),
+    ({"hidden_layers": 2}, "stochastic_layers=2 is built for hidden_layers=1 only"),
+    ({"model": "conv", "prior": "mog"}, "stochastic_layers=2 is built for prior=normal only"),
     ({"prior": "vamp"}, "stochastic_layers=2 is built for prior=normal only"),
     ({"posterior": "iaf"}, "stochastic_layers=2 is built for posterior=gaussian only"),
     ({"layer_latents": (4, 2, 1)}, "layer_latents must give 2 positive sizes"),
@@ -70,11 +71,32 @@ def test_combinations_without_a_meaning_are_refused(tiny_config, fields, message
     experiment.check_config(tiny_config)
 
 
-def test_the_command_refuses_a_conv_hierarchy_in_one_line(tmp_path):
+def test_the_command_refuses_a_hierarchy_with_another_prior_in_one_line(tmp_path):
   result = run_module("vae_jax.train", f"--workdir={tmp_path}", "--config=vae_jax/configs/tiny.py",
-                      "--config.model=conv", "--config.stochastic_layers=2")
+                      "--config.model=conv", "--config.stochastic_layers=2", "--config.prior=mog")
   assert result.returncode == 2, result.stderr
-  assert len(result.stderr.strip().splitlines()) == 1 and "model=mlp only" in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1 and "prior=normal only" in result.stderr
+
+
+def test_a_conv_hierarchy_trains_evaluates_samples_and_reloads(tiny_config, tmp_path, few_digits):
+  """model=conv, two layers of residual cells: one epoch of 300 digits, then the API
+  (the cells' maths: tests/test_conv_hierarchy.py)."""
+  tiny_config.update(data_dir=str(few_digits), model="conv", conv_features=(8, 16),
+                     stochastic_layers=2, latents=4, num_epochs=1, batch_size=50,
+                     eval_batch_size=100, chunks_per_epoch=1, binarize="dynamic")
+  workdir = tmp_path / "work"
+  train.train_and_evaluate(tiny_config, workdir, verbose=False)
+  row = reporting.read_metrics(workdir)[-1]
+  assert len(row["test_kl_per_layer"]) == 2 and min(row["test_kl_per_layer"]) >= 0
+  assert sum(row["test_kl_per_layer"]) == pytest.approx(row["test_kl"], rel=1e-5)
+  model = vae_jax.load(workdir)  # Rebuilt from config.json alone.
+  assert isinstance(model.module.topdown, hierarchy.ConvTopDown)
+  assert model.config.residual_blocks == 1 and "cell1_0" in model.params["topdown"]
+  key = jax.random.key(0)
+  assert vae_jax.sample(model, key, 3, temperature=0.5).shape == (3, 28, 28)
+  x = data.load(model.config).test.images[:10]
+  result = vae_jax.evaluate(model, x, k=4, key=key, progress=False)
+  assert len(result["kl_per_layer"]) == 2 and result["nll"] <= -result["elbo"] + 1e-3
 
 
 class ConvLadder(nn.Module):

@@ -70,6 +70,19 @@ def test_sample_writes_a_square_grid_into_the_workdir(workdir):
   assert _cell(grid, 2, 1).std() > 10 and not _cell(grid, 2, 2).any()  # 10 of 12 cells used.
 
 
+def test_sample_at_a_low_temperature_draws_near_the_prior_mean(workdir, tmp_path):
+  """At T = 0.01 every code is within a few hundredths of z = 0: the 9 pictures agree to
+  a few grey levels, where at T = 1 (the same seed) they differ."""
+  stdout = _ok("sample", f"--workdir={workdir}", "--num=9", "--temperature=0.01",
+               f"--out={tmp_path}")
+  assert "9 samples from N(0, I) at temperature 0.01" in stdout
+  _ok("sample", f"--workdir={workdir}", "--num=9", f"--out={tmp_path}")
+  cells = lambda name: np.stack([_cell(_png(tmp_path / name), r, c).astype(int)
+                                 for r in range(3) for c in range(3)])
+  cold, warm = cells("samples_t0.01.png"), cells("samples.png")
+  assert np.abs(cold - cold[0]).max() <= 8 and np.abs(warm - warm[0]).max() > 50
+
+
 def test_interpolate_draws_rows_between_labelled_test_images(workdir, test_split, tmp_path):
   stdout = _ok("interpolate", f"--workdir={workdir}", "--steps=5", "--pairs=2", "--gif",
                f"--out={tmp_path}")
@@ -111,6 +124,7 @@ def test_latent_map_writes_the_scatter_and_the_manifold(workdir, tmp_path):
 @pytest.mark.parametrize("command, args, message", [
     ("sample", ["--num=4"], "no trained model in"),
     ("sample", ["--num=0"], "num must be >= 1"),
+    ("sample", ["--temperature=0"], "temperature must be a number > 0"),
     ("interpolate", ["--from_digit=11"], "no test image with label 11"),
     ("interpolate", ["--steps=1"], "steps must be >= 2"),
     ("interpolate", ["--from_index=1"], "--from_index and --to_index go together"),

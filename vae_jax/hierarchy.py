@@ -1,7 +1,7 @@
-"""A top-down hierarchy of L Gaussian layers for the MLP VAE (`--config.stochastic_layers=L`).
+"""A top-down hierarchy of L Gaussian layers (`--config.stochastic_layers=L`), MLP or conv.
 
-The generative model, with layer 1 next to the data and sizes n_1 .. n_L
-(`layer_latents`; n_1 = `latents`):
+The generative model of the MLP form (`model=mlp`), with layer 1 next to the
+data and sizes n_1 .. n_L (`layer_latents`; n_1 = `latents`):
 
     p(z_L) = N(0, I)
     p(z_i | z_{i+1}) = N(mu_i^p, diag(exp(lv_i^p))),  (mu_i^p, lv_i^p) = P_i(t_i),
@@ -42,15 +42,46 @@ take a one-layer z. Generation walks the same path without x: `sample_prior`
 (every layer's standard deviation times a temperature), `reconstruct_keeping`
 (the top layers of q, the rest from p) and `from_top` (down from a given z_L).
 
-Not built: convolutional hierarchies (latent maps, residual cells), other
-priors or posteriors per layer; `Architecture.check` refuses them.
+The convolutional form (`model=conv`) has the same structure and the same
+vector latents z_i (n_i dimensions each); its networks work on feature maps of
+h x w = H / 2^n x W / 2^n pixels and F = conv_features[-1] channels (n =
+len(conv_features)), with R = `residual_blocks` blocks per cell, each block
+Res(u) = u + W_2 * relu(W_1 * relu(u)) (two 3x3 convolutions, He et al. 2016):
+
+    d_1 = the one-layer ConvEncoder's stride-2 convolutions of x   (h, w, F)
+    d_i = Res^R(d_{i-1})                                  (i = 2 .. L)
+    t_i = Res^R(reshape(relu(T_i z_{i+1} + c_i)))         (h, w, F); (i = L-1 .. 1)
+    p(z_i | z_{i+1}) = N(P_i(flatten(t_i))),  q(z_i | z_{i+1}, x) = N(Q_i(flatten([d_i, t_i]))),
+    q(z_L | x) = N(Q_L(flatten(d_L))),  p(x | z_1): the one-layer ConvDecoder,
+
+[,] concatenating channels and T_i, P_i, Q_i dense layers. Vector latents keep
+every term above (and the latent API) as they are for the MLP; the cells are
+where the two differ.
+
+The maths is `TopDown.__call__` (the walk: which layers draw from q or p, at what
+temperature, scored how) and `HierarchicalVAE`; a family's cells are one method,
+`TopDown.cell(i, feature, z_above)`, returning layer i's p and q parameters
+(`ConvTopDown` overrides it). Your own cells: subclass `TopDown`, override
+`cell`, and pass it with any bottom-up network that returns L features:
+
+    class MyCells(hierarchy.TopDown):
+      def cell(self, i, feature, z_above):  # -> (p's, q's) (..., 2 n_i) or None
+        ...
+    vae = hierarchy.HierarchicalVAE(bottom_up, decoder, latents, image_shape,
+                                    topdown=MyCells(hidden, sizes), layer_latents=sizes)
+
+Not built: latent maps (spatial z_i), a decoder reading the whole top-down
+state (VDVAE's), and other priors or posteriors per layer, which
+`Architecture.check` refuses.
 """
 import itertools
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_jax import convolution
 from vae_jax import model as model_lib
 from vae_jax import objectives
 
@@ -69,8 +100,9 @@ def gaussian_kl_per_dimension(mean_q, logvar_q, mean_p, logvar_p) -> jax.Array:
                 * jnp.exp(-logvar_p) - 1.0)
 
 
-def _stats(dense: nn.Module, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-  mean, logvar = model_lib._split_stats(dense(h))  # pylint: disable=protected-access
+def _stats(stats: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(..., 2 n) -> mean, logvar (..., n), the log-variance clipped as in the one-layer model."""
+  mean, logvar = model_lib._split_stats(stats)  # pylint: disable=protected-access
   return mean, jnp.clip(logvar, model_lib.LOGVAR_MIN, model_lib.LOGVAR_MAX)
 
 
@@ -93,7 +125,8 @@ class LadderEncoder(nn.Module):
 
 
 class TopDown(nn.Module):
-  """The top-down path shared by p and q: P_i, Q_i, T_i of the module docstring.
+  """The top-down path shared by p and q: the walk, with the MLP's cells (P_i, Q_i, T_i
+  of the module docstring; `cell`, which subclasses override for other cells).
 
   One call walks the layers from L down to 1. Layer i draws z_i from q when
   bottom-up features are given and i > `prior_layers`, else from p (with its
@@ -154,19 +187,124 @@ class TopDown(nn.Module):
 
   def _layer(self, i: int, features, z_above: jax.Array | None, shape: tuple[int, ...]):
     """p's and (with features, else None) q's (mean, logvar) of layer i + 1, each `shape`."""
+    feature = None if features is None else features[i]
+    p_stats, q_stats = self.cell(i, feature, z_above)
+    # The top layer's prior is N(0, I).
+    p = (jnp.zeros(shape), jnp.zeros(shape)) if p_stats is None else _stats(p_stats)
+    if q_stats is None:
+      return p, None
+    return p, tuple(jnp.broadcast_to(a, shape) for a in _stats(q_stats))
+
+  def cell(self, i: int, feature: jax.Array | None, z_above: jax.Array | None
+           ) -> tuple[jax.Array | None, jax.Array | None]:
+    """Layer i + 1's cell (0-based i): the MLP's T_i, P_i and Q_i of the module docstring.
+
+    Override it (in a subclass; create submodules inline, as here) for other cells.
+
+    Args:
+      i: 0 .. L - 1, the layer next to the data first.
+      feature: the bottom-up d_{i+1} (..., F) (leading axes broadcastable to
+        z_above's), or None when generating.
+      z_above: z_{i+2} (..., n_{i+2}), or None for the top layer.
+
+    Returns:
+      p's and q's parameters, each (..., 2 n_{i+1}) (mean, then log-variance;
+      clipped by the walk): p's None for the top layer (N(0, I)), q's None
+      without a feature.
+    """
     n = self.layer_latents[i]
-    if z_above is None:  # The top layer: p(z_L) = N(0, I), q(z_L | x) from d_L alone.
-      p = (jnp.zeros(shape), jnp.zeros(shape))
-      q_in = None if features is None else features[i]
+    if z_above is None:  # The top layer: q(z_L | x) from d_L alone.
+      q_in = feature
+      p = None
     else:
       t = nn.relu(model_lib.linear(self.hidden, z_above.shape[-1], f"t{i + 1}", self.dtype)(z_above))
-      p = _stats(model_lib.linear(2 * n, self.hidden, f"p{i + 1}", self.dtype), t)
-      q_in = None if features is None else jnp.concatenate(
-          [jnp.broadcast_to(features[i], (*t.shape[:-1], features[i].shape[-1])), t], axis=-1)
+      p = model_lib.linear(2 * n, self.hidden, f"p{i + 1}", self.dtype)(t)
+      q_in = None if feature is None else jnp.concatenate(
+          [jnp.broadcast_to(feature, (*t.shape[:-1], feature.shape[-1])), t], axis=-1)
     if q_in is None:
       return p, None
-    q = _stats(model_lib.linear(2 * n, q_in.shape[-1], f"q{i + 1}", self.dtype), q_in)
-    return p, tuple(jnp.broadcast_to(a, shape) for a in q)
+    return p, model_lib.linear(2 * n, q_in.shape[-1], f"q{i + 1}", self.dtype)(q_in)
+
+
+class ResidualBlock(nn.Module):
+  """x + W_2 * relu(W_1 * relu(x)): two 3x3 convolutions of x's channels and the skip
+  (pre-activation, He et al. 2016); (..., H, W, F) -> the same shape.
+
+  W_2's initial variance is `scale` times flax's default (LeCun normal): a
+  stack of B blocks at scale 1 / B (`residual_stack`) then adds about as much
+  variance at initialisation whatever B is, at most about e times its input's,
+  where a zero W_2 (VDVAE's) would leave W_1 without a gradient at the start.
+  """
+
+  scale: float = 1.0
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    conv = lambda name, init: nn.Conv(
+        x.shape[-1], (3, 3), padding="SAME", name=name, dtype=self.dtype, kernel_init=init,
+        conv_general_dilated=convolution.conv_general_dilated)
+    h = conv("conv0", nn.initializers.lecun_normal())(nn.relu(x))
+    scaled = nn.initializers.variance_scaling(self.scale, "fan_in", "truncated_normal")
+    return x + conv("conv1", scaled)(nn.relu(h))
+
+
+def residual_stack(x: jax.Array, blocks: int, name: str, dtype=None) -> jax.Array:
+  """`blocks` ResidualBlocks ("NAME_0", ...) in the calling module; x itself for 0."""
+  for j in range(blocks):
+    x = ResidualBlock(1.0 / blocks, dtype, name=f"{name}_{j}")(x)
+  return x
+
+
+class ConvLadderEncoder(nn.Module):
+  """The convolutional bottom-up pass: images (..., H, W, C) -> L feature maps
+  d_1 .. d_L, each (..., H / 2^n, W / 2^n, features[-1]) for n = len(features):
+  d_1 the one-layer ConvEncoder's convolutions, d_i = `blocks` residual blocks of d_{i-1}."""
+
+  features: Sequence[int]
+  layers: int
+  blocks: int = 1
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+    d = model_lib.conv_stack(x, self.features, self.dtype)
+    maps = [d]
+    for i in range(2, self.layers + 1):
+      d = residual_stack(d, self.blocks, f"up{i}", self.dtype)
+      maps.append(d)
+    return tuple(maps)
+
+
+class ConvTopDown(TopDown):
+  """The top-down path with residual cells on feature maps (the conv form of the module
+  docstring): `TopDown`'s walk, other cells.
+
+  Attributes (besides `TopDown`'s):
+    hidden: channels F of the top-down maps t_i (`from_config`: conv_features[-1]).
+    map_size: (h, w) of the maps, the bottom-up features' (H / 2^n, W / 2^n).
+    blocks: residual blocks per cell (0: t_i = relu(T_i z_{i+1}) as a map).
+  """
+
+  map_size: tuple[int, int] = (1, 1)
+  blocks: int = 1
+
+  def cell(self, i, feature, z_above):
+    """Layer i + 1's T_i, its residual blocks, P_i and Q_i (see `TopDown.cell`); the
+    feature is a map (..., h, w, F') of `ConvLadderEncoder`."""
+    dense = lambda name: nn.Dense(2 * self.layer_latents[i], name=name, dtype=self.dtype)
+    flat = lambda a: a.reshape(*a.shape[:-3], -1)
+    if z_above is None:  # The top layer: q(z_L | x) from d_L alone.
+      return None, (None if feature is None else dense(f"q{i + 1}")(flat(feature)))
+    (h, w), f = self.map_size, self.hidden
+    t = nn.relu(nn.Dense(h * w * f, name=f"t{i + 1}", dtype=self.dtype)(z_above))
+    t = residual_stack(t.reshape(*t.shape[:-1], h, w, f), self.blocks, f"cell{i + 1}",
+                       self.dtype)
+    p = dense(f"p{i + 1}")(flat(t))
+    if feature is None:
+      return p, None
+    feature = jnp.broadcast_to(feature, (*t.shape[:-1], feature.shape[-1]))
+    return p, dense(f"q{i + 1}")(flat(jnp.concatenate([feature, t], axis=-1)))
 
 
 class HierarchicalVAE(model_lib.VAE):
@@ -310,13 +448,21 @@ class HierarchicalVAE(model_lib.VAE):
 
 
 def from_architecture(arch, dtype, likelihood: nn.Module) -> HierarchicalVAE:
-  """The hierarchical MLP VAE of a `model.Architecture` with stochastic_layers > 1."""
+  """The hierarchical VAE (MLP or conv) of a `model.Architecture` with stochastic_layers > 1."""
   sizes = layer_latents(arch)
-  encoder = LadderEncoder(arch.hidden, len(sizes), dtype)
-  hidden = 0 if arch.decoder == "linear" else arch.hidden
-  decoder = model_lib.MLPDecoder(hidden, arch.image_shape, dtype)
+  if arch.model == "conv":
+    (h, w, _), n, blocks = arch.image_shape, len(arch.conv_features), arch.residual_blocks
+    encoder = ConvLadderEncoder(arch.conv_features, len(sizes), blocks, dtype)
+    decoder = model_lib.ConvDecoder(arch.conv_features, arch.image_shape, dtype)
+    topdown = ConvTopDown(arch.conv_features[-1], sizes, dtype, map_size=(h >> n, w >> n),
+                          blocks=blocks)
+  else:
+    encoder = LadderEncoder(arch.hidden, len(sizes), dtype)
+    hidden = 0 if arch.decoder == "linear" else arch.hidden
+    decoder = model_lib.MLPDecoder(hidden, arch.image_shape, dtype)
+    topdown = TopDown(arch.hidden, sizes, dtype)
   return HierarchicalVAE(encoder, decoder, arch.latents, arch.image_shape, likelihood,
-                         topdown=TopDown(arch.hidden, sizes, dtype), layer_latents=sizes)
+                         topdown=topdown, layer_latents=sizes)
 
 
 def layer_latents(arch) -> tuple[int, ...]:

@@ -140,6 +140,15 @@ class MLPDecoder(nn.Module):
     return out.reshape(*out.shape[:-1], *self.image_shape)
 
 
+def conv_stack(x: jax.Array, features: Sequence[int], dtype=None) -> jax.Array:
+  """Stride-2 3x3 convolutions with ReLU, named "conv0", "conv1", ... in the calling module:
+  (..., H, W, C) -> (..., H / 2^n, W / 2^n, features[-1]) for n = len(features)."""
+  for i, f in enumerate(features):
+    x = nn.relu(nn.Conv(f, (3, 3), strides=2, name=f"conv{i}", dtype=dtype,
+                        conv_general_dilated=convolution.conv_general_dilated)(x))
+  return x
+
+
 class ConvEncoder(nn.Module):
   """q(z|x): stride-2 3x3 convolutions with ReLU, then one dense layer to mean and logvar.
 
@@ -156,10 +165,7 @@ class ConvEncoder(nn.Module):
     if label is not None:  # One constant channel per class.
       planes = jnp.broadcast_to(label[..., None, None, :], (*x.shape[:-1], label.shape[-1]))
       x = with_label(x, planes)
-    for i, f in enumerate(self.features):
-      x = nn.relu(nn.Conv(f, (3, 3), strides=2, name=f"conv{i}", dtype=self.dtype,
-                          conv_general_dilated=convolution.conv_general_dilated)(x))
-    x = x.reshape(*x.shape[:-3], -1)
+    x = conv_stack(x, self.features, self.dtype).reshape(*x.shape[:-3], -1)
     return _split_stats(nn.Dense(2 * self.latents, name="stats", dtype=self.dtype)(x))
 
 
@@ -465,11 +471,11 @@ class Architecture(_ArchitectureFields):
                        f"latents={self.latents} (the layer next to the data), got {sizes}")
     if layers == 1:
       return
-    for name, value, fits in (("model", self.model, "mlp"), ("prior", self.prior, "normal"),
+    mlp = (("hidden_layers", self.hidden_layers, 1), ("activation", self.activation, "relu"))
+    for name, value, fits in (("prior", self.prior, "normal"),
                               ("posterior", self.posterior, "gaussian"),
                               ("conditional", self.conditional, False),
-                              ("hidden_layers", self.hidden_layers, 1),
-                              ("activation", self.activation, "relu")):
+                              *(mlp if self.model == "mlp" else ())):
       if value != fits:
         raise UsageError(f"stochastic_layers={layers} is built for {name}={fits} only, "
                          f"not {name}={value}")

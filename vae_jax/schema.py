@@ -189,13 +189,16 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
        shapes=True),
     _f("flow_hidden", 320, "iaf: hidden units of each MADE (at least latents)", "model", low=0,
        strict=True, shapes=True),
-    # Hierarchies (vae_jax.hierarchy): L top-down Gaussian layers of the mlp model.
+    # Hierarchies (vae_jax.hierarchy): L top-down Gaussian layers of the mlp or conv model.
     _f("stochastic_layers", 1, "Gaussian layers z_1 (next to the data) .. z_L of a top-down "
-       "hierarchy (mlp; ladder-VAE style, the inference path sharing the generative one); 1: "
-       "the one-layer VAE", "model", low=1, shapes=True, legacy=1),
+       "hierarchy (mlp or conv; ladder-VAE style, the inference path sharing the generative "
+       "one); 1: the one-layer VAE", "model", low=1, shapes=True, legacy=1),
     _f("layer_latents", (), "stochastic_layers > 1: each layer's size from the one next to the "
        "data up, its first equal to latents; empty: latents, then each half the one below",
        "model", shapes=True, legacy=()),
+    _f("residual_blocks", 1, "conv with stochastic_layers > 1: residual blocks (two 3x3 "
+       "convolutions and a skip) in each cell of the bottom-up and the top-down path; 0: none",
+       "model", low=0, shapes=True, legacy=1),
     _f("compute_dtype", "float32", "float32 | bfloat16 activations and products; parameters "
        "stay float32", "model", choices=("float32", "bfloat16")),
     # Objective. Reported losses are always the true ELBO (beta 1, no floor).

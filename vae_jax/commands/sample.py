@@ -1,11 +1,15 @@
-"""Draws digits from the prior: `vae-jax sample --workdir=DIR [--num=64 --seed=0 --label=6]`.
+"""Draws digits from the prior:
+`vae-jax sample --workdir=DIR [--num=64 --seed=0 --label=6 --temperature=0.7]`.
 
 Decodes `--num` codes z ~ N(0, I) with the workdir's latest checkpoint (or
 `--step`) and writes them as one grid, `samples.png`, into `DIR/images/` or
-`--out`. A conditional model (`conditional=True`) draws `--label`'s class
-(`samples_6.png`), or without it sample i of class i mod K. Exit status 2 on
+`--out`. `--temperature` T scales the prior's standard deviation (of every
+layer, top-down, for a hierarchy; the name becomes `samples_t0.7.png`); priors
+other than N(0, I) sample at 1 only. A conditional model (`conditional=True`)
+draws `--label`'s class (`samples_6.png`), or without it sample i of class i
+mod K. Exit status 2 on
 bad input (no checkpoint, --num < 1, a label out of range or given to an
-unconditional model).
+unconditional model, a temperature <= 0 or one the prior does not take).
 """
 import jax
 import numpy as np
@@ -22,6 +26,8 @@ _NUM = flags.DEFINE_integer("num", 64, "Number of samples; the grid is ceil(sqrt
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the prior draws.")
 _LABEL = flags.DEFINE_integer("label", None, "A conditional model's class to draw; default "
                               "sample i of class i mod K.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "> 0: scales the prior's standard "
+                                  "deviation (every layer's, for a hierarchy).")
 
 
 def main(argv):
@@ -36,14 +42,17 @@ def main(argv):
     labels, what = np.arange(_NUM.value) % classes, f", sample i of class i mod {classes}"
   elif labels is not None:
     what = f" of class {labels}"
+  temperature = _TEMPERATURE.value
   try:
     pictures = np.asarray(latent.sample(model, jax.random.key(_SEED.value), _NUM.value,
-                                        labels=labels))
+                                        labels=labels, temperature=temperature))
   except ValueError as e:
     cli.fail(str(e))
-  name = "samples.png" if _LABEL.value is None else f"samples_{_LABEL.value}.png"
-  path = figures.output_dir(_WORKDIR.value, _OUT.value, model) / name
+  suffix = ("" if _LABEL.value is None else f"_{_LABEL.value}") + (
+      "" if temperature == 1.0 else f"_t{temperature:g}")
+  path = figures.output_dir(_WORKDIR.value, _OUT.value, model) / f"samples{suffix}.png"
   images.save_png(path, figures.square_grid(pictures))
-  print(f"wrote {path}: {_NUM.value} samples from N(0, I){what}, seed {_SEED.value}, "
+  warmth = "" if temperature == 1.0 else f" at temperature {temperature:g}"
+  print(f"wrote {path}: {_NUM.value} samples from N(0, I){warmth}{what}, seed {_SEED.value}, "
         f"checkpoint step {model.step}")
 
