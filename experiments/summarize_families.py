@@ -27,7 +27,7 @@ ROWS = {  # Family: what the row trains.
     "iaf": "IAF posterior, T = 2",
     "hier2": "2 stochastic layers (20 + 10 latents)",
     "hier3": "3 stochastic layers (20 + 10 + 5 latents)",
-    "cond": "conditional on the label: -log p(x | y)",
+    "cond": "conditional on the label: -log p(x \\| y)",
 }
 
 
