@@ -441,7 +441,8 @@ def interpolate_top(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_ste
 
   Args:
     model: a trained model with stochastic_layers > 1.
-    x_a, x_b: the start and end images, P of them each, as `interpolate` takes them.
+    x_a: the start images, P of them, as `interpolate` takes them.
+    x_b: the end images, as many.
     num_steps: points on each path, >= 2.
     method: "linear" or "slerp".
     key: a PRNG key to draw the layers below z_L; None: their means.
