@@ -45,7 +45,7 @@ def read(name: str, data_dir: str | None = None, image_size: int = 0
   except Exception as e:  # pylint: disable=broad-except
     # tfds raises many types (requests, tf, its own); all mean "no data".
     raise TfdsFailure(_first_line(e)) from None
-  image_key, label_key = _feature_keys(builder, name)
+  image_key, label_key = feature_keys(builder.info.features, name)
   shape = builder.info.features[image_key].shape
   if None in shape[:2] and not image_size:
     raise UsageError(f"tfds:{name} has images of varying size {shape}; set "
@@ -71,10 +71,11 @@ def _import_tfds():
   return tfds
 
 
-def _feature_keys(builder, name: str) -> tuple[str, str | None]:
-  """(the image feature's key, the ClassLabel `label` key or None)."""
+def feature_keys(features, name: str) -> tuple[str, str | None]:
+  """(the image feature's key, the ClassLabel `label` key or None) of a builder's
+  `info.features`; imports tensorflow_datasets only, not TensorFlow (also for
+  `sources.tfds_records`)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  features = builder.info.features
   keys = list(features.keys())
   images = [k for k in keys if isinstance(features[k], tfds.features.Image)]
   if "image" in images:

@@ -27,6 +27,7 @@ import PIL.Image
 
 from vae_jax.errors import UsageError
 from vae_jax.sources import pixels
+from vae_jax.sources import tfds as tfds_source
 
 LABEL_BATCH = 4096  # Records whose labels are read at once.
 READ_BATCH = 1024  # Records decoded at once by `np.asarray`.
@@ -56,7 +57,7 @@ def open_prepared(name: str, data_dir: str | None = None, image_size: int = 0
   builder = _prepared_builder(name, data_dir)
   if builder is None:
     return None
-  image_key, label_key = _feature_keys(builder.info.features, name)
+  image_key, label_key = tfds_source.feature_keys(builder.info.features, name)
   shape = tuple(builder.info.features[image_key].shape)
   if None in shape[:2] and not image_size:
     raise UsageError(f"tfds:{name} has images of varying size {shape}; set "
@@ -86,22 +87,6 @@ def _prepared_builder(name: str, data_dir: str | None):
   except Exception:  # pylint: disable=broad-except  # Not ours to word: see open_prepared.
     return None
   return builder if prepared == array_record else None
-
-
-def _feature_keys(features, name: str) -> tuple[str, str | None]:
-  """(the image feature's key, the ClassLabel `label` key or None); no TensorFlow imported."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  keys = list(features.keys())
-  images = [k for k in keys if isinstance(features[k], tfds.features.Image)]
-  if "image" in images:
-    image_key = "image"
-  elif len(images) == 1:
-    image_key = images[0]
-  else:
-    raise UsageError(f"tfds:{name} has {'no' if not images else 'several'} image features "
-                     f"({', '.join(images or keys)}); choose a dataset of images")
-  label = features["label"] if "label" in keys else None
-  return image_key, "label" if isinstance(label, tfds.features.ClassLabel) else None
 
 
 def _split_names(builder) -> dict[str, str]:
