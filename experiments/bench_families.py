@@ -13,22 +13,17 @@ The issue's targets: IWAE with K samples costs about K decoder passes per
 example (so less than K times the VAE's step, whose encoder and optimizer are
 shared), and the VampPrior with 500 pseudo-inputs adds less than 30%.
 """
-import functools
 import statistics
 import time
 
+import bench_common
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import data
 from vae_jax import epoch
-from vae_jax import experiment
-from vae_jax import model as model_lib
-from vae_jax import stacked
-from vae_jax import train_step
 from vae_jax.configs import default
 
 FAMILIES = {
@@ -49,43 +44,20 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
                                 "IDX folder; random bytes if missing.")
 
 
-def _images(n: int) -> np.ndarray:
-  try:
-    return data.load_idx_dir(_DATA_DIR.value).train.images[:n]
-  except Exception:  # pylint: disable=broad-except
-    return np.random.default_rng(0).integers(0, 256, (n, 28, 28, 1), np.uint8)
-
-
-def _experiment(overrides: dict, images: np.ndarray) -> experiment.Experiment:
-  config = default.get_config()
-  config.update(overrides)
-  split = data.Split(images, np.full(len(images), -1, np.int32))
-  dataset = data.Dataset("bench", split, split)
-  config = experiment.resolve_config(config, dataset)
-  return experiment.Experiment.build(config, dataset, model_lib.from_config(config, images.shape[1:]),
-                                     with_evaluation=False)
-
-
-def step_flops(exp: experiment.Experiment, state, batch) -> float:
-  """FLOPs of one training step, from XLA's cost analysis of the compiled step."""
-  step = jax.jit(stacked.over_models(
-      functools.partial(train_step.step_one, exp.module, exp.step_config), 1, (0, None, 0, 0)))
-  keys = jax.random.key(0)[None]
-  analysis = step.lower(state, batch, keys, exp.settings).compile().cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  return float(analysis.get("flops", float("nan")))
-
-
 class Family:
   """One family's compiled epoch and its state, timed one epoch at a time."""
 
   def __init__(self, name: str, images: np.ndarray):
     self.name, self.times = name, []
-    self.exp = _experiment(FAMILIES[name], images)
+    config = default.get_config()
+    config.update(FAMILIES[name])
+    self.exp = bench_common.build(config, images)
     self.state = self.exp.create_state()
     self.keys = self.exp.keys.epoch(0)
     self.compile_seconds = self.exp.runner.compile(self.state, *self.keys, self.exp.settings)
-    self.flops = step_flops(self.exp, self.state, jnp.asarray(images[:self.exp.config.batch_size]))
+    batch = jnp.asarray(images[:self.exp.config.batch_size])
+    self.flops = bench_common.step_flops(self.exp.module, self.exp.step_config, self.state,
+                                         self.exp.settings, batch)
     self.epoch()  # Warm-up.
 
   def epoch(self) -> float:
@@ -96,7 +68,7 @@ class Family:
 
 def main(argv):
   del argv
-  images = _images(_EXAMPLES.value)
+  images = bench_common.images(_DATA_DIR.value, _EXAMPLES.value)
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {len(images):,} images; "
         f"{_ROUNDS.value} interleaved rounds", flush=True)
   families = [Family(name, images) for name in _FAMILIES.value]

@@ -22,18 +22,17 @@ import functools
 import statistics
 import time
 
+import bench_common
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import data
 from vae_jax import epoch
 from vae_jax import model as model_lib
 from vae_jax import schema
 from vae_jax import stacked
-from vae_jax import experiment
 from vae_jax import train_step
 from vae_jax.configs import default
 
@@ -60,13 +59,6 @@ def mlp_flops_per_example(d: int, h: int, latents: int) -> int:
   return 2 * (forward + backward)
 
 
-def _images() -> np.ndarray:
-  try:
-    return data.load_idx_dir(_DATA_DIR.value).train.images[:EXAMPLES]
-  except Exception:  # pylint: disable=broad-except
-    return np.random.default_rng(0).integers(0, 256, (EXAMPLES, 28, 28, 1), np.uint8)
-
-
 def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
   fn()  # Warm-up.
   times = []
@@ -85,33 +77,13 @@ def _config(num_models: int, mapping: str = "auto", layers: int = 1):
   return config
 
 
-def _experiment(config, images) -> experiment.Experiment:
-  """What the trainer builds for `config` on these images (no evaluation data)."""
-  split = data.Split(images, np.full(len(images), -1, np.int32))
-  dataset = data.Dataset("bench", split, split)
-  config = experiment.resolve_config(config, dataset)
-  return experiment.Experiment.build(config, dataset, model_lib.from_config(config, images.shape[1:]),
-                                with_evaluation=False)
-
-
-def step_flops(model, step_config, state, settings, batch) -> float:
-  """FLOPs of one training step of every model, from XLA's cost analysis."""
-  step = jax.jit(stacked.over_models(
-      functools.partial(train_step.step_one, model, step_config), state.num_models,
-      (0, None, 0, 0)))
-  keys = jnp.stack([jax.random.key(i) for i in range(state.num_models)])
-  analysis = step.lower(state, batch, keys, settings).compile().cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  return float(analysis.get("flops", float("nan")))
-
-
 def time_epoch(num_models: int, images, repeats: int, mapping: str = "auto", layers: int = 1):
   """The trainer's epoch for `num_models` stacked models: (compile s, median s, all, FLOP/step)."""
-  exp = _experiment(_config(num_models, mapping, layers), images)
+  exp = bench_common.build(_config(num_models, mapping, layers), images)
   runner, settings, state = exp.runner, exp.settings, exp.create_state()
   shuffle_keys, step_keys = exp.keys.epoch(0)
   compile_seconds = runner.compile(state, shuffle_keys, step_keys, settings)
-  flops = step_flops(exp.module, exp.step_config, state, settings,
+  flops = bench_common.step_flops(exp.module, exp.step_config, state, settings,
                      jnp.asarray(images[:exp.config.batch_size]))
   holder = {"state": state}
 
@@ -124,7 +96,7 @@ def time_epoch(num_models: int, images, repeats: int, mapping: str = "auto", lay
 
 def time_python_loop(images, repeats):
   """Baseline: one jitted step per batch of one model, dispatched from a Python loop."""
-  exp = _experiment(_config(1), images)
+  exp = bench_common.build(_config(1), images)
   config = exp.config
   one = jax.jit(functools.partial(train_step.step_one, exp.module, exp.step_config),
                 donate_argnums=0)
@@ -174,7 +146,7 @@ def time_big_gemm(repeats):
 
 def main(argv):
   del argv
-  images = _images()
+  images = bench_common.images(_DATA_DIR.value, EXAMPLES)
   print(f"jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].device_kind} device(s); "
         f"model {_MODEL.value}, {_COMPUTE_DTYPE.value}, batch {default.get_config().batch_size}, "
         f"{len(images):,} examples of {images.shape[1:]}")
