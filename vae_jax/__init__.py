@@ -28,8 +28,6 @@ from vae_jax import evaluation
 from vae_jax import likelihoods
 from vae_jax import schema
 from vae_jax import stopping
-from vae_jax.checkpoints import TrainedModel
-from vae_jax.checkpoints import load
 from vae_jax.errors import UsageError
 from vae_jax.evaluation import evaluate
 from vae_jax.latent import decode
@@ -42,22 +40,21 @@ from vae_jax.latent import reconstruct
 from vae_jax.latent import reconstruct_keeping
 from vae_jax.latent import sample
 from vae_jax.latent import traverse
-from vae_jax.model import ConvDecoder
-from vae_jax.model import ConvEncoder
-from vae_jax.model import MLPDecoder
-from vae_jax.model import MLPEncoder
-from vae_jax.model import VAE
-from vae_jax.commands import old_names as _old_names
+from vae_jax.families.vae.model import VAE
+from vae_jax.networks import ConvDecoder
+from vae_jax.networks import ConvEncoder
+from vae_jax.networks import MLPDecoder
+from vae_jax.networks import MLPEncoder
+from vae_jax.trained import TrainedModel
+from vae_jax.trained import load
 
 if typing.TYPE_CHECKING:  # Type checkers and the API reference see it; runtime: below.
   from vae_jax.train import train_and_evaluate
 
-_old_names.install()  # `python -m vae_jax.interpolate` (an older README's) says what it is now.
-
 
 def __getattr__(name: str):
-  # `vae_jax.train` is imported on first use, so that `python -m vae_jax.train` runs the
-  # module as __main__ without importing it twice (runpy warns about that).
+  # The training driver is imported on first use: loading, evaluating and exploring a
+  # trained model (all the rest of this API) import no optimizer and no training code.
   if name == "train_and_evaluate":
     from vae_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
     return train_and_evaluate

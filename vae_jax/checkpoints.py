@@ -1,11 +1,13 @@
 """Checkpoint and workdir I/O: orbax checkpoints that detect damage, and the resolved `config.json`.
 
 A workdir holds `config.json` (what rebuilds the model) and `checkpoints/STEP/`
-with three orbax items:
+with these orbax items:
   * `params` and `opt_state`: the stacked models' arrays (leading model axis);
+  * `model_state`: the family's non-gradient collections (an EMA codebook), for
+    a family that has any;
   * `meta`: JSON with the step, the train state's other counters (which models
-    are alive, the epoch's sums, ...: `train_step.TrainState.COUNTERS`), what
-    the run checks on resume (its steps per epoch), and per array item its
+    are alive, the epoch's metric sums, ...: `train_state.TrainState.COUNTERS`),
+    what the run checks on resume (its steps per epoch), and per array item its
     layout (leaf paths, dtypes, shapes) and a SHA-256 digest of its contents.
 A restore first compares the layout, so another model or optimizer is named
 as such, then recomputes the digests, so truncated, deleted or overwritten
@@ -17,7 +19,6 @@ a temporary folder and renames it when complete, so readers never see half of
 one; the writer deletes the temporary folders of saves killed midway.
 """
 import contextlib
-import dataclasses
 import errno
 import gc
 import hashlib
@@ -28,17 +29,14 @@ import pathlib
 import re
 import shutil
 import sys
-import warnings
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vae_jax import model as model_lib
 from vae_jax import parallel
 from vae_jax import schema
-from vae_jax import stacked
 from vae_jax.errors import UsageError
 
 CONFIG_FILE = "config.json"
@@ -67,10 +65,13 @@ def write_config(workdir, config: ml_collections.ConfigDict) -> None:
 
 
 def read_config(workdir) -> ml_collections.ConfigDict | None:
-  """The workdir's resolved config, or None when there is none.
+  """The workdir's resolved config, checked as `train` checks a config, or None when
+  there is none.
 
   Raises:
-    UsageError: config.json is unreadable or not a JSON object of a run's config.
+    UsageError: config.json is unreadable, not a JSON object of a run's config, lacks a
+      field that fixes the parameter shapes, or holds a value of the wrong type or out
+      of range (one line naming config.json, the field and the value).
   """
   path = pathlib.Path(workdir) / CONFIG_FILE
   if not path.is_file():
@@ -82,9 +83,12 @@ def read_config(workdir) -> ml_collections.ConfigDict | None:
   if not isinstance(values, dict) or "image_shape" not in values:
     raise UsageError(f"{path} is not the config.json of a vae_jax run (it holds "
                      f"{_describe_json(values)}); move it away or use a new --workdir")
-  values = schema.upgrade(values)
-  values["image_shape"] = tuple(values["image_shape"])
-  return ml_collections.ConfigDict(values)
+  where = f"{path}: "
+  values = schema.upgrade(values, where)
+  config = ml_collections.ConfigDict(values)
+  schema.check(config, where, resolved=True)
+  config.image_shape = tuple(config.image_shape)
+  return config
 
 
 def _describe_json(values) -> str:
@@ -180,17 +184,17 @@ class Checkpointer:
     step = state.steps_done
     if step in self._manager.all_steps():
       return False
-    needed = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state)))
+    needed = sum(x.nbytes for x in jax.tree.leaves(array_items(state)))
     if shutil.disk_usage(self.directory).free < needed:
       raise self._disk_full(step, needed, "nothing was written")
+    arrays = array_items(state)
     meta = {"step": step, "counters": state.counters(), "info": dict(info or {}),
-            "digests": {"params": digest(state.params), "opt_state": digest(state.opt_state)},
-            "layout": {"params": layout(state.params), "opt_state": layout(state.opt_state)}}
+            "digests": {item: digest(tree) for item, tree in arrays.items()},
+            "layout": {item: layout(tree) for item, tree in arrays.items()}}
     try:
       with _orbax_reports_held_back():
         self._manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params),
-            opt_state=ocp.args.StandardSave(state.opt_state),
+            **{item: ocp.args.StandardSave(tree) for item, tree in arrays.items()},
             meta=ocp.args.JsonSave(meta)), force=True)
         self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
@@ -210,8 +214,8 @@ class Checkpointer:
                       f"{what_happened} and older checkpoints are intact")
 
   def restore(self, abstract: dict, step: int | None = None) -> tuple[dict, dict]:
-    """The array items `abstract` names ("params", "opt_state") at `step` (default:
-    the latest), verified, and the checkpoint's record.
+    """The array items `abstract` names ("params", "opt_state", "model_state") at
+    `step` (default: the latest), verified, and the checkpoint's record.
 
     Only the items asked for are read: a reader of the parameters alone is not
     stopped by any optimizer setting.
@@ -362,18 +366,35 @@ def _check_files(step_dir: pathlib.Path, items: list[str]) -> None:
       raise DamagedCheckpoint(f"its file {name} does not match the SHA-256 it was saved with")
 
 
-def counters(meta: dict) -> dict[str, list]:
-  """A checkpoint record's `TrainState.COUNTERS`, also from records written before
-  they were saved as such (with a `progress` record instead), one value per model."""
+def array_items(state) -> dict:
+  """The orbax items of a train state's arrays: `params`, `opt_state`, and `model_state`
+  where the family has non-gradient state."""
+  items = {"params": state.params, "opt_state": state.opt_state}
+  if jax.tree.leaves(state.model_state):
+    items["model_state"] = state.model_state
+  return items
+
+
+def counters(meta: dict, metrics: tuple[str, ...]) -> dict:
+  """A checkpoint record's `TrainState.COUNTERS` and the epoch's `sums` of `metrics`, one
+  value per model, also from records written before (with a `progress` record, or with
+  `loss_sum` and `objective_sum` for the sums of the Gaussian VAE's loss and objective)."""
   if "counters" in meta:
-    n = len(meta["counters"]["step"])
+    saved = meta["counters"]
+    n = len(saved["step"])
+    sums = saved.get("sums") or {"loss": saved["loss_sum"], "objective": saved["objective_sum"]}
     # Counters added since (0 for each model): the state restores with them.
-    return {"grad_norm_level": [0.0] * n, "skipped": [0] * n, **meta["counters"]}
-  progress, n = meta["progress"], len(meta["alive"])
-  return {"step": [meta["step"]] * n, "alive": meta["alive"],
-          "diverged_at": [d or 0 for d in progress["diverged_at"]],
-          "loss_sum": progress["loss_sums"], "objective_sum": progress["objective_sums"],
-          "seconds": [progress["seconds"]] * n, "grad_norm_level": [0.0] * n, "skipped": [0] * n}
+    values = {"grad_norm_level": [0.0] * n, "skipped": [0] * n, **saved}
+  else:
+    progress, n = meta["progress"], len(meta["alive"])
+    sums = {"loss": progress["loss_sums"], "objective": progress["objective_sums"]}
+    values = {"step": [meta["step"]] * n, "alive": meta["alive"],
+              "diverged_at": [d or 0 for d in progress["diverged_at"]],
+              "seconds": [progress["seconds"]] * n, "grad_norm_level": [0.0] * n,
+              "skipped": [0] * n}
+  values = {name: values[name] for name in ("step", "alive", "diverged_at", "seconds",
+                                            "grad_norm_level", "skipped")}
+  return {**values, "sums": {name: sums.get(name, [0.0] * n) for name in metrics}}
 
 
 def _checked_meta(meta, step: int) -> dict:
@@ -488,105 +509,3 @@ def _warn(message: str) -> None:
 def abstract_like(tree, sharding) -> object:
   """ShapeDtypeStructs of `tree`, all placed with `sharding`."""
   return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
-
-
-# ----------------------------------------------------------------------------
-# Loading a trained model
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainedModel:
-  """A trained VAE: what `load` returns and the latent-space API takes.
-
-  Attributes:
-    module: the flax module (`vae_jax.model.VAE`), hashable, so it can be a
-      static argument of jitted functions.
-    params: its parameters (one model, no model axis).
-    config: the resolved config the workdir was trained with.
-    step: the training step of the checkpoint.
-    index: which of the run's stacked models this is.
-  """
-
-  module: model_lib.VAE
-  params: dict
-  config: ml_collections.ConfigDict | None
-  step: int
-  index: int = 0
-
-  @property
-  def image_shape(self) -> tuple[int, ...]:
-    """(H, W, C) of the model's images."""
-    return tuple(self.module.image_shape)
-
-
-def load(workdir, step: int | None = None, *, index: int = 0,
-         module: model_lib.VAE | None = None, model: int | None = None) -> TrainedModel:
-  """Loads a model trained in `workdir`: its config and its parameters at `step`.
-
-  Only the parameters are read, so any optimizer setting of the run is fine.
-
-  Args:
-    workdir: a folder written by `python -m vae_jax.train` or `train_and_evaluate`.
-    step: the checkpoint step; default the latest.
-    index: which of the run's `num_models` models (0-based).
-    module: the VAE, for a run trained with a user-defined network
-      (`train_and_evaluate(..., module=vae)`); built from config.json otherwise.
-    model: the old name of `index` (deprecated).
-
-  Raises:
-    UsageError: no config or checkpoint in `workdir`, no checkpoint at `step`,
-      no such model, a user-defined network not given, or damaged files (without
-      `step`, a damaged newest checkpoint is passed over with a warning, as
-      training does, and the newest intact one loaded).
-  """
-  if model is not None:
-    warnings.warn("vae_jax.load(workdir, model=i) is now load(workdir, index=i)",
-                  DeprecationWarning, stacklevel=2)
-    index = model
-  config = read_config(workdir)
-  checkpointer = Checkpointer(workdir, create=False) if config is not None else None
-  if config is None or checkpointer.latest_step() is None:
-    raise UsageError(f"no trained model in {workdir}: it needs config.json and a checkpoint "
-                     "(train one with python -m vae_jax.train --workdir=...)")
-  module = _check_module(module, config, workdir) or _module_from_config(config, workdir)
-  if module.image_shape is None:
-    module = module.clone(image_shape=tuple(config.image_shape))
-  num_models = config.num_models
-  if not 0 <= index < num_models:
-    raise UsageError(f"model {index} out of range: {workdir} holds {num_models} model(s) "
-                     f"(0 .. {num_models - 1})")
-  abstract = jax.eval_shape(lambda: model_lib.init_params(module, jax.random.key(0)))
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((num_models, *a.shape), a.dtype), abstract)
-  # Placed replicated over this process's devices, whatever the saving run used.
-  abstract = abstract_like(abstract, parallel.replicated(parallel.make_mesh()))
-  if step is None:  # The newest intact one, as training resumes from.
-    items, _, step = checkpointer.restore_newest({"params": abstract}, set_aside=False)
-    params = items["params"]
-  else:
-    try:
-      params = checkpointer.restore({"params": abstract}, step)[0]["params"]
-    except DamagedCheckpoint as e:
-      raise UsageError(f"checkpoint {step} in {checkpointer.directory} is damaged ({e}); "
-                       f"load another with step= (steps: {checkpointer.all_steps()})") from None
-  return TrainedModel(module, stacked.index(params, index), config, step, index)
-
-
-def _check_module(module, config, workdir) -> model_lib.VAE | None:
-  """`module`, unless config.json says the run trained another class, network,
-  likelihood, prior or posterior (a run written before these were recorded
-  is taken at its word)."""
-  if module is None or config.get("model") != CUSTOM_MODEL:
-    return module
-  ours = model_lib.signature(module)
-  diffs = [f"{k} {config[k]} vs {v}" for k, v in ours.items() if k in config and config[k] != v]
-  if diffs:
-    raise UsageError(f"{workdir} was trained with another model than the module given "
-                     f"({'; '.join(diffs)}); pass the VAE it was trained with")
-  return module
-
-
-def _module_from_config(config, workdir) -> model_lib.VAE:
-  if config.get("model") == CUSTOM_MODEL:
-    raise UsageError(f"{workdir} holds a user-defined network ({config.get('network', '?')}); "
-                     "load it from Python with vae_jax.load(workdir, module=vae)")
-  return model_lib.from_config(config, config.image_shape)

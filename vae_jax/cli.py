@@ -26,7 +26,9 @@ from ml_collections import config_flags
 
 from vae_jax import commands
 from vae_jax import configs
+from vae_jax import schema
 from vae_jax import stopping
+from vae_jax import sweep
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
 
@@ -106,12 +108,11 @@ def define_config_flag(name: str = "config"):
 def _refuse_unknown_sweeps(name: str) -> None:
   """Fails on `--config.sweep.FIELD=...` for a field that cannot be swept, saying why
   (locked configs would only say the field is unknown)."""
-  from vae_jax import sweep  # pylint: disable=g-import-not-at-top
   prefix = f"--{name}.sweep."
   for arg in sys.argv[1:]:
     if arg.startswith(prefix):
       field = arg[len(prefix):].split("=", 1)[0]
-      if field not in sweep.SWEEPABLE:
+      if field not in schema.sweepable():
         fail(sweep.refusal(field))
 
 
@@ -232,7 +233,6 @@ def _print_help_if_asked(argv: Sequence[str], command) -> None:
   print(inspect.cleandoc(command.__doc__ or ""))
   print(f"\nflags:{flag_help}")
   if getattr(command, "CONFIG_FIELDS_IN_HELP", False):
-    from vae_jax import schema  # pylint: disable=g-import-not-at-top
     print(f"\nconfig fields (--config.FIELD=VALUE, defaults shown):{schema.describe()}")
   if not full:
     print("\n--helpfull lists the flags of every module (logging, absl, ...).")

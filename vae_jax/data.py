@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import download
-from vae_jax import schema
+from vae_jax import fields
 from vae_jax.errors import UsageError
 from vae_jax.sources import folder_cache
 from vae_jax.sources import idx
@@ -53,6 +53,7 @@ from vae_jax.sources import image_folder
 from vae_jax.sources import npy
 from vae_jax.sources import npz
 from vae_jax.sources import pixels
+from vae_jax.sources.splits import test_mask
 
 DATASETS = ("mnist", "fashion_mnist", "mnist_sample")  # Names that need no data_dir.
 TFDS_PREFIX = "tfds:"
@@ -74,14 +75,18 @@ IDX_CONTENT_SHA256 = {
         "t10k-images-idx3-ubyte": "9d59f7940f4c524185895da9a4d43130d5fb8991662aeece1d2bd4596b0fc9c3",
         "t10k-labels-idx1-ubyte": "a6704401e7c4249814061accf1cb6cb30414fee3a11906ca4417485203916bdc"},
 }
-SPLIT_SEED = 0
 _TFDS_HINT = ("offline, prepare it where there is network and pass --config.tfds_data_dir, "
               "or use --config.data_dir with IDX, .npz or image files")
 _EXPECTED = ("the four IDX files (train-images-idx3-ubyte[.gz], ...), one .npz file "
              "(x_train, x_test, ...), train.npy and test.npy, or PNG/JPEG images (directly, "
              "in class folders, or under train/ and test/)")
 
-_TEST_FRACTION = schema.FIELDS["test_fraction"].default
+_TEST_FRACTION = fields.FIELDS["test_fraction"].default
+
+# What `load` reads: the config's data fields.
+DataSettings = fields.settings_class(
+    "DataSettings", fields.group("data"),
+    "The config's data fields (`vae_jax.fields`, group data): what `load` reads.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +120,11 @@ class Dataset:
     return tuple(self.train.images.shape[1:])
 
 
+def settings(config) -> "DataSettings":
+  """The data fields of a config (a ConfigDict, a config.json's values, or settings)."""
+  return fields.settings_of(DataSettings, config)
+
+
 def check_config(config) -> None:
   """Raises UsageError naming the first invalid data field of `config` (reads no data)."""
   name = config.dataset
@@ -124,7 +134,7 @@ def check_config(config) -> None:
   if name == TFDS_PREFIX:
     raise UsageError(f"dataset={name!r} lacks the tfds name, e.g. {TFDS_PREFIX}cifar10")
   for name in ("test_fraction", "image_size", "folder_cache"):
-    schema.FIELDS[name].check(config[name])
+    fields.FIELDS[name].check(getattr(config, name))
 
 
 def load(config, *, say: Callable[[str], None] | None = None) -> Dataset:
@@ -135,7 +145,8 @@ def load(config, *, say: Callable[[str], None] | None = None) -> Dataset:
   some of them existed is completed by `schema.upgrade` when it is read).
 
   Args:
-    config: the run's config.
+    config: the run's `DataSettings` (`settings(config)`), or anything with those
+      attributes (a ConfigDict).
     say: prints the one line that an empty `dataset` falls back to the shipped
       digits offline; default: stderr.
 
@@ -384,22 +395,6 @@ def split_off_test(split: Split, fraction: float, where: str = "data") -> tuple[
   pick = getattr(split.images, "subset", split.images.__getitem__)
   return (Split(pick(~is_test), split.labels[~is_test]),
           Split(pick(is_test), split.labels[is_test]))
-
-
-def test_mask(n: int, fraction: float, where: str = "data") -> np.ndarray:
-  """`(n,)` bool, True for the round(n * fraction) images `split_off_test` holds out.
-
-  Raises:
-    UsageError: too few images for both parts to be non-empty.
-  """
-  num_test = round(n * fraction)
-  if not 0 < num_test < n:
-    raise UsageError(f"{where}: {n} images and test_fraction={fraction} leave an empty "
-                     f"{'test' if num_test == 0 else 'training'} split; add images or a "
-                     "test/ folder")
-  is_test = np.zeros(n, bool)
-  is_test[np.random.default_rng(SPLIT_SEED).permutation(n)[:num_test]] = True
-  return is_test
 
 
 def _hwc(shape) -> str:

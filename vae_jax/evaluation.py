@@ -1,4 +1,4 @@
-"""Evaluation: one masked, chunked engine and the statistics it computes.
+"""Evaluation: one masked, chunked engine and the statistics it computes, for any family.
 
 The examples go to the devices once, as zero-padded chunks `(C, E, H, W, C)`
 sharded along E (`Chunks`), or, for a test set streamed from the host, one
@@ -6,18 +6,22 @@ chunk `(E, H, W, C)` at a time (`vae_jax.streaming.StreamedChunks`: the same
 chunks, the same numbers). `over_chunks` calls one jitted statistic per chunk and
 gathers per-example results for the real examples; the host checks a stop
 flag between chunks, so a long evaluation stops within one chunk of Ctrl-C.
-Two statistics are computed per example, for every stacked model at once:
+Two statistics are computed per example, for every stacked model at once, by
+the family (`vae_jax.families.base`):
 
-  * `elbo_statistics`: the single-sample negative ELBO, recon and KL (the
-    per-epoch test loss; z for chunk c drawn from `fold_in(key, c)`);
-  * `importance_statistics`: the IWAE bound with k samples, the k-sample
-    ELBO's terms, the KL per latent and the posterior mean (example n draws
-    from `fold_in(key, n)`, so chunk sizes never change the result).
+  * `test_statistics`: the family's `test_terms` (the per-epoch test metrics; for
+    the Gaussian VAE the single-sample negative ELBO, recon and KL), chunk c
+    drawing from `fold_in(key, c)`;
+  * `bound_statistics`: the family's `bound_terms` with k samples (example n
+    draws from `fold_in(key, n)`, so chunk sizes never change the result):
+    `log_px`, a bound on log p(x), and what the family's `summarize` reads.
 
-`evaluate` turns the second into what `python -m vae_jax.evaluate` writes to
-eval.json: the ELBO, the negative log-likelihood -log p(x) estimated by the
-IWAE bound (Burda, Grosse & Salakhutdinov 2015; papers use k = 5,000), bits
-per dimension and active units (latent i is active when Cov_x E_q[z_i|x] > 0.01).
+`evaluate` turns the second into what `vae-jax evaluate` writes to eval.json
+(for the Gaussian VAE: the ELBO, -log p(x) estimated by the IWAE bound with k
+samples (Burda, Grosse & Salakhutdinov 2015; papers use k = 5,000), bits per
+dimension and active units).
+
+Nothing here trains: evaluating a trained model imports no optimizer.
 """
 import contextlib
 import dataclasses
@@ -37,12 +41,13 @@ from vae_jax import stacked
 from vae_jax import streaming
 from vae_jax.errors import Interrupted
 from vae_jax.errors import UsageError
+from vae_jax.families import base
 
-ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015, section 5.2.
 TEST_BINARIZE_STREAM = 4  # The key stream (under the seed) that binarises evaluation inputs.
 
 
-def evaluation_inputs(images: np.ndarray, config, *, on_host: bool = False) -> np.ndarray:
+def evaluation_inputs(images: np.ndarray, *, binarize: str, seed: int,
+                      on_host: bool = False) -> np.ndarray:
   """The uint8 images (N, H, W, C) every evaluation of `images` uses.
 
   With `binarize=dynamic` they are binarised once, with a key fixed by the
@@ -50,16 +55,16 @@ def evaluation_inputs(images: np.ndarray, config, *, on_host: bool = False) -> n
 
   Args:
     images: uint8 (N, H, W, C).
-    config: reads `binarize` and `seed`.
+    binarize, seed: the run's: with "dynamic", binarised from a key of `seed`.
     on_host: binarise on the host's CPU device, not the default device (for a
       streamed test set, which need not fit the devices). On a CPU-only machine
       that is the same computation; on an accelerator the same bits are
       expected (threefry is integer arithmetic, x / 255 and the comparison are
       correctly rounded) but not yet checked on one.
   """
-  if config.binarize != "dynamic":
+  if binarize != "dynamic":
     return images
-  key = jax.random.fold_in(jax.random.key(config.seed), TEST_BINARIZE_STREAM)
+  key = jax.random.fold_in(jax.random.key(seed), TEST_BINARIZE_STREAM)
   on = (jax.default_device(jax.local_devices(backend="cpu")[0]) if on_host
         else contextlib.nullcontext())
   with on:
@@ -139,64 +144,44 @@ def over_chunks(statistic, chunks: Chunks, *, stop=None, description: str | None
 
 
 # ----------------------------------------------------------------------------
-# The statistics, for N stacked models (params with a leading axis, one key each).
+# The statistics, for N stacked models (variables with a leading axis, one key each).
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def elbo_statistics(model, params, keys, images, c) -> dict[str, jax.Array]:
-  """Single-sample negative ELBO terms of chunk `c`: `loss`, `recon`, `kl`, each (N, E),
-  and for a hierarchy `kl_per_layer` (N, E, L).
+@functools.partial(jax.jit, static_argnames=("family",))
+def test_statistics(family, variables, keys, images, c) -> dict[str, jax.Array]:
+  """The family's per-example test terms of chunk `c`, each (N, E, ...).
 
-  Model i draws z for chunk c from `fold_in(keys[i], c)`. `images`: all chunks
+  Model i draws for chunk c from `fold_in(keys[i], c)`. `images`: all chunks
   (C, E, H, W, C) or chunk c alone (E, H, W, C).
   """
   batch, labels = data.unpack(_chunk(images, c))
   x = data.to_unit_interval(batch)
 
-  def one(params, key):
-    terms = objectives.negative_elbo(model, params, x, jax.random.fold_in(key, c), labels)
-    return {name: terms[name] for name in ("loss", "recon", "kl", "kl_per_layer") if name in terms}
+  def one(variables, key):
+    return family.test_terms(variables, x, labels, jax.random.fold_in(key, c))
 
-  return stacked.over_models(one, len(keys), (0, 0))(params, keys)
+  return stacked.over_models(one, len(keys), (0, 0))(variables, keys)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "k", "sample_chunk"))
-def importance_statistics(model, params, keys, images, c, *, k: int,
-                          sample_chunk: int) -> dict[str, jax.Array]:
-  """Per-example statistics of chunk `c` with k importance samples, each (N, E, ...).
+@functools.partial(jax.jit, static_argnames=("family", "k", "sample_chunk"))
+def bound_statistics(family, variables, keys, images, c, *, k: int,
+                     sample_chunk: int) -> dict[str, jax.Array]:
+  """The family's per-example statistics of its bound with k samples, chunk `c`: each
+  (N, E, ...), `log_px` among them.
 
   Example e of the chunk is example n = c * E + e of the data set and draws
   from `fold_in(keys[i], n)` for model i. `images`: all chunks (C, E, H, W, C)
   or chunk c alone (E, H, W, C).
-
-  Returns:
-    `iwae`, `recon`, `kl` (see `objectives.importance_terms`), `kl_per_dimension`
-    and `posterior_mean` (N, E, latents); for a hierarchy (`vae_jax.hierarchy`)
-    `kl_per_layer` (N, E, L), the analytic KL of each layer at one draw of the
-    layers above (from `fold_in(example key, k)`), layer 1 (next to the data) first,
-    and `layer_means` (N, E, n_1 + ... + n_L), every layer's posterior mean.
   """
   batch, labels = data.unpack(_chunk(images, c))
   x = data.to_unit_interval(batch)
   size = batch.shape[0]
 
-  def one(params, key):
+  def one(variables, key):
     example_keys = objectives.example_keys(key, c * size + jnp.arange(size))
-    terms = objectives.importance_terms(model, params, x, example_keys, k, sample_chunk, labels)
-    mean, logvar = model.apply({"params": params}, x, method=model.encode,
-                               **({} if labels is None else {"y": labels}))
-    kl_dims = model.apply({"params": params}, mean, logvar, method=model.kl_per_dimension)
-    if kl_dims is None:  # No closed form: the per-latent split is not defined.
-      kl_dims = jnp.full(mean.shape, jnp.nan, mean.dtype)
-    stats = {**terms, "kl_per_dimension": kl_dims, "posterior_mean": mean}
-    if hasattr(model, "kl_per_layer"):  # A hierarchy: one draw per example, keyed by it.
-      layer_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(example_keys, k)
-      stats["kl_per_layer"] = model.apply({"params": params}, x, layer_keys,
-                                          method=model.kl_per_layer)
-      stats["layer_means"] = model.apply({"params": params}, x, method=model.posterior_means)
-    return stats
+    return family.bound_terms(variables, x, labels, example_keys, k, sample_chunk)
 
-  return stacked.over_models(one, len(keys), (0, 0))(params, keys)
+  return stacked.over_models(one, len(keys), (0, 0))(variables, keys)
 
 
 def _chunk(examples, c):
@@ -212,42 +197,45 @@ def _chunk(examples, c):
 # What the trainer logs and the evaluate command reports.
 
 
-def test_elbo(model, params, keys, chunks: Chunks, *, stop=None) -> list[dict]:
-  """The mean single-sample negative ELBO (`loss`), `recon` and `kl` per model, and for a
-  hierarchy `kl_per_layer` (a list, layer 1 first)."""
-  stats = over_chunks(functools.partial(elbo_statistics, model, params, keys), chunks, stop=stop)
+def test_metrics(family, variables, keys, chunks: Chunks, *, stop=None) -> list[dict]:
+  """The mean over the test examples of each of the family's test terms, per model: a
+  float, or a list for a term with more axes (e.g. a hierarchy's `kl_per_layer`)."""
+  stats = over_chunks(functools.partial(test_statistics, family, variables, keys), chunks,
+                      stop=stop)
   mean = lambda v: np.mean(v, axis=0, dtype=np.float64)
   return [{name: float(mean(v[i])) if v.ndim == 2 else mean(v[i]).tolist()
            for name, v in stats.items()} for i in range(len(keys))]
 
 
-def iwae_nll(model, params, keys, chunks: Chunks, *, k: int, sample_chunk: int,
-             stop=None, description: str | None = None) -> list[tuple[float, float]]:
-  """(mean, standard error) of -log p_k(x) over the examples, per model."""
-  stats = over_chunks(functools.partial(importance_statistics, model, params, keys, k=k,
-                                sample_chunk=sample_chunk), chunks, stop=stop,
-              description=description)
-  return [(float(-np.mean(b, dtype=np.float64)), standard_error(-b)) for b in stats["iwae"]]
+def bound_nll(family, variables, keys, chunks: Chunks, *, k: int, sample_chunk: int,
+              stop=None, description: str | None = None) -> list[tuple[float, float]]:
+  """(mean, standard error) of -log p_k(x), the family's bound, over the examples, per model."""
+  stats = over_chunks(functools.partial(bound_statistics, family, variables, keys, k=k,
+                                        sample_chunk=sample_chunk), chunks, stop=stop,
+                      description=description)
+  return [(float(-np.mean(b, dtype=np.float64)), base.standard_error(-b))
+          for b in stats["log_px"]]
 
 
 def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
              sample_chunk: int = 100, example_chunk: int = 100, progress: bool = True,
              stop=None, labels: np.ndarray | None = None, streamed: bool = False) -> dict:
-  """Evaluates one trained VAE on uint8 images (N, H, W, C) with k importance samples each.
+  """Evaluates one trained model on uint8 images (N, H, W, C) with k importance samples each.
 
   Memory is O(example_chunk * sample_chunk * D), independent of k and N;
   chunk sizes change speed and memory, never results. On a 2-core EPYC,
   10,000 decoder rows per step (100 x 100) ran 1.5 times faster than 50,000.
 
   Args:
-    trained: a `TrainedModel` (e.g. from `vae_jax.load`).
+    trained: a `TrainedModel` (e.g. from `vae_jax.load`) of a family with a bound on
+      log p(x).
     images_u8: the inputs, e.g. from `evaluation_inputs`.
     k: importance samples per example.
     key: PRNG key; example n draws from `fold_in(key, n)`.
     sample_chunk: samples drawn at once per example.
     example_chunk: examples evaluated at once (rounded up to a multiple of the device count).
     progress: show a progress bar (on a terminal).
-    stop: see `run`.
+    stop: see `over_chunks`.
     labels: int (N,) labels of the images, for a conditional model (and only for
       one): the bounds are then on log p(x | y).
     streamed: read the images from the host a chunk at a time
@@ -255,14 +243,18 @@ def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
       than device memory); the same results.
 
   Returns:
-    A JSON-ready dict; see `summarize`.
+    A JSON-ready dict: the family's `summarize` record (for the Gaussian VAE the
+    ELBO, the NLL by the IWAE bound, bits/dim, active units, ...) and `seconds`.
 
   Raises:
-    UsageError: labels missing for a conditional model, given to an
-      unconditional one, or not one per image in 0 .. num_classes - 1.
+    UsageError: the family has no bound on log p(x); labels missing for a
+      conditional model, given to an unconditional one, or not one per image in
+      0 .. num_classes - 1.
   """
+  family = trained.family
+  family.require(base.Capability.BOUND, "evaluate")
   images_u8 = images_u8 if streamed else np.asarray(images_u8)
-  num_classes = getattr(trained.module, "num_classes", 0)
+  num_classes = family.num_classes
   if streamed and num_classes:
     raise UsageError("a conditional model is evaluated on device-resident data only; "
                      "its test set would be streamed")
@@ -273,18 +265,17 @@ def evaluate(trained, images_u8: np.ndarray, *, k: int, key: jax.Array,
   chunks = (streaming.StreamedChunks(images_u8, size, mesh) if streamed
             else Chunks.place(examples, size, mesh))
   start = time.perf_counter()
-  statistic = functools.partial(importance_statistics, trained.module,
-                                stacked.stack(trained.params), key[None], k=k,
-                                sample_chunk=sample_chunk)
+  statistic = functools.partial(bound_statistics, family, stacked.stack(trained.variables),
+                                key[None], k=k, sample_chunk=sample_chunk)
   try:
     stats = over_chunks(statistic, chunks, stop=stop,
                         description=f"IWAE k={k}" if progress else None)
   finally:
     if streamed:
       chunks.close()
-  return summarize(stacked.index(stats, 0), k=k, features=math.prod(images_u8.shape[1:]),
-                   seconds=time.perf_counter() - start, conditional=labels is not None,
-                   layer_latents=getattr(trained.module, "layer_latents", ()))
+  record = family.summarize(stacked.index(stats, 0), k=k,
+                            features=math.prod(images_u8.shape[1:]))
+  return {**record, "seconds": time.perf_counter() - start}
 
 
 def _with_labels(images: np.ndarray, labels, num_classes: int):
@@ -303,63 +294,3 @@ def _with_labels(images: np.ndarray, labels, num_classes: int):
     raise UsageError(f"labels must lie in 0 .. {num_classes - 1}; got {labels.min()} .. "
                      f"{labels.max()}")
   return images, labels.astype(np.int32)
-
-
-def summarize(stats: dict[str, np.ndarray], *, k: int, features: int, seconds: float,
-              conditional: bool = False, layer_latents: tuple[int, ...] = ()) -> dict:
-  """The evaluation record from one model's per-example statistics (`importance_statistics`).
-
-  Returns:
-    dict: `num_examples`, `k`; `elbo`, `elbo_stderr`, `recon`, `kl` (nats,
-    the ELBO = -(recon + kl) is a lower bound on log p(x)); `nll`, `nll_stderr`
-    (-log p_k(x), an upper bound on -log p(x)); `bits_per_dim` = nll / (D ln 2)
-    (a discrete likelihood's bits for the logistic likelihood and for binary
-    data; for grey levels under a Bernoulli or Gaussian it is not one);
-    `active_units`, `latents`, `unit_activity` (Cov_x E_q[z_i] per latent);
-    `kl_per_dimension` (mean over examples; None without a closed-form KL:
-    another prior or posterior than the seed's, or a hierarchy); for a hierarchy
-    `kl_per_layer` (mean over examples, layer 1 first) and `active_units_per_layer`
-    (of `layer_latents`, the sizes); `seconds`; `conditional`: whether the model is
-    conditional, when every log p(x) above is log p(x|y) (the ELBO and the IWAE
-    bound given the image's label). The other latent statistics of a hierarchy
-    are those of z_1 (its `encode`).
-  """
-  stats = {name: np.asarray(v, np.float64) for name, v in stats.items()}
-  elbo = -(stats["recon"] + stats["kl"])
-  nll = -stats["iwae"]
-  activity = unit_activity(stats["posterior_mean"])
-  layers = {} if "kl_per_layer" not in stats else {
-      "kl_per_layer": stats["kl_per_layer"].mean(axis=0).tolist(),
-      "active_units_per_layer": active_units_per_layer(stats["layer_means"], layer_latents)}
-  return {
-      "num_examples": len(nll), "k": k,
-      "elbo": float(elbo.mean()), "elbo_stderr": standard_error(elbo),
-      "recon": float(stats["recon"].mean()), "kl": float(stats["kl"].mean()),
-      "nll": float(nll.mean()), "nll_stderr": standard_error(nll),
-      "bits_per_dim": float(nll.mean() / (features * math.log(2))),
-      "active_units": int(np.sum(activity > ACTIVE_UNIT_THRESHOLD)),
-      "latents": len(activity), "unit_activity": activity.tolist(),
-      "kl_per_dimension": (None if np.isnan(stats["kl_per_dimension"]).any()
-                           else stats["kl_per_dimension"].mean(axis=0).tolist()),
-      **layers, "seconds": seconds, "conditional": conditional,
-  }
-
-
-def active_units_per_layer(means: np.ndarray, layer_latents: tuple[int, ...]) -> list[int]:
-  """Active units of each layer of a hierarchy from its posterior means (N, sum of sizes)."""
-  bounds = np.cumsum(layer_latents)[:-1]
-  return [int(np.sum(unit_activity(m) > ACTIVE_UNIT_THRESHOLD))
-          for m in np.split(np.asarray(means), bounds, axis=-1)]
-
-
-def unit_activity(posterior_means: np.ndarray) -> np.ndarray:
-  """Cov_x(E_q[z_i | x]) for each latent i: the variance over examples of (N, L) means."""
-  return np.var(np.asarray(posterior_means, np.float64), axis=0)
-
-
-def standard_error(values: np.ndarray) -> float | None:
-  """The standard error of the mean of (N,) values; None (JSON null) when N < 2."""
-  values = np.asarray(values, np.float64)
-  if len(values) < 2:
-    return None
-  return float(np.std(values, ddof=1) / math.sqrt(len(values)))

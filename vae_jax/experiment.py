@@ -1,11 +1,13 @@
 """What a training run builds once from its config and data: the `Experiment`.
 
-    experiment = Experiment.build(resolve_config(config, dataset), dataset, module)
+    config, family = resolve(config, dataset, module)
+    experiment = Experiment.build(config, family, dataset)
 
-holds the module, the devices, the key streams (`KeyStreams`: every random draw
+holds the family, the devices, the key streams (`KeyStreams`: every random draw
 of a run, by stream, epoch and step), the per-model settings, the compiled
 epoch (`epoch.Runner`) and the test set (`EvaluationData`), both on the devices
-or both streamed from the host (`data_placement`).
+or both streamed from the host (`data_placement`). The config stops here: the
+parts below take their own settings (the family, the step, the runner's sizes).
 `vae_jax.train` loops over it; `experiments/bench_train.py` times its epoch.
 """
 import dataclasses
@@ -19,17 +21,17 @@ import numpy as np
 from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import epoch as epoch_lib
-from vae_jax import estimators
 from vae_jax import evaluation
-from vae_jax import model as model_lib
+from vae_jax import fields
 from vae_jax import optim
 from vae_jax import parallel
 from vae_jax import schema
 from vae_jax import stacked
 from vae_jax import streaming
 from vae_jax import sweep
-from vae_jax import train_step
+from vae_jax import train_state
 from vae_jax.errors import UsageError
+from vae_jax.families import base
 
 NUM_RECONSTRUCTIONS = 8  # Test images whose reconstructions each epoch's figure shows.
 
@@ -41,43 +43,28 @@ NUM_RECONSTRUCTIONS = 8  # Test images whose reconstructions each epoch's figure
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises UsageError naming the first invalid value in `config` (before any data is read)."""
   schema.check(config)  # Each field's own values; then how they combine:
-  data.check_config(config)
-  model_lib.Architecture.from_config(config).check()  # Again with the data's image shape later.
+  data.check_config(data.settings(config))
   models = sweep.model_settings(config)
   optim.check(config)
-  estimator = estimators.of_config(config.objective, config.gradient_estimator,
-                                   config.train_samples)
-  weighs = any(m["beta"] != 1 or m["kl_warmup_steps"] or m["free_bits"] for m in models)
-  if estimator is not None and weighs:
-    raise UsageError(f"beta, kl_warmup_steps and free_bits weigh the single-sample ELBO's KL; "
-                     f"with objective={config.objective}, train_samples={config.train_samples} "
-                     f"and gradient_estimator={config.gradient_estimator} they are not defined: "
-                     "leave them at 1, 0 and 0")
-  if any(m["free_bits"] for m in models) and (config.prior, config.posterior) != ("normal",
-                                                                                   "gaussian"):
-    raise UsageError("free_bits needs the KL per latent in closed form, which only "
-                     "prior=normal with posterior=gaussian has; set free_bits=0 or use those")
+  family = schema.family_class(config)
+  family.check(fields.settings_of(family.settings_type, config, image_shape=None), models)
   if config.get("conditional") and config.data_placement == "stream":
     raise UsageError("conditional=True reads the labels with the device-resident training "
                      "set only; use data_placement=device or auto")
-  _check_layers_objective(config)
   for field in ("batch_size", "eval_batch_size"):
     if config[field] % jax.device_count():
       raise UsageError(f"{field}={config[field]} does not divide over "
                        f"{jax.device_count()} devices; use a multiple of {jax.device_count()}")
 
 
-def _check_layers_objective(config: ml_collections.ConfigDict) -> None:
-  if config.gradient_estimator in ("stl", "dreg") and config.get("stochastic_layers", 1) > 1:
-    raise UsageError(f"gradient_estimator={config.gradient_estimator} is not built for "
-                     f"stochastic_layers > 1 (the top-down path is shared by q and p); "
-                     "use reparam")
+def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset,
+            module=None) -> tuple[ml_collections.ConfigDict, base.Family]:
+  """A copy of `config` completed from the data (its name, image_shape, num_classes), the
+  sweep (num_models) and a user-defined module, and the family it selects, built.
 
-
-def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
-                   module: model_lib.VAE | None = None) -> ml_collections.ConfigDict:
-  """A copy of `config` completed from the data (its name, image_shape), the sweep
-  (num_models) and a user-defined network, checked against them."""
+  Returns:
+    (the resolved config, which config.json records; the family).
+  """
   if config.batch_size > len(dataset.train.images):
     raise UsageError(f"batch_size={config.batch_size} is larger than the training set "
                      f"({len(dataset.train.images)} images)")
@@ -87,25 +74,23 @@ def resolve_config(config: ml_collections.ConfigDict, dataset: data.Dataset,
   resolved = ml_collections.ConfigDict(config.to_dict())
   resolved.dataset = dataset.name  # Of the data read: an empty `dataset` is resolved by it.
   resolved.image_shape = tuple(dataset.image_shape)
-  resolved.num_models = len(sweep.model_settings(config))
-  resolved.model_mapping = train_step.resolved_mapping(config.model_mapping)  # For this backend.
+  models = sweep.model_settings(config)
+  resolved.num_models = len(models)
+  resolved.model_mapping = train_state.resolved_mapping(config.model_mapping)  # This backend's.
   if module is not None:
     resolved.model = checkpoints.CUSTOM_MODEL
-    resolved.update(model_lib.signature(module))
-    resolved.latents = module.latents
-    resolved.conditional = bool(getattr(module, "num_classes", 0))
-    # A user-built hierarchy (vae_jax.hierarchy.HierarchicalVAE) records its layers.
-    resolved.stochastic_layers = getattr(module, "stochastic_layers", 1)
-    resolved.layer_latents = tuple(getattr(module, "layer_latents", ()))
-    _check_layers_objective(resolved)
-  if resolved.get("conditional"):
-    classes = data.num_classes(dataset)
-    wanted = getattr(module, "num_classes", 0) if module is not None else classes
-    if classes > wanted:
-      raise UsageError(f"the model is conditional on {wanted} classes; {dataset.name} has "
-                       f"labels up to {classes - 1}")
-    resolved.num_classes = wanted
-  return resolved
+  elif resolved.get("conditional"):
+    resolved.num_classes = data.num_classes(dataset)
+  family = schema.build_family(resolved, models, module)
+  if module is not None:
+    resolved.update(family.signature())
+    if family.num_classes:
+      classes = data.num_classes(dataset)
+      if classes > family.num_classes:
+        raise UsageError(f"the model is conditional on {family.num_classes} classes; "
+                         f"{dataset.name} has labels up to {classes - 1}")
+      resolved.num_classes = family.num_classes
+  return resolved, family
 
 
 # ----------------------------------------------------------------------------
@@ -157,89 +142,119 @@ class EvaluationData:
 
   # In eval_batch_size chunks: evaluation.Chunks, or streaming.StreamedChunks.
   chunks: evaluation.Chunks
-  iwae_chunks: evaluation.Chunks | None  # In iwae_example_chunk chunks, when IWAE is logged.
+  bound_chunks: evaluation.Chunks | None  # In iwae_example_chunk chunks, when the bound is logged.
   figure_inputs: jax.Array  # float32 (R, H, W, C) in [0, 1], replicated.
   figure_labels: jax.Array | None = None  # int32 (R,) of a conditional model, replicated.
 
   @classmethod
-  def place(cls, test_split: data.Split, config, mesh,
+  def place(cls, test_split: data.Split, *, binarize: str, seed: int, batch_size: int,
+            bound_chunk: int | None, labels: bool, mesh,
             placement: str = "device") -> "EvaluationData":
-    """Args: placement: "device" (the test set in device memory) or "stream" (read
-    from the host a chunk at a time; the same numbers; not for conditional models)."""
+    """
+    Args:
+      test_split: the test images (and labels).
+      binarize, seed: as `evaluation.evaluation_inputs` takes them.
+      batch_size: examples per chunk of the per-epoch test metrics.
+      bound_chunk: examples per chunk of the per-epoch bound; None: no bound.
+      labels: the family takes labels (a conditional model).
+      mesh: the devices.
+      placement: "device" (the test set in device memory) or "stream" (read
+        from the host a chunk at a time; the same numbers; not with labels).
+    """
     streamed = placement == "stream"
-    conditional = bool(config.get("conditional"))
-    test = evaluation.evaluation_inputs(test_split.images, config, on_host=streamed)
+    test = evaluation.evaluation_inputs(test_split.images, binarize=binarize, seed=seed,
+                                        on_host=streamed)
     test = test if streamed else np.asarray(test)  # Lazy records decoded once, not per use.
     if streamed:
       chunked = lambda size: streaming.StreamedChunks(test, size, mesh)
     else:
-      examples = data.examples(data.Split(test, test_split.labels), conditional)
+      examples = data.examples(data.Split(test, test_split.labels), labels)
       chunked = lambda size: evaluation.Chunks.place(examples, size, mesh)
-    chunks = chunked(config.eval_batch_size)
-    iwae = None
-    if config.eval_iwae_every:
-      iwae = chunked(-(-config.iwae_example_chunk // mesh.size) * mesh.size)
+    chunks = chunked(batch_size)
+    bound = None if bound_chunk is None else chunked(-(-bound_chunk // mesh.size) * mesh.size)
     figures = parallel.put(np.asarray(test[:NUM_RECONSTRUCTIONS]), parallel.replicated(mesh))
-    labels = (parallel.put(test_split.labels[:NUM_RECONSTRUCTIONS].astype(np.int32),
-                           parallel.replicated(mesh)) if conditional else None)
-    return cls(chunks, iwae, data.to_unit_interval(figures), labels)
+    figure_labels = (parallel.put(test_split.labels[:NUM_RECONSTRUCTIONS].astype(np.int32),
+                                  parallel.replicated(mesh)) if labels else None)
+    return cls(chunks, bound, data.to_unit_interval(figures), figure_labels)
 
   def close(self) -> None:
     """Stops streamed chunks' reader threads (nothing to do for resident ones)."""
-    for chunks in (self.chunks, self.iwae_chunks):
+    for chunks in (self.chunks, self.bound_chunks):
       if hasattr(chunks, "close"):
         chunks.close()
 
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-  """Everything a run builds once from its config and data: the module, the devices,
+  """Everything a run builds once from its config and data: the family, the devices,
   the keys, the per-model settings, the compiled epoch and the evaluation data.
 
   `experiments/bench_train.py` builds the same object to time the epoch.
   """
 
   config: ml_collections.ConfigDict  # Resolved.
-  module: model_lib.VAE
+  family: base.Family
   mesh: jax.sharding.Mesh
   keys: KeyStreams
   model_settings: list[dict]  # Per model: every sweepable field.
-  settings: train_step.Settings  # The traced ones, (N,) each, on the devices.
-  step_config: train_step.StepConfig
-  runner: epoch_lib.Runner
+  hyper: dict  # The traced ones, (N,) each, on the devices.
+  step: train_state.Step
+  runner: epoch_lib.Runner | epoch_lib.StreamedRunner
   evaluation: EvaluationData | None
+  frozen: list | None = None  # A later stage's: each model's variables of the stage before.
 
   @classmethod
-  def build(cls, config, dataset: data.Dataset, module: model_lib.VAE,
-            with_evaluation: bool = True, placement: str = "device") -> "Experiment":
-    """Args: placement: "device" (the training set in device memory, `epoch.Runner`)
-    or "stream" (read from the host batch by batch, `streaming.StreamedRunner`)."""
+  def build(cls, config, family: base.Family, dataset: data.Dataset,
+            with_evaluation: bool = True, placement: str = "device",
+            frozen: list | None = None) -> "Experiment":
+    """Args:
+      config: the resolved config (`resolve`).
+      family: its family.
+      dataset: the data.
+      with_evaluation: place the test set too.
+      placement: "device" (the training set in device memory, `epoch.Runner`)
+        or "stream" (read from the host batch by batch, `epoch.StreamedRunner`).
+      frozen: for a later training stage, each model's trained variables of the
+        stage before.
+    """
     mesh = parallel.make_mesh()
     model_settings = sweep.model_settings(config)
-    settings = jax.device_put(train_step.Settings.of(model_settings), parallel.replicated(mesh))
+    traced = tuple(name for name in schema.TRACED
+                   if name in {f.name for f in schema.fields_of(family.name)})
+    hyper = jax.device_put(train_state.hyper_arrays(model_settings, traced),
+                           parallel.replicated(mesh))
     steps_per_epoch = len(dataset.train.images) // config.batch_size
-    step_config = train_step.StepConfig.from_config(
-        config, settings, config.num_epochs * steps_per_epoch)  # The cosine schedule's length.
+    step = train_state.Step(
+        family, optim.optimizer_config(config),
+        total_steps=config.num_epochs * steps_per_epoch,  # The cosine schedule's length.
+        binarize=config.binarize == "dynamic", skip_threshold=config.skip_threshold,
+        sequential_models=config.model_mapping == "sequential")
     keys = KeyStreams.of(config)
-    train_examples = data.examples(dataset.train, bool(config.get("conditional")))
+    labels = family.can(base.Capability.LABELS)
     options = dict(batch_size=config.batch_size, chunks_per_epoch=config.chunks_per_epoch,
                    mesh=mesh, independent_orders=keys.independent_orders)
     if placement == "stream":
-      runner = streaming.StreamedRunner(module, step_config, dataset.train.images,
-                                        len(dataset.train.images), **options)
+      runner = epoch_lib.StreamedRunner(step, dataset.train.images, len(dataset.train.images),
+                                        **options)
     else:
       runner = epoch_lib.Runner(
-          module, step_config, epoch_lib.place_training_set(train_examples, mesh),
+          step, epoch_lib.place_training_set(data.examples(dataset.train, labels), mesh),
           len(dataset.train.images), **options)
-    evaluation_data = (EvaluationData.place(dataset.test, config, mesh, placement)
-                       if with_evaluation else None)
-    return cls(config, module, mesh, keys, model_settings, settings, step_config, runner,
-               evaluation_data)
+    evaluation_data = None
+    if with_evaluation:
+      bound = (config.iwae_example_chunk if config.eval_iwae_every
+               and family.can(base.Capability.BOUND) else None)
+      evaluation_data = EvaluationData.place(
+          dataset.test, binarize=config.binarize, seed=config.seed,
+          batch_size=config.eval_batch_size, bound_chunk=bound, labels=labels, mesh=mesh,
+          placement=placement)
+    return cls(config, family, mesh, keys, model_settings, hyper, step, runner,
+               evaluation_data, frozen)
 
   def close(self) -> None:
     """Stops a streamed epoch's and evaluation's reader threads (nothing to do for resident
     ones)."""
-    if hasattr(self.runner, "close"):
+    if isinstance(self.runner, epoch_lib.StreamedRunner):
       self.runner.close()
     if self.evaluation is not None:
       self.evaluation.close()
@@ -252,46 +267,29 @@ class Experiment:
   def steps_per_epoch(self) -> int:
     return self.runner.steps_per_epoch
 
-  def create_state(self) -> train_step.TrainState:
-    """Fresh parameters and optimizer states of every model, replicated."""
+  def create_state(self) -> train_state.TrainState:
+    """Fresh variables and optimizer states of every model, replicated."""
     return jax.device_put(self._create(), parallel.replicated(self.mesh))
 
-  def abstract_state(self) -> train_step.TrainState:
+  def abstract_state(self) -> train_state.TrainState:
     # Shapes only: running the initialisers op by op costs seconds of small compilations.
     return checkpoints.abstract_like(jax.eval_shape(self._create),
                                      parallel.replicated(self.mesh))
 
   def _create(self):
-    return train_step.create(self.module, self.step_config, self.keys.stream(KeyStreams.INIT),
-                             self.settings)
+    return train_state.create(self.step, self.keys.stream(KeyStreams.INIT), self.hyper,
+                              self.frozen)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_samples", "grid_columns"))
-def figure_images(model, params, x, keys, labels=None, *, num_samples: int,
-                  grid_columns: int = 0):
-  """Posterior-mean reconstructions of `x` (R, H, W, C) and prior samples, per model.
+@functools.partial(jax.jit, static_argnames=("family",))
+def figure_images(family, variables, x, keys, labels=None) -> dict:
+  """The family's figures of an epoch (`Family.figures`) for every model: name -> grids
+  (N, rows, cols, H, W, C) in [0, 1]; model i draws from `keys[i]`.
 
-  For a conditional model (`labels`: x's (R,)) the reconstructions use x's
-  labels, sample i is of class i mod K, and a class grid follows.
-
-  Returns:
-    (reconstructions (N, R, H, W, C), samples (N, num_samples, H, W, C)),
-    E[x|z] in [0, 1]; model i draws its samples from `keys[i]`. With labels
-    also the class grid (N, K, grid_columns, H, W, C): row k decodes the first
-    `grid_columns` samples' codes with label k (one code per column).
+  Args:
+    variables: the stacked variables.
+    x: test images (R, H, W, C) in [0, 1] to reconstruct (labels: their (R,)).
   """
-  def one(params, key):
-    def run(module):
-      mean, _ = module.encode(x, **model_lib.given(labels))
-      z = module.sample_prior(key, num_samples)
-      if labels is None:
-        return module.mean_image(module.decode(mean)), module.mean_image(module.decode(z))
-      classes = jnp.arange(module.num_classes)
-      grid_codes = jnp.broadcast_to(z[:grid_columns], (len(classes), grid_columns, z.shape[-1]))
-      grid_labels = jnp.broadcast_to(classes[:, None], grid_codes.shape[:2])
-      return (module.mean_image(module.decode(mean, y=labels)),
-              module.mean_image(module.decode(z, y=jnp.arange(num_samples) % len(classes))),
-              module.mean_image(module.decode(grid_codes, y=grid_labels)))
-    return model.apply({"params": params}, method=run)
-
-  return stacked.over_models(one, len(keys), (0, 0))(params, keys)
+  def one(variables, key):
+    return family.figures(variables, x, labels, key)
+  return stacked.over_models(one, len(keys), (0, 0))(variables, keys)

@@ -25,7 +25,7 @@ import numpy as np
 from vae_jax import figures
 from vae_jax import images
 from vae_jax import latent
-from vae_jax.checkpoints import TrainedModel
+from vae_jax.trained import TrainedModel
 from vae_jax.errors import UsageError
 
 PAGE = pathlib.Path(__file__).with_name("explorer.html")
@@ -80,7 +80,7 @@ def decode_codes(model: TrainedModel, codes: np.ndarray) -> np.ndarray:
     (N, H, W, C) uint8 images.
   """
   n = len(codes)
-  padded = np.zeros((2 ** math.ceil(math.log2(n)), model.module.latents), np.float32)
+  padded = np.zeros((2 ** math.ceil(math.log2(n)), model.family.latents), np.float32)
   padded[:n] = codes
   pictures = np.asarray(latent.decode(model, padded))[:n]
   return images.to_uint8(pictures.reshape(n, *model.image_shape))
@@ -112,7 +112,7 @@ def state(model: TrainedModel, shown: Scene) -> dict:
   config = model.config or {}
   return {
       "dataset": config.get("dataset", ""), "step": model.step, "model": model.index,
-      "latents": model.module.latents, "image_shape": list(model.image_shape),
+      "latents": model.family.latents, "image_shape": list(model.image_shape),
       "means": np.round(shown.means, 4).tolist(), "labels": shown.labels.tolist(),
       "centre": shown.centre.tolist(), "axes": shown.axes.tolist(),
       "explained": shown.explained, "max_batch": MAX_BATCH,
@@ -142,7 +142,7 @@ def _handler(model: TrainedModel, shown: Scene):
       try:
         if length > _MAX_BODY:
           raise UsageError(f"request of {length} bytes; at most {_MAX_BODY}")
-        codes = parse_codes(self.rfile.read(length), model.module.latents)
+        codes = parse_codes(self.rfile.read(length), model.family.latents)
       except UsageError as e:
         return self._send(400, json.dumps({"error": str(e)}).encode(), "application/json")
       pictures = decode_codes(model, codes)

@@ -13,7 +13,7 @@ from vae_jax import data
 from vae_jax import evaluation
 from vae_jax import images
 from vae_jax import reporting
-from vae_jax.checkpoints import TrainedModel
+from vae_jax.trained import TrainedModel
 from vae_jax.errors import UsageError
 
 SCATTER_INCHES = 6
@@ -37,8 +37,10 @@ def test_set(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:
   Returns:
     (uint8 images (N, H, W, C), int labels (N,), -1 where unknown).
   """
-  split = data.load(model.config).test
-  return evaluation.evaluation_inputs(split.images, model.config), split.labels
+  config = model.config
+  split = data.load(data.settings(config)).test
+  inputs = evaluation.evaluation_inputs(split.images, binarize=config.binarize, seed=config.seed)
+  return inputs, split.labels
 
 
 def pick_by_label(labels: np.ndarray, digit: int, count: int, rng: np.random.Generator,

@@ -20,9 +20,12 @@ decodes the path with a label vector that moves from `path_labels[0]` to
 class while the style moves, different ones change it. An unconditional
 model refuses labels.
 
-The public functions check their inputs on the host and are not meant to be
-traced; the jitted cores below take the flax module as a static argument and
-the parameters as a pytree, so one compilation serves every call of a shape.
+The functions work for families with continuous latent codes (the Gaussian
+VAE: capability `LATENT`; those of a hierarchy also `LAYERS`) and refuse
+others in one line naming what is missing. They check their inputs on the
+host and are not meant to be traced; the jitted cores below take the flax
+module as a static argument and the variables as a pytree, so one compilation
+serves every call of a shape.
 """
 import contextlib
 import functools
@@ -34,9 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import images as images_lib
-from vae_jax import model as model_lib
+from vae_jax import objectives
 from vae_jax import parallel
-from vae_jax.checkpoints import TrainedModel
+from vae_jax.families.base import Capability
+from vae_jax.trained import TrainedModel
 
 METHODS = ("linear", "slerp")
 # Below this sine of the angle between two codes (nearly parallel or
@@ -116,7 +120,7 @@ def as_labels(model: TrainedModel, labels, count: int) -> jax.Array | None:
     ValueError: labels missing for a conditional model, given to an unconditional
       one, of another count or dtype, or out of range.
   """
-  classes = getattr(model.module, "num_classes", 0)
+  classes = model.family.num_classes
   if not classes:
     if labels is not None:
       raise ValueError("this model is not conditional; it takes no labels")
@@ -167,57 +171,74 @@ def _precision(model: TrainedModel):
   return parallel.matmul_precision(model.config) if model.config else contextlib.nullcontext()
 
 
+def _latent(model: TrainedModel, what: str) -> None:
+  """Raises UsageError unless the model's family has continuous latent codes."""
+  model.family.require(Capability.LATENT, what)
+
+
+def _layers(model: TrainedModel, what: str) -> int:
+  """A hierarchy's number of stochastic layers; ValueError for a model with one."""
+  _latent(model, what)
+  if not model.family.can(Capability.LAYERS):
+    raise ValueError(f"{what} needs a model with stochastic_layers > 1")
+  return model.module.stochastic_layers
+
+
 # ----------------------------------------------------------------------------
-# Jitted cores: module static, params a pytree, images (N, H, W, C) in [0, 1].
+# Jitted cores: module static, variables a pytree, images (N, H, W, C) in [0, 1].
 
 
-def _decode_mean(module: model_lib.VAE, z: jax.Array, y: jax.Array | None = None) -> jax.Array:
-  return module.mean_image(module.decode(z, **model_lib.given(y)))
+def _given(y: jax.Array | None) -> dict:
+  return {} if y is None else {"y": y}
 
 
-@functools.partial(jax.jit, static_argnames=("module",))
-def _encode(module, params, x, y=None):
-  return module.apply({"params": params}, x, method="encode", **model_lib.given(y))
-
-
-@functools.partial(jax.jit, static_argnames=("module",))
-def _decode(module, params, z, y=None):
-  return module.apply({"params": params}, z, y, method=_decode_mean)
+def _decode_mean(module, z: jax.Array, y: jax.Array | None = None) -> jax.Array:
+  return module.mean_image(module.decode(z, **_given(y)))
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
-def _reconstruct(module, params, x, key, y=None):
+def _encode(module, variables, x, y=None):
+  return module.apply(variables, x, method="encode", **_given(y))
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _decode(module, variables, z, y=None):
+  return module.apply(variables, z, y, method=_decode_mean)
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _reconstruct(module, variables, x, key, y=None):
   """E[x|z] for z the posterior mean (`key` None) or one draw from q(z|x)."""
   def run(m):
-    mean, logvar = m.encode(x, **model_lib.given(y))
-    z = mean if key is None else model_lib.reparameterize(key, mean, logvar)
+    mean, logvar = m.encode(x, **_given(y))
+    z = mean if key is None else objectives.reparameterize(key, mean, logvar)
     return _decode_mean(m, z, y)
-  return module.apply({"params": params}, method=run)
+  return module.apply(variables, method=run)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "n", "temperature"))
-def _sample(module, params, key, n, y=None, temperature=1.0):
+def _sample(module, variables, key, n, y=None, temperature=1.0):
   def run(m):  # From the model's own prior (N(0, I) unless it has another).
     return _decode_mean(m, m.sample_prior(key, n, temperature), y)
-  return module.apply({"params": params}, method=run)
+  return module.apply(variables, method=run)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "keep", "temperature"))
-def _reconstruct_keeping(module, params, x, key, keep, temperature):
+def _reconstruct_keeping(module, variables, x, key, keep, temperature):
   def run(m):
     return _decode_mean(m, m.reconstruct_keeping(x, key, keep, temperature))
-  return module.apply({"params": params}, method=run)
+  return module.apply(variables, method=run)
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
-def _traverse(module, params, x, dim, values, y=None):
+def _traverse(module, variables, x, dim, values, y=None):
   """x (N, H, W, C), values (V,) -> (N, V, H, W, C): the posterior mean with z[dim] = each value."""
   def run(m):
-    mean, _ = m.encode(x, **model_lib.given(y))
+    mean, _ = m.encode(x, **_given(y))
     codes = jnp.repeat(mean[:, None, :], values.shape[0], axis=1)
     codes = codes.at[:, :, dim].set(jnp.broadcast_to(values, codes.shape[:2]))
     return _decode_mean(m, codes, None if y is None else y[:, None])
-  return module.apply({"params": params}, method=run)
+  return module.apply(variables, method=run)
 
 
 # ----------------------------------------------------------------------------
@@ -262,38 +283,38 @@ def label_path(module, y_a: jax.Array, y_b: jax.Array, num_steps: int) -> jax.Ar
   return (1.0 - t) * one_hot(y_a) + t * one_hot(y_b)
 
 
-def _decode_path(module, params, z_a, z_b, num_steps, method, path_labels=None):
+def _decode_path(module, variables, z_a, z_b, num_steps, method, path_labels=None):
   """One pair of codes (L,), (L,) -> the decoded path (num_steps, H, W, C); a conditional
   model's label moves along `path_labels` = (start, end) classes."""
   path = interpolation_path(z_a, z_b, num_steps, method)
   y = None if path_labels is None else label_path(module, *path_labels, num_steps)
-  return module.apply({"params": params}, path, y, method=_decode_mean)
+  return module.apply(variables, path, y, method=_decode_mean)
 
 
-def _image_pair(module, params, x_a, x_b, num_steps, method, labels=None, path_labels=None):
+def _image_pair(module, variables, x_a, x_b, num_steps, method, labels=None, path_labels=None):
   """One pair of images (H, W, C) twice -> (num_steps, H, W, C) between their posterior means
   (a conditional model's encoder given `labels` = (x_a's, x_b's))."""
   y_a, y_b = (None, None) if labels is None else labels
-  (mean_a, _), (mean_b, _) = (module.apply({"params": params}, x, method="encode",
-                                           **model_lib.given(y))
+  (mean_a, _), (mean_b, _) = (module.apply(variables, x, method="encode",
+                                           **_given(y))
                               for x, y in ((x_a, y_a), (x_b, y_b)))
-  return _decode_path(module, params, mean_a, mean_b, num_steps, method, path_labels)
+  return _decode_path(module, variables, mean_a, mean_b, num_steps, method, path_labels)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "num_steps", "method"))
-def _interpolate_images(module, params, x_a, x_b, labels=None, path_labels=None, *, num_steps,
+def _interpolate_images(module, variables, x_a, x_b, labels=None, path_labels=None, *, num_steps,
                         method):
   """(P, H, W, C) twice -> (P, num_steps, H, W, C): `_image_pair` vmapped over the pairs;
   labels, path_labels: None or pairs of (P,) int32."""
-  pair = functools.partial(_image_pair, module, params, num_steps=num_steps, method=method)
+  pair = functools.partial(_image_pair, module, variables, num_steps=num_steps, method=method)
   return jax.vmap(lambda a, b, y, path: pair(a, b, labels=y, path_labels=path))(
       x_a, x_b, labels, path_labels)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "num_steps", "method"))
-def _interpolate_codes(module, params, z_a, z_b, path_labels=None, *, num_steps, method):
+def _interpolate_codes(module, variables, z_a, z_b, path_labels=None, *, num_steps, method):
   """(P, L), (P, L) -> (P, num_steps, H, W, C): `_decode_path` vmapped over the pairs."""
-  pair = functools.partial(_decode_path, module, params, num_steps=num_steps, method=method)
+  pair = functools.partial(_decode_path, module, variables, num_steps=num_steps, method=method)
   return jax.vmap(lambda a, b, path: pair(a, b, path_labels=path))(z_a, z_b, path_labels)
 
 
@@ -313,10 +334,11 @@ def encode(model: TrainedModel, x: ArrayLike, labels=None) -> tuple[jax.Array, j
   Returns:
     (mean, logvar), each (N, L), or (L,) for one image without a batch axis.
   """
+  _latent(model, "encode")
   x, batched = as_images(x, model.image_shape)
   y = as_labels(model, labels, len(x))
   with _precision(model):
-    mean, logvar = _encode(model.module, model.params, x, y)
+    mean, logvar = _encode(model.module, model.variables, x, y)
   return (mean, logvar) if batched else (mean[0], logvar[0])
 
 
@@ -332,14 +354,15 @@ def decode(model: TrainedModel, z: ArrayLike, labels=None) -> jax.Array:
   Returns:
     (..., H, W) pictures in [0, 1].
   """
-  z = as_codes(z, model.module.latents, max_ndim=None)
+  _latent(model, "decode")
+  z = as_codes(z, model.family.latents, max_ndim=None)
   y = None
-  if labels is not None or getattr(model.module, "num_classes", 0):
+  if labels is not None or model.family.num_classes:
     lead = z.shape[:-1]
     y = as_labels(model, np.ravel(labels) if np.ndim(labels) else labels, math.prod(lead))
     y = y.reshape(lead)
   with _precision(model):
-    out = _decode(model.module, model.params, z, y)
+    out = _decode(model.module, model.variables, z, y)
   return images_lib.as_pictures(out)
 
 
@@ -356,9 +379,10 @@ def reconstruct(model: TrainedModel, x: ArrayLike, key: jax.Array | None = None,
   Returns:
     (N, H, W) pictures E[x|z], or (H, W) for one image without a batch axis.
   """
+  _latent(model, "reconstruct")
   x, batched = as_images(x, model.image_shape)
   with _precision(model):
-    return _pictures(_reconstruct(model.module, model.params, x, key,
+    return _pictures(_reconstruct(model.module, model.variables, x, key,
                                   as_labels(model, labels, len(x))), batched)
 
 
@@ -378,11 +402,12 @@ def sample(model: TrainedModel, key: jax.Array, n: int, labels=None, *,
   Returns:
     (n, H, W) pictures E[x|z].
   """
+  model.family.require(Capability.SAMPLE, "sample")
   if not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"n must be an integer >= 1; got {n!r}")
   temperature = _temperature(temperature)
   with _precision(model):
-    return _pictures(_sample(model.module, model.params, key, int(n),
+    return _pictures(_sample(model.module, model.variables, key, int(n),
                              as_labels(model, labels, int(n)), temperature), True)
 
 
@@ -405,20 +430,18 @@ def reconstruct_keeping(model: TrainedModel, x: ArrayLike, key: jax.Array, keep:
   Returns:
     (N, H, W) pictures, or (H, W) for one image without a batch axis.
   """
-  layers = getattr(model.module, "stochastic_layers", 1)
-  if layers < 2:
-    raise ValueError("reconstruct_keeping needs a model with stochastic_layers > 1")
+  layers = _layers(model, "reconstruct_keeping")
   if not isinstance(keep, (int, np.integer)) or not 0 <= keep <= layers:
     raise ValueError(f"keep must be an integer in 0 .. {layers}; got {keep!r}")
   temperature = _temperature(temperature)
   x, batched = as_images(x, model.image_shape)
   with _precision(model):
-    out = _reconstruct_keeping(model.module, model.params, x, key, int(keep), temperature)
+    out = _reconstruct_keeping(model.module, model.variables, x, key, int(keep), temperature)
   return _pictures(out, batched)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "num_steps", "method", "temperature"))
-def _interpolate_top(module, params, x_a, x_b, key, *, num_steps, method, temperature):
+def _interpolate_top(module, variables, x_a, x_b, key, *, num_steps, method, temperature):
   """(P, H, W, C) twice -> (P, num_steps, H, W, C) along the top layer's posterior means."""
   def run(m):
     top = lambda x: m.posterior_means(x)[:, -m.layer_latents[-1]:]
@@ -426,7 +449,7 @@ def _interpolate_top(module, params, x_a, x_b, key, *, num_steps, method, temper
     shape = (*paths.shape[:2], m.total_latents)
     noise = jnp.zeros(shape) if key is None else jax.random.normal(key, shape)
     return _decode_mean(m, m.from_top(paths, noise, temperature))
-  return module.apply({"params": params}, method=run)
+  return module.apply(variables, method=run)
 
 
 def interpolate_top(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: int = 9, *,
@@ -451,20 +474,22 @@ def interpolate_top(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_ste
   Returns:
     (P, num_steps, H, W) pictures, or (num_steps, H, W) for one pair without a batch axis.
   """
-  if getattr(model.module, "stochastic_layers", 1) < 2:
-    raise ValueError("interpolate_top needs a model with stochastic_layers > 1")
-  if method not in METHODS:
-    raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-  if not isinstance(num_steps, (int, np.integer)) or num_steps < 2:
-    raise ValueError(f"num_steps must be an integer >= 2; got {num_steps!r}")
+  _layers(model, "interpolate_top")
+  _check_interpolation(num_steps, method)
   temperature = _temperature(temperature)
-  (a, batched_a), (b, batched_b) = (as_images(x, model.image_shape) for x in (x_a, x_b))
-  if a.shape != b.shape:
-    raise ValueError(f"expected as many start as end images; got {len(a)} and {len(b)}")
+  a, b, batched = _image_pairs(model, x_a, x_b)
   with _precision(model):
-    out = _interpolate_top(model.module, model.params, a, b, key, num_steps=int(num_steps),
+    out = _interpolate_top(model.module, model.variables, a, b, key, num_steps=int(num_steps),
                            method=method, temperature=temperature)
-  return _pictures(out, batched_a or batched_b)
+  return _pictures(out, batched)
+
+
+def _image_pairs(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike):
+  """(start images, end images, whether either had a batch axis), as many of each."""
+  (a, batched_a), (b, batched_b) = (as_images(x, model.image_shape) for x in (x_a, x_b))
+  if len(a) != len(b):
+    raise ValueError(f"expected as many start as end images; got {len(a)} and {len(b)}")
+  return a, b, batched_a or batched_b
 
 
 def _temperature(temperature) -> float:
@@ -493,17 +518,16 @@ def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: 
     (P, num_steps, H, W); (num_steps, H, W) when neither input had a batch axis.
     Step 0 is the posterior-mean reconstruction of `x_a`, the last that of `x_b`.
   """
+  _latent(model, "interpolate")
   _check_interpolation(num_steps, method)
-  (a, batched_a), (b, batched_b) = (as_images(x, model.image_shape) for x in (x_a, x_b))
-  if len(a) != len(b):
-    raise ValueError(f"expected as many start as end images; got {len(a)} and {len(b)}")
+  a, b, batched = _image_pairs(model, x_a, x_b)
   labels = _pair_of_labels(model, labels, len(a))
   path_labels = labels if path_labels is None else _pair_of_labels(model, path_labels, len(a))
   labels, path_labels = (None if pair[0] is None else pair for pair in (labels, path_labels))
   with _precision(model):
-    paths = _interpolate_images(model.module, model.params, a, b, labels, path_labels,
+    paths = _interpolate_images(model.module, model.variables, a, b, labels, path_labels,
                                 num_steps=int(num_steps), method=method)
-  return _pictures(paths, batched_a or batched_b)
+  return _pictures(paths, batched)
 
 
 def interpolate_latents(model: TrainedModel, z_a: ArrayLike, z_b: ArrayLike,
@@ -523,7 +547,8 @@ def interpolate_latents(model: TrainedModel, z_a: ArrayLike, z_b: ArrayLike,
     (P, num_steps, H, W), or (num_steps, H, W) for one pair without a batch axis.
   """
   _check_interpolation(num_steps, method)
-  latents = model.module.latents
+  _latent(model, "interpolate_latents")
+  latents = model.family.latents
   z_a, z_b = as_codes(z_a, latents), as_codes(z_b, latents)
   batched = z_a.ndim == 2 or z_b.ndim == 2
   z_a, z_b = z_a.reshape(-1, latents), z_b.reshape(-1, latents)
@@ -532,7 +557,7 @@ def interpolate_latents(model: TrainedModel, z_a: ArrayLike, z_b: ArrayLike,
   path_labels = _pair_of_labels(model, path_labels, len(z_a))
   path_labels = None if path_labels[0] is None else path_labels
   with _precision(model):
-    paths = _interpolate_codes(model.module, model.params, z_a, z_b, path_labels,
+    paths = _interpolate_codes(model.module, model.variables, z_a, z_b, path_labels,
                                num_steps=int(num_steps), method=method)
   return _pictures(paths, batched)
 
@@ -551,7 +576,8 @@ def traverse(model: TrainedModel, x: ArrayLike, dim: int, values: ArrayLike,
   Returns:
     (N, V, H, W), or (V, H, W) for one image without a batch axis.
   """
-  latents = model.module.latents
+  _latent(model, "traverse")
+  latents = model.family.latents
   if not isinstance(dim, (int, np.integer)) or not 0 <= dim < latents:
     raise ValueError(f"dim must be an integer in [0, {latents}); got {dim!r}")
   values = jnp.asarray(values, jnp.float32)
@@ -559,7 +585,7 @@ def traverse(model: TrainedModel, x: ArrayLike, dim: int, values: ArrayLike,
     raise ValueError(f"expected values of shape (V,) with V >= 1; got {tuple(values.shape)}")
   x, batched = as_images(x, model.image_shape)
   with _precision(model):
-    return _pictures(_traverse(model.module, model.params, x, int(dim), values,
+    return _pictures(_traverse(model.module, model.variables, x, int(dim), values,
                                as_labels(model, labels, len(x))), batched)
 
 
@@ -579,9 +605,10 @@ def manifold(model: TrainedModel, n: int = 20, quantiles: tuple[float, float] = 
   Returns:
     (n, n, H, W) pictures: row r has z_2 decreasing from the top, column c has z_1 increasing.
   """
-  if model.module.latents != 2:
+  _latent(model, "manifold")
+  if model.family.latents != 2:
     raise ValueError(f"a manifold grid needs a 2-D latent space; this model has "
-                     f"{model.module.latents} latents")
+                     f"{model.family.latents} latents")
   if not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"n must be an integer >= 1; got {n!r}")
   return decode(model, _quantile_grid(n, *map(float, quantiles)), labels)

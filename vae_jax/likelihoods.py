@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import objectives
-from vae_jax import schema
+from vae_jax import fields
 
-LIKELIHOODS = schema.choices("likelihood")
-SCALES = schema.choices("logistic_scale")  # What a learned logistic scale is shared over.
+LIKELIHOODS = fields.choices("likelihood")
+SCALES = fields.choices("logistic_scale")  # What a learned logistic scale is shared over.
 
 
 def _flat(a: jax.Array) -> jax.Array:
@@ -92,3 +92,17 @@ class DiscretizedLogistic(nn.Module):
   def mean(self, outputs: jax.Array) -> jax.Array:
     # The logistic's mean, clipped to the pixel range like the distribution's mass.
     return jnp.clip(outputs, 0.0, 1.0)
+
+
+def from_settings(settings) -> nn.Module:
+  """The likelihood a config's `likelihood`, `obs_scale`, `learn_obs_scale`,
+  `logistic_scale` and `image_shape` describe."""
+  if settings.likelihood == "gaussian":
+    return Gaussian(settings.obs_scale, settings.learn_obs_scale)
+  if settings.likelihood == "logistic":
+    return DiscretizedLogistic(tuple(settings.image_shape), settings.logistic_scale,
+                               settings.obs_scale)
+  return Bernoulli()
+
+
+NAMES = {Bernoulli: "bernoulli", Gaussian: "gaussian", DiscretizedLogistic: "logistic"}

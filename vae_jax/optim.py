@@ -19,26 +19,26 @@ import dataclasses
 import ml_collections
 import optax
 
-from vae_jax import schema
+from vae_jax import fields
 from vae_jax.errors import UsageError
 
 # The config's optimizer fields (schema group "optimizer") as a hashable value,
 # so that the jitted step can take it as a static argument.
 OptimizerConfig = dataclasses.make_dataclass(
-    "OptimizerConfig", [(f.name, f.kind) for f in schema.group("optimizer")], frozen=True)
+    "OptimizerConfig", [(f.name, f.kind) for f in fields.group("optimizer")], frozen=True)
 OptimizerConfig.__doc__ = "The optimizer fields of a config: " + ", ".join(
-    f.name for f in schema.group("optimizer")) + "."
+    f.name for f in fields.group("optimizer")) + "."
 
 
 def optimizer_config(config: ml_collections.ConfigDict) -> OptimizerConfig:
   """The optimizer fields of `config`, checked."""
   check(config)
-  return OptimizerConfig(**{f.name: config[f.name] for f in schema.group("optimizer")})
+  return OptimizerConfig(**{f.name: config[f.name] for f in fields.group("optimizer")})
 
 
 def check(config) -> None:
   """Raises UsageError for an invalid optimizer setting (its values, and how they combine)."""
-  for f in schema.group("optimizer"):
+  for f in fields.group("optimizer"):
     f.check(config[f.name])
   if config.weight_decay and config.optimizer != "adamw":
     raise UsageError("weight_decay needs --config.optimizer=adamw (Adam's L2 penalty "
@@ -77,20 +77,40 @@ def burda_schedule(total_steps: int, stages: int = 8) -> optax.Schedule:
       1.0, {end: 10 ** (-ends.count(end) / (stages - 1)) for end in ends})
 
 
-def make(config, learning_rate, total_steps: int) -> optax.GradientTransformation:
+def make(config, learning_rate, total_steps: int, groups=()) -> optax.GradientTransformation:
   """The config's optimizer with base rate `learning_rate` (a float or a traced scalar).
 
   Args:
     config: an `OptimizerConfig` (or a config with its fields).
     learning_rate: the peak learning rate.
     total_steps: steps in the whole run, for the cosine schedule.
+    groups: a family's `ParameterGroup`s (`vae_jax.families.base`): the top-level
+      parameters each names get Adam with the group's settings (its learning
+      rate, b1, b2, eps over the run's), the same schedule and clipping; the
+      rest the run's optimizer. None or (): one optimizer for every parameter.
   """
+  tx = _make(config, learning_rate, total_steps)
+  if not groups:
+    return tx
+  transforms = {"": tx}  # "" labels the parameters of no group.
+  for group in groups:
+    adam = dict(group.adam)
+    transforms[group.name] = _make(config, adam.pop("learning_rate", learning_rate),
+                                   total_steps, adam)
+  owner = {key: group.name for group in groups for key in group.keys}
+  return optax.multi_transform(transforms, lambda params: {k: owner.get(k, "") for k in params})
+
+
+def _make(config, learning_rate, total_steps: int, adam: dict | None = None):
+  """One optimizer: adam or adamw (with `adam`'s b1, b2, eps over the config's), the
+  schedule, clipping."""
   factor = schedule_factor(config, total_steps)
   rate = learning_rate if factor is None else (lambda count: learning_rate * factor(count))
+  options = {"eps": config.adam_eps, **(adam or {})}
   if config.optimizer == "adamw":
-    tx = optax.adamw(rate, eps=config.adam_eps, weight_decay=config.weight_decay)
+    tx = optax.adamw(rate, weight_decay=config.weight_decay, **options)
   else:
-    tx = optax.adam(rate, eps=config.adam_eps)
+    tx = optax.adam(rate, **options)
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   return tx

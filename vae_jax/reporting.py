@@ -1,12 +1,15 @@
 """Everything a training run shows and writes besides its checkpoints: the `Reporter`.
 
-metrics.jsonl holds one JSON object per epoch and model. TensorBoard gets the
-metrics (`SCALARS`) against the training step, the figures, and the resolved
-config as text and as hyperparameters; with several models, one run per
-model (`tensorboard/model_I/`, `images/model_I/`: `model_subdir`). The
-terminal gets progress bars, one line per epoch (`epoch_line`), warnings on
-stderr and the closing line. Only the main process writes; on the others a
-Reporter does nothing. Nothing is created before the first write.
+metrics.jsonl holds one JSON object per epoch and model: whatever metrics the
+run's family returns (`train_NAME`, `test_NAME`), its schedules, its bound,
+the times. TensorBoard gets every number of a record but the bookkeeping
+(`BOOKKEEPING`: epoch, step, model, a model's settings) against the training
+step (a list as `NAME/1`, `NAME/2`, ...), the figures, and the resolved config
+as text and as hyperparameters; with several models, one run per model
+(`tensorboard/model_I/`, `images/model_I/`: `model_subdir`). The terminal gets
+progress bars, one line per epoch (`epoch_line`), warnings on stderr and the
+closing line. Only the main process writes; on the others a Reporter does
+nothing. Nothing is created before the first write.
 """
 import json
 import pathlib
@@ -14,15 +17,13 @@ import sys
 
 import numpy as np
 
+from vae_jax import checkpoints
 from vae_jax import images
 from vae_jax.errors import UsageError
 
 METRICS_FILE = "metrics.jsonl"
-# What TensorBoard charts: metrics, not bookkeeping (epoch, step, model, k, settings).
-SCALARS = ("train_loss", "train_objective", "test_loss", "test_recon", "test_kl",
-           "test_iwae_nll", "test_iwae_nll_stderr", "learning_rate", "kl_weight",
-           "epoch_seconds", "examples_per_second", "eval_seconds", "iwae_seconds",
-           "compile_seconds", "skipped_updates")
+# What TensorBoard does not chart: where a record stands, not what it measures.
+BOOKKEEPING = ("epoch", "step", "model", "iwae_k", "diverged_at_step")
 
 
 def model_subdir(num_models: int, index: int) -> str:
@@ -119,9 +120,13 @@ class Reporter:
     """Whether metrics.jsonl records `epoch` (a torn last line does not count)."""
     return any(r.get("epoch") == epoch for r in _parse(self.metrics_path)[0])
 
-  def write_metrics(self, records: list[dict]) -> None:
+  def write_metrics(self, records: list[dict], settings: tuple[str, ...] = ()) -> None:
     """Appends one epoch's records (one per model, with `epoch`, `step`, `model`) to
-    metrics.jsonl, and their `SCALARS` to TensorBoard against `step`."""
+    metrics.jsonl, and their numbers to TensorBoard against `step` (`scalars`).
+
+    Args:
+      settings: the names of the models' sweepable settings in the records (not charted).
+    """
     if not self.enabled:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
@@ -129,11 +134,8 @@ class Reporter:
       f.write("".join(json.dumps(r) + "\n" for r in records))
     for record in records:
       writer = self._writer(record.get("model", 0))
-      for name in SCALARS:
-        if isinstance(record.get(name), (int, float)):
-          writer.add_scalar(name, record[name], record["step"])
-      for i, kl in enumerate(record.get("test_kl_per_layer") or []):  # A hierarchy's layers.
-        writer.add_scalar(f"test_kl_layer_{i + 1}", kl, record["step"])
+      for name, value in scalars(record, settings).items():
+        writer.add_scalar(name, value, record["step"])
       writer.flush()
 
   def write_image(self, name: str, epoch: int, step: int, grid: np.ndarray,
@@ -147,24 +149,17 @@ class Reporter:
     writer.flush()
     return path
 
-  def write_figures(self, epoch: int, step: int, originals: np.ndarray, reconstructions,
-                    samples, class_grid=None) -> None:
-    """Each model's reconstructions (under the originals) and samples of an epoch, and a
-    conditional model's class grid (`class_grid_EPOCH.png`, one row per class).
+  def write_figures(self, epoch: int, step: int, figures: dict[str, np.ndarray]) -> None:
+    """Each model's figures of an epoch: `images/[model_I/]NAME_EPOCH.png` per figure.
 
     Args:
-      originals: (R, H, W, C) in [0, 1]; reconstructions (N, R, H, W, C); samples (N, S, H, W, C);
-      class_grid: (N, K, G, H, W, C), or None.
+      figures: name -> grids of images (N, rows, cols, H, W, C) in [0, 1], one per model.
     """
     for i in range(self.num_models):
-      pairs = np.concatenate([originals, reconstructions[i]])
-      self.write_image("reconstruction", epoch, step, images.tile(pairs, cols=len(originals)),
-                       model=i)
-      self.write_image("sample", epoch, step, images.tile(samples[i], cols=8), model=i)
-      if class_grid is not None:
-        rows, cols = class_grid.shape[1:3]
-        grid = class_grid[i].reshape(rows * cols, *class_grid.shape[3:])
-        self.write_image("class_grid", epoch, step, images.tile(grid, cols=cols), model=i)
+      for name, grids in figures.items():
+        rows, cols = grids.shape[1:3]
+        grid = np.asarray(grids[i]).reshape(rows * cols, *grids.shape[3:])
+        self.write_image(name, epoch, step, images.tile(grid, cols=cols), model=i)
 
   def write_config(self, config, settings: list[dict]) -> None:
     """config.json (the resolved config, which rebuilds the model) and the config as
@@ -172,7 +167,6 @@ class Reporter:
     if self.config_written or not self.enabled:
       self.config_written = True
       return
-    from vae_jax import checkpoints  # pylint: disable=g-import-not-at-top
     checkpoints.write_config(self.workdir, config)
     self.config_written = True
     self._write_tensorboard_config(config.to_dict(), settings)
@@ -201,6 +195,20 @@ class Reporter:
     return self._writers[model]
 
 
+def scalars(record: dict, settings: tuple[str, ...] = ()) -> dict[str, float]:
+  """What TensorBoard charts of a record: every number but the bookkeeping and the
+  settings, a list's items as `NAME/1`, `NAME/2`, ... (a hierarchy's KL per layer)."""
+  charted = {}
+  for name, value in record.items():
+    if name in BOOKKEEPING or name in settings:
+      continue
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      charted[name] = value
+    elif isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+      charted.update({f"{name}/{i + 1}": v for i, v in enumerate(value)})
+  return charted
+
+
 def _flatten(values: dict, prefix: str = "") -> dict:
   flat = {}
   for key, value in values.items():
@@ -219,28 +227,50 @@ def _hparam(value):
 # Lines.
 
 
-def epoch_line(records: list[dict], num_epochs: int) -> str:
-  """One line per epoch: the metrics, or for several models their mean ± std and the best."""
+def epoch_line(records: list[dict], num_epochs: int, labels: dict[str, str] | None = None) -> str:
+  """One line per epoch: the test metrics, the bound and the training metrics, or for
+  several models their mean ± std (and the best by the first test metric).
+
+  Args:
+    records: the epoch's records, one per model.
+    labels: short names of the family's metrics (`Family.labels`, e.g. `{"kl": "KL"}`);
+      others are shown by name.
+  """
+  labels = labels or {}
   first = records[0]
   head = f"epoch {first['epoch']:>3}/{num_epochs}"
   speed = (f"{first['epoch_seconds']:6.2f} s  ({first['examples_per_second']:,.0f} "
            f"examples/s{f' x {len(records)} models' if len(records) > 1 else ''})")
+  label = lambda name, prefix: labels.get(name[len(prefix):],
+                                          name[len(prefix):].replace("_", " "))
+  # The test metrics; a bound (the one with a standard error) with its k.
+  shown = [(name, label(name, "test_") + (f" (k={first['iwae_k']})" if name + "_stderr" in first
+                                          and "iwae_k" in first else ""))
+           for name in first if name.startswith("test_") and not name.endswith("_stderr")
+           and isinstance(first[name], (int, float, type(None)))]
   if len(records) == 1:
-    iwae = (f"  IWAE NLL (k={first['iwae_k']}) {first['test_iwae_nll']:8.2f}"
-            if "test_iwae_nll" in first else "")
-    train = (f"{first['train_loss']:8.2f}" if first["train_loss"] is not None else "     nan")
-    layers = ("" if "test_kl_per_layer" not in first else
-              f" ({'/'.join(f'{v:.2f}' for v in first['test_kl_per_layer'])})")
-    return (f"{head}  test loss {first['test_loss']:8.2f}  recon {first['test_recon']:8.2f}  "
-            f"KL {first['test_kl']:6.2f}{layers}{iwae}  train loss {train}  {speed}")
+    parts = [f"{text} {_number(first[name])}" + _items(first.get(name + "_per_layer"))
+             for name, text in shown]
+    trains = [f"train {label(n, 'train_')} {_number(first[n])}"
+              for n in first if n.startswith("train_")]
+    return f"{head}  test {'  '.join(parts)}  {'  '.join(trains)}  {speed}"
   live = [r for r in records if "diverged_at_step" not in r]
   stat = lambda name: _mean_std([r[name] for r in live])
-  best = min(live, key=lambda r: r["test_loss"])
-  iwae = (f"  IWAE NLL {stat('test_iwae_nll')}" if "test_iwae_nll" in first else "")
+  key = shown[0][0]
+  best = min(live, key=lambda r: r[key])
+  parts = [f"{text} {stat(name)}" for name, text in shown]
   dead = f"  ({len(records) - len(live)} diverged)" if len(live) < len(records) else ""
-  return (f"{head}  test loss {stat('test_loss')} (best {best['test_loss']:.2f}, model "
-          f"{best['model']})  recon {stat('test_recon')}  KL {stat('test_kl')}{iwae}  "
-          f"{speed}{dead}")
+  return (f"{head}  test {parts[0]} (best {best[key]:.2f}, model {best['model']})  "
+          f"{'  '.join(parts[1:])}  {speed}{dead}")
+
+
+def _number(value) -> str:
+  return "     nan" if value is None else f"{value:8.2f}"
+
+
+def _items(values) -> str:
+  """A list metric beside its total: ` (1.23/4.56)`; "" without one."""
+  return "" if not values else f" ({'/'.join(f'{v:.2f}' for v in values)})"
 
 
 def _mean_std(values: list[float]) -> str:

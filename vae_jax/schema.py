@@ -1,301 +1,179 @@
-"""Every config field, declared once: default, help, allowed values, what it fixes.
+"""The config: every field of the core and of every family, and the pieces a run takes from it.
 
-`configs/default.py` is `default_config()`; `check` validates a config against
-the declarations; `--help` lists them (`describe`); the sweep takes the
-`sweepable` fields (`SWEEPABLE`), and the per-model settings the step traces
-are their columns; a workdir restores only into a config that agrees on the
-`shapes` fields; `upgrade` completes a `config.json` written before a field
-existed with the field's `legacy` value. Adding a field, or making one
-sweepable, is one edit here.
+The core's fields are declared in `vae_jax.fields`, each family's in its module
+(`vae_jax.families`); `FIELDS` holds them all, in the order `--help` shows them
+(the core's, then each family's). From them:
 
-Checks that involve the data or several fields (a data_dir that exists, conv
-layers that divide the image size, weight_decay with adamw only) stay with the
-module whose responsibility they are.
+  * `default_config()`: the ConfigDict of `configs/default.py` (every field at
+    its default, an empty `sweep.FIELD` per sweepable one);
+  * `check(config)`: each field's own value (type, choices, bounds), the core's
+    and the config's family's;
+  * `upgrade(values)`: a `config.json` written before a field existed,
+    completed with the field's `legacy` value;
+  * `differences(saved, config)`: the `shapes` fields on which two configs
+    differ (a workdir restores only into a config that agrees on them);
+  * `describe()`: the fields for `--help`;
+  * `family_settings(config)`, `build_family(config, models, module)`: the
+    family a config selects, built from its settings (the config stops here:
+    below the driver each part takes its own settings).
+
+Adding a field is one declaration, in `fields.py` or in its family's module.
 """
-import dataclasses
-from typing import Any
-
 import ml_collections
 
+from vae_jax import fields as fields_lib
 from vae_jax.errors import UsageError
-
-_UNSET = object()
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-  """One config field.
-
-  Attributes:
-    name: the key, as in `--config.NAME=VALUE`.
-    default: its value in the default config (the PyTorch tutorial's model).
-    help: one line for `--help` and the docs.
-    group: data | model | objective | training | optimizer (what `vae_jax.optim`
-      builds the optax transformation from) | models | evaluation | output.
-    choices: the allowed values, for a field that names one of several.
-    low, high: bounds; `strict` makes them exclusive (`> low`, `< high`).
-    shapes: the field decides the parameter shapes (or what a checkpoint holds):
-      a workdir restores only into a config that agrees on it.
-    sweepable: `--config.sweep.NAME=a,b,c` gives each stacked model its own
-      value; such a field becomes a traced per-model setting of the step.
-    legacy: its value for a config.json written before the field existed
-      (by default `default`).
-    hint: said after the bound in the error, e.g. "(0 keeps the size)".
-    host_only: a sweepable field the host consumes (the seed builds the keys),
-      not a traced setting of the step.
-    resolved: filled in by the run (from the data or the user's network) and
-      written to config.json; not a field of the default config.
-  """
-
-  name: str
-  default: Any
-  help: str
-  group: str
-  choices: tuple = ()
-  low: float | None = None
-  high: float | None = None
-  strict: bool = False
-  shapes: bool = False
-  sweepable: bool = False
-  legacy: Any = _UNSET
-  hint: str = ""
-  resolved: bool = False
-  host_only: bool = False
-
-  @property
-  def kind(self) -> type:
-    return type(self.default)
-
-  @property
-  def legacy_value(self) -> Any:
-    return self.default if self.legacy is _UNSET else self.legacy
-
-  def check(self, value) -> None:
-    """Raises UsageError when `value` is not allowed for this field."""
-    if self.choices and value not in self.choices:
-      raise UsageError(f"unknown {self.name} {value!r}; choose one of "
-                       f"{', '.join(map(str, self.choices))}")
-    if self.low is not None and self.high is not None:
-      inside = self.low < value < self.high if self.strict else self.low <= value <= self.high
-      if not inside:
-        brackets = "()" if self.strict else "[]"
-        raise UsageError(f"{self.name} must lie in {brackets[0]}{self.low:g}, {self.high:g}"
-                         f"{brackets[1]}{self.hint}, got {value}")
-    elif self.low is not None and not (value > self.low if self.strict else value >= self.low):
-      relation = ">" if self.strict else ">="
-      raise UsageError(f"{self.name} must be {relation} {self.low:g}{self.hint}, got {value}")
+from vae_jax.families import base
+from vae_jax.families import registry
+from vae_jax.fields import Field
 
 
-def _f(name, default, help_text, group, **options) -> Field:
-  return Field(name, default, help_text, group, **options)
+def _all_fields() -> dict[str, Field]:
+  """The core's fields, then each registered family's (and its stages'), each name once."""
+  declared = dict(fields_lib.FIELDS)
+  for family in registry.every_class():
+    for f in family.fields:
+      if declared.setdefault(f.name, f) is not f:
+        raise ValueError(f"config field {f.name} is declared twice ({family.name})")
+  return declared
 
 
-# The declarations, in the order --help shows them. The sweepable fields' order is
-# the sweep's (its Cartesian product varies the last one fastest): keep it.
-FIELDS: dict[str, Field] = {f.name: f for f in [
-    # Data.
-    _f("dataset", "", "mnist | fashion_mnist (downloaded) | mnist_sample (shipped) | "
-       "tfds:NAME; with data_dir, any name for the results. Empty: mnist, or mnist_sample "
-       "when no mirror is reachable (so that the first command works on any machine); with "
-       "data_dir, the data's own name", "data"),
-    _f("data_dir", "", "IDX files, one .npz (or the file itself), or PNG/JPEG images; empty: "
-       "the dataset by name", "data"),
-    _f("cache_dir", "", "where mnist and fashion_mnist are downloaded to; empty: "
-       "$VAE_JAX_CACHE or ~/.cache/vae_jax", "data"),
-    _f("tfds_data_dir", "", "where tfds keeps prepared data (dataset=tfds:NAME); empty: its "
-       "default", "data"),
-    _f("test_fraction", 0.1, "share of the images held out for testing when the input has no "
-       "test split, drawn with a fixed seed (not `seed`), so every run tests on the same images",
-       "data", low=0.0, high=1.0, strict=True),
-    _f("image_size", 0, "S > 0: centre-crop every image to a square, resize to S x S; 0: keep",
-       "data", low=0, hint=" (0 keeps the size)"),
-    _f("folder_cache", "auto", "image folders: auto (decode those of 10,000 images or more "
-       "once into an .npy cache, reused while the folder is unchanged) | always | never",
-       "data", choices=("auto", "always", "never")),
-    _f("data_placement", "auto", "device: the training set in device memory (the fastest "
-       "epoch) | stream: read batch by batch from the host (a memmap), for data larger than "
-       "device memory | auto: device when it fits device_data_budget, else stream", "data",
-       choices=("auto", "device", "stream")),
-    _f("device_data_budget", 0.0, "GiB of device memory the training set may take with "
-       "data_placement=auto (counting its shuffled copy); 0: the device's free memory (host "
-       "memory for CPU devices)", "data", low=0.0),
-    _f("binarize", "none", "none: grey levels as targets; dynamic: a Bernoulli draw per step",
-       "data", choices=("none", "dynamic")),
-    # Model: the network and p(x|z).
-    _f("image_shape", (28, 28, 1), "(H, W, C) of the images, from the data", "model",
-       shapes=True, resolved=True),
-    _f("model", "mlp", "mlp (the tutorial's) | conv (the Keras/TensorFlow tutorials')", "model",
-       choices=("mlp", "conv"), shapes=True),
-    _f("hidden", 400, "mlp: hidden units of the encoder and decoder", "model", low=0,
-       strict=True, shapes=True),
-    _f("hidden_layers", 1, "mlp: hidden layers of the encoder and of the decoder", "model",
-       low=0, strict=True, shapes=True, legacy=1),
-    _f("activation", "relu", "mlp: relu | tanh | gated (GatedDense, the VampPrior paper's)",
-       "model", choices=("relu", "tanh", "gated"), shapes=True, legacy="relu"),
-    _f("latents", 20, "dimension of z", "model", low=0, strict=True, shapes=True),
-    _f("conv_features", (32, 64), "conv: channels of the stride-2 convolutions", "model",
-       shapes=True),
-    _f("decoder", "mlp", "mlp | linear (the mlp model without the decoder's hidden layer)",
-       "model", choices=("mlp", "linear"), shapes=True),
-    _f("likelihood", "bernoulli", "bernoulli | gaussian | logistic (8-bit discretised)", "model",
-       choices=("bernoulli", "gaussian", "logistic"), shapes=True),
-    _f("obs_scale", 1.0, "gaussian: the fixed standard deviation, or its initial value when "
-       "learned; logistic: the initial scale", "model", low=0.0, strict=True),
-    _f("learn_obs_scale", False, "gaussian: learn the scale", "model", shapes=True),
-    _f("conditional", False, "give the encoder and the decoder each example's label (one-hot; "
-       "a conditional VAE: q(z|x,y), p(x|z,y), p(z) as set by prior); needs data with labels",
-       "model", shapes=True, legacy=False),
-    _f("num_classes", 0, "conditional: labels 0 .. num_classes - 1, from the data", "model",
-       shapes=True, resolved=True, legacy=0),
-    _f("logistic_scale", "channel", "logistic: one learned scale per channel | pixel", "model",
-       choices=("channel", "pixel"), shapes=True),
-    # Optimisation.
-    _f("num_epochs", 20, "epochs to train (a rerun with more trains further)", "training",
-       low=0),
-    _f("batch_size", 128, "examples per step, over all devices", "training", low=0,
-       strict=True),
-    _f("optimizer", "adam", "adam | adamw (decoupled weight decay)", "optimizer",
-       choices=("adam", "adamw")),
-    _f("seed", 0, "the seed of model 0; model i uses seed + i unless seeds are swept",
-       "training", sweepable=True, host_only=True),
-    _f("learning_rate", 1e-3, "the peak learning rate", "training", low=0.0, strict=True,
-       sweepable=True),
-    _f("weight_decay", 0.0, "adamw only", "optimizer", low=0.0),
-    _f("lr_schedule", "constant", "constant | cosine (to 0 at the last step) | burda (the IWAE "
-       "paper's: 8 stages, stage i taking 3^i/3280 of the run at 10^(-i/7) times the rate)",
-       "optimizer", choices=("constant", "cosine", "burda")),
-    _f("adam_eps", 1e-8, "Adam's epsilon (the IWAE paper's: 1e-4)", "optimizer", low=0.0,
-       strict=True, legacy=1e-8),
-    _f("warmup_steps", 0, "linear learning-rate warm-up", "optimizer", low=0),
-    _f("skip_threshold", 0.0, "skip an update whose gradient norm is non-finite or above this "
-       "many times its running level (an average over about 100 steps, from step 20 on), as "
-       "VDVAE does; skips are counted in metrics.jsonl; 0: off", "optimizer", low=0.0),
-    _f("grad_clip_norm", 0.0, "clip gradients to this global norm; 0: off", "optimizer",
-       low=0.0),
-    _f("matmul_precision", "float32", "precision of matrix products: float32 everywhere, so "
-       "results agree across CPU, GPU and TPU; default | tf32 | bf16 trade accuracy for speed "
-       "on accelerators", "training", choices=("float32", "default", "tf32", "bf16")),
-    # Families: p(z) and q(z|x) (vae_jax.priors, vae_jax.posteriors; model.PRIORS, POSTERIORS).
-    _f("prior", "normal", "p(z): normal N(0, I) | mog (a learned mixture of prior_components "
-       "diagonal Gaussians) | vamp (the VampPrior: the encoder's posteriors at "
-       "prior_components learned pseudo-inputs)", "model",
-       choices=("normal", "mog", "vamp"), shapes=True, legacy="normal"),
-    _f("prior_components", 500, "mog, vamp: mixture components (pseudo-inputs); 500 as in "
-       "Tomczak & Welling 2018", "model", low=0, strict=True, shapes=True),
-    _f("posterior", "gaussian", "q(z|x): gaussian (diagonal) | iaf (inverse autoregressive flow "
-       "on it, Kingma et al. 2016)", "model", choices=("gaussian", "iaf"), shapes=True,
-       legacy="gaussian"),
-    _f("flow_steps", 2, "iaf: flow steps (MADE networks)", "model", low=0, strict=True,
-       shapes=True),
-    _f("flow_hidden", 320, "iaf: hidden units of each MADE (at least latents)", "model", low=0,
-       strict=True, shapes=True),
-    # Hierarchies (vae_jax.hierarchy): L top-down Gaussian layers of the mlp or conv model.
-    _f("stochastic_layers", 1, "Gaussian layers z_1 (next to the data) .. z_L of a top-down "
-       "hierarchy (mlp or conv; ladder-VAE style, the inference path sharing the generative "
-       "one); 1: the one-layer VAE", "model", low=1, shapes=True, legacy=1),
-    _f("layer_latents", (), "stochastic_layers > 1: each layer's size from the one next to the "
-       "data up, its first equal to latents; empty: latents, then each half the one below",
-       "model", shapes=True, legacy=()),
-    _f("residual_blocks", 1, "conv with stochastic_layers > 1: residual blocks (two 3x3 "
-       "convolutions and a skip) in each cell of the bottom-up and the top-down path; 0: none",
-       "model", low=0, shapes=True, legacy=1),
-    _f("compute_dtype", "float32", "float32 | bfloat16 activations and products; parameters "
-       "stay float32", "model", choices=("float32", "bfloat16")),
-    # Objective. Reported losses are always the true ELBO (beta 1, no floor).
-    _f("beta", 1.0, "weight of the KL (beta-VAE)", "objective", low=0.0, sweepable=True),
-    _f("kl_warmup_steps", 0, "the KL weight rises linearly from 0 to beta over these steps",
-       "objective", low=0, sweepable=True),
-    _f("free_bits", 0.0, "nats each latent's KL counts as at least (batch mean)", "objective",
-       low=0.0, sweepable=True),
-    # The training objective (vae_jax.estimators). Not sweepable: each changes the program.
-    _f("objective", "elbo", "elbo (the negative ELBO) | iwae (the negative importance-weighted "
-       "bound, Burda et al. 2015) over train_samples samples per example", "objective",
-       choices=("elbo", "iwae"), legacy="elbo"),
-    _f("train_samples", 1, "importance samples per example: with iwae its K; with elbo, the "
-       "average of K single-sample ELBOs", "objective", low=1, legacy=1),
-    _f("gradient_estimator", "reparam", "reparam | dreg (doubly reparameterised, iwae; Tucker "
-       "et al. 2018) | stl (sticking the landing, elbo; Roeder et al. 2017): the inference "
-       "network's gradient", "objective", choices=("reparam", "dreg", "stl"), legacy="reparam"),
-    # Several models in one program.
-    _f("num_models", 1, "models in one program (vmapped): model i uses seed + i", "models",
-       low=1, shapes=True, legacy=1),
-    _f("independent_data_order", False, "each model sees the data in its own order", "models"),
-    _f("model_mapping", "auto", "how num_models > 1 share the program: vmap (batched products) | "
-       "sequential (one after another, each the single-model program: N x one model's time) | "
-       "auto (sequential on CPU, vmap on GPU and TPU)", "models",
-       choices=("auto", "vmap", "sequential"), legacy="vmap"),
-    # Evaluation and output.
-    _f("eval_batch_size", 1000, "test examples per evaluation step", "evaluation", low=0,
-       strict=True),
-    _f("eval_iwae_every", 0, "epochs between IWAE bounds on the test set; 0: never",
-       "evaluation", low=0),
-    _f("eval_iwae_k", 1000, "importance samples of the IWAE bound", "evaluation", low=0,
-       strict=True),
-    # 100 x 100 decoder rows per step ran 1.5x faster than 500 x 100 on a 2-core CPU.
-    _f("iwae_sample_chunk", 100, "importance samples drawn at once per example (speed and "
-       "memory, never results)", "evaluation", low=0, strict=True),
-    _f("iwae_example_chunk", 100, "examples at once in the IWAE bound (speed and memory, never "
-       "results)", "evaluation", low=0, strict=True),
-    _f("checkpoint_every_epochs", 1, "epochs between checkpoints (and after the last)",
-       "output", low=0, strict=True),
-    _f("keep_checkpoints", 3, "checkpoints kept in the workdir", "output", low=0, strict=True),
-    _f("chunks_per_epoch", 10, "the epoch runs as about this many lax.scan calls; progress, "
-       "non-finite checks and Ctrl-C act between them", "output", low=0, strict=True),
-]}
+def sweepable() -> tuple[str, ...]:
+  """The fields `--config.sweep.NAME` takes, in the sweep's order."""
+  return tuple(n for n, f in _all_fields().items() if f.sweepable)
 
-SWEEPABLE: tuple[str, ...] = tuple(name for name, f in FIELDS.items() if f.sweepable)
-SHAPES: tuple[str, ...] = tuple(name for name, f in FIELDS.items() if f.shapes)
-# The per-model settings the step traces (`train_step.Settings`).
-TRACED: tuple[str, ...] = tuple(n for n in SWEEPABLE if not FIELDS[n].host_only)
+
+def __getattr__(name: str):
+  # Computed at each use, so that a family registered later (`registry.register`) counts.
+  if name == "FIELDS":  # dict[str, Field]: every field.
+    return _all_fields()
+  if name == "SWEEPABLE":
+    return sweepable()
+  if name == "TRACED":  # The sweepable ones the step traces (`hyper` of a family's loss).
+    return tuple(n for n, f in _all_fields().items() if f.sweepable and not f.host_only)
+  raise AttributeError(f"module 'vae_jax.schema' has no attribute {name!r}")
 
 
 def choices(name: str) -> tuple:
   """The allowed values of field `name`."""
-  return FIELDS[name].choices
+  return _all_fields()[name].choices
 
 
 def group(name: str) -> tuple[Field, ...]:
   """The fields of one group, in declaration order."""
-  return tuple(f for f in FIELDS.values() if f.group == name)
+  return fields_lib.group(name, _all_fields())
+
+
+def family_class(config) -> type[base.Family]:
+  """The family class a config (or config.json's values) selects; UsageError if unknown."""
+  return registry.get(config.get("family", "vae") if hasattr(config, "get") else config.family)
+
+
+def fields_of(family: str, stage: str = "") -> tuple[Field, ...]:
+  """The fields a run of `family` (of its `stage`) reads: the core's, the family's own and
+  the stage's."""
+  cls = registry.get(family)
+  extra = () if not stage else tuple(f for f in stage_class(cls, stage).fields
+                                     if f not in cls.fields)
+  return (*fields_lib.FIELDS.values(), *cls.fields, *extra)
+
+
+def stage_class(family: type[base.Family], stage: str) -> type[base.Family]:
+  """The family class of a later stage `stage` of `family`; UsageError if it has none."""
+  if stage not in family.stages:
+    later = f"its stages after the first: {', '.join(family.stages)}" if family.stages else (
+        "it trains in one stage")
+    raise UsageError(f"family {family.name} has no training stage {stage!r} ({later})")
+  return family.stages[stage]
+
+
+def shapes(family: str) -> tuple[str, ...]:
+  """The fields that fix a run's parameter shapes (or what its checkpoints hold)."""
+  return tuple(f.name for f in fields_of(family) if f.shapes)
 
 
 def default_config() -> ml_collections.ConfigDict:
   """A ConfigDict of every field at its default, with an empty `sweep.FIELD` per sweepable one."""
   config = ml_collections.ConfigDict(
-      {name: f.default for name, f in FIELDS.items() if not f.resolved})
-  config.sweep = ml_collections.ConfigDict({name: "" for name in SWEEPABLE})
+      {name: f.default for name, f in _all_fields().items() if not f.resolved})
+  config.sweep = ml_collections.ConfigDict({name: "" for name in sweepable()})
   return config
 
 
-def check(config: ml_collections.ConfigDict) -> None:
-  """Raises UsageError naming the first field of `config` whose value is not allowed."""
-  for name, field in FIELDS.items():
-    if name in config and not field.resolved:
-      field.check(config[name])
+def check(config: ml_collections.ConfigDict, where: str = "", *, resolved: bool = False) -> None:
+  """Raises UsageError naming the first field of `config` whose value is not allowed: the
+  core's fields and its family's (another family's fields keep their defaults unread).
+
+  Args:
+    where: where the values come from, said first in the error (e.g. "DIR/config.json: ").
+    resolved: also check the fields a run resolves (a config.json's image_shape, ...).
+  """
+  try:
+    family = family_class(config).name
+    for field in fields_of(family, config.get("stage", "")):
+      if field.name in config and (resolved or not field.resolved):
+        field.check(config[field.name])
+    shape = config.get("image_shape") if resolved else None
+    if shape is not None and (len(shape) != 3 or min(shape) < 1):
+      raise UsageError(f"image_shape must be 3 positive integers (H, W, C), got {list(shape)}")
+  except UsageError as e:
+    raise UsageError(f"{where}{e}") from None
 
 
-def upgrade(values: dict) -> dict:
-  """A config.json's values completed with each missing field's `legacy` value."""
-  return {**{name: f.legacy_value for name, f in FIELDS.items() if name not in values}, **values}
+def upgrade(values: dict, where: str = "") -> dict:
+  """A config.json's values completed with each missing field's `legacy` value.
+
+  Raises:
+    UsageError: a `required` field is missing (every config.json has held it: this
+      one was edited, and a default would build other parameter shapes).
+  """
+  for name, f in _all_fields().items():
+    if f.required and name not in values:
+      raise UsageError(f"{where}no {name}, which fixes the parameter shapes (was the file "
+                       "edited?); restore it or use a new --workdir")
+  every = _all_fields()
+  return {**{name: f.legacy_value for name, f in every.items() if name not in values}, **values}
 
 
 def differences(saved, config) -> list[str]:
-  """'field saved vs config' for each `shapes` field on which two configs differ."""
-  value = lambda c, name: _hashable(c[name] if name in c else FIELDS[name].legacy_value)
-  return [f"{name} {value(saved, name)!r} vs {value(config, name)!r}" for name in SHAPES
+  """'field saved vs config' for each `shapes` field (of the saved run's family) on which
+  two configs differ."""
+  value = lambda c, name: hashable(c[name] if name in c else _all_fields()[name].legacy_value)
+  names = shapes(value(saved, "family")) if value(saved, "family") in registry.FAMILIES else (
+      ("family",))
+  return [f"{name} {value(saved, name)!r} vs {value(config, name)!r}" for name in names
           if value(saved, name) != value(config, name)]
 
 
-def _hashable(value):
+def hashable(value):
   """Lists (as JSON gives back tuples) as tuples, so that a config and its config.json compare."""
   return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
+def build_family(config, models: list[dict], module=None) -> base.Family:
+  """The family a resolved config selects, for models of the given sweepable settings; for
+  a config of a later stage (`stage`), that stage's family, built on the first's.
+
+  Args:
+    config: a resolved config (with image_shape and, if conditional, num_classes).
+    models: each model's sweepable settings (`sweep.model_settings`).
+    module: a user's own flax module for the family, instead of the config's.
+  """
+  cls = family_class(config)
+  family = cls.build(fields_lib.settings_of(cls.settings_type, config), models, module)
+  stage = config.get("stage", "")
+  if not stage:
+    return family
+  later = stage_class(cls, stage)
+  return later.build(fields_lib.settings_of(later.settings_type, config), models, parent=family)
+
+
 def describe() -> str:
-  """The fields for `--help`: `--config.NAME (default): help`, by group."""
+  """The fields for `--help`: `--config.NAME (default): help`, by group, each family's last."""
   lines = []
-  for name in dict.fromkeys(f.group for f in FIELDS.values()):
-    lines.append(f"\n  {name}:")
+  for name in dict.fromkeys(f.group for f in _all_fields().values()):
+    title = f"family {name}" if name in registry.FAMILIES else name
+    lines.append(f"\n  {title}:")
     for f in (f for f in group(name) if not f.resolved):
       lines.append(f"    --config.{f.name}={f.default!r}: {f.help}"
                    f"{'  [sweepable]' if f.sweepable else ''}")

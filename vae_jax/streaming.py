@@ -1,28 +1,18 @@
-"""The streamed epoch: training images stay on the host (a memmap) and go to the devices a
-chunk of batches at a time, for training sets larger than device memory.
+"""Reading images from the host for data larger than device memory: training and evaluation.
 
-`StreamedRunner` has the interface of `epoch.Runner`, so the driver can use
-either:
+Training images stay on the host (a memmap) and go to the devices a chunk of
+batches at a time (`vae_jax.epoch.StreamedRunner`, which reads them here);
+evaluation reads the test set a chunk at a time (`StreamedChunks`).
+`choose_placement` decides between that and device-resident data.
 
-    runner = streaming.StreamedRunner(model, step_config, dataset.train.images,
-                                      len(dataset.train.images), batch_size=128,
-                                      chunks_per_epoch=10, mesh=mesh)
-    runner.compile(state, shuffle_keys, step_keys, settings)   # optional
-    batches = runner.batches(shuffle_keys)                     # an EpochStream
-    for start in range(0, runner.steps_per_epoch, runner.chunk):
-      state, metrics = runner.run_chunk(state, batches, step_keys, settings, start)
-    runner.close()
-
-Same results as the resident epoch, bit for bit on one machine: the order is
+Same results as resident data, bit for bit on one machine: the order is
 `jax.random.permutation(key, num_examples)` from the same key (computed on the
-host's CPU device; integer arithmetic, the same on every backend), cut into
-the same batches, and each chunk runs `epoch.train_chunk` (with
-`chunk_batches=True`: batch i of the chunk is step `start + i`, whose key
-stays `fold_in(step key, start + i)`).
+host's CPU device, `permutations`; integer arithmetic, the same on every
+backend), cut into the same batches.
 
-Reading. While a chunk trains, a background thread reads the next chunk's
-images (`Reader`: one `pread` per image, in index order, on a few threads)
-and puts them on the devices, so reading overlaps training (double
+Reading. While a chunk trains or is evaluated, a background thread reads the
+next chunk's images (`Reader`: one `pread` per image, in index order, on a few
+threads) and puts them on the devices, so reading overlaps the work (double
 buffering: at most one chunk waits). Reading with `pread` instead of indexing
 the memmap turns a file truncated under a running reader into a short read,
 raised as a one-line `UsageError`, where the memmap would kill the process
@@ -31,32 +21,24 @@ keeps its data) and training goes on.
 
 Several processes. Each process reads only the rows its own devices hold
 (`jax.sharding.Sharding.addressable_devices_indices_map` of the global
-chunk) and assembles the global array from its pieces
+chunk, `put_rows`) and assembles the global array from its pieces
 (`jax.make_array_from_single_device_arrays`). Every process computes the
 same permutation from the same key, so none needs another's data; each needs
 the training files at the same path (a shared or copied folder).
 """
 import concurrent.futures
 import functools
-import math
 import os
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import data
-from vae_jax import epoch
 from vae_jax import parallel
-from vae_jax import schema
+from vae_jax import fields
 from vae_jax.errors import UsageError
 
-PLACEMENTS = schema.choices("data_placement")  # auto | device | stream
-# The bytes of one chunk of the global batches, at most (the chunk is shortened until
-# it fits; each process holds its share): two of them exist at once (one training,
-# one prefetched), plus, on a CPU device, the host buffer each was read into.
-MAX_CHUNK_BYTES = 128 * 2**20
+PLACEMENTS = fields.choices("data_placement")  # auto | device | stream
 # Reading threads: pread releases the GIL, the per-image Python work holds it, so a
 # few threads suffice.
 READ_THREADS = 4
@@ -224,165 +206,6 @@ def put_rows(reader: Reader, indices: np.ndarray, sharding) -> jax.Array:
     arrays.append(jax.device_put(piece, device))
     at += r.size
   return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
-
-
-class EpochStream:
-  """One epoch's batches, read a chunk at a time, the next one in the background.
-
-  What `StreamedRunner.batches` returns and `run_chunk` takes.
-  """
-
-  def __init__(self, runner: "StreamedRunner", orders: np.ndarray):
-    """
-    Args:
-      runner: whose reader, sharding and chunk to use.
-      orders: int (K, num_examples) permutations; K = 1: one order for all models.
-    """
-    self._runner = runner
-    steps, batch = runner.steps_per_epoch, runner.batch_size
-    used = orders[:, :steps * batch].reshape(len(orders), steps, batch)
-    self._indices = used[0] if not runner.independent_orders else used  # ([K,] S, B)
-    self._pending = None  # (start, future of its device array)
-
-  def take(self, start: int) -> jax.Array:
-    """The batches of steps `start .. start + chunk - 1` on the devices; prefetches the next.
-
-    Returns:
-      uint8 (chunk, B, H, W, C), or (N, chunk, B, H, W, C) with independent orders,
-      the batch axis sharded over the devices.
-
-    Raises:
-      UsageError: the images cannot be read (one line).
-    """
-    pending, self._pending = self._pending, None
-    batches = (pending[1].result() if pending and pending[0] == start else self._load(start))
-    following = start + self._runner.chunk
-    if following < self._runner.steps_per_epoch:
-      self._pending = (following, self._runner.prefetcher.submit(self._load, following))
-    return batches
-
-  def _load(self, start: int) -> jax.Array:
-    runner = self._runner
-    return put_rows(runner.reader, self._indices[..., start:start + runner.chunk, :],
-                    runner.sharding)
-
-  def close(self) -> None:
-    """Waits for a prefetch in flight and drops it (its errors too: that chunk is not used)."""
-    pending, self._pending = self._pending, None
-    if pending:
-      concurrent.futures.wait([pending[1]])
-
-
-class StreamedRunner:
-  """`epoch.Runner` for a training set on the host: the same attributes and calls.
-
-  Attributes:
-    steps_per_epoch: full batches per epoch.
-    chunk: steps per `run_chunk` call; divides `steps_per_epoch`. That of
-      `epoch.Runner`, or a divisor of it where a chunk's global batches would
-      exceed `max_chunk_bytes`.
-    compile_seconds: time `compile` took (None before).
-  """
-
-  def __init__(self, model, step_config, train_images: np.ndarray, num_examples: int, *,
-               batch_size: int, chunks_per_epoch: int, mesh, independent_orders: bool = False,
-               max_chunk_bytes: int = MAX_CHUNK_BYTES, read_threads: int = READ_THREADS):
-    """
-    Args:
-      model, step_config: see `train_step.train_step`.
-      train_images: uint8 (N, H, W, C) on the host, best a memmap (`vae_jax.sources.npy`);
-        the same on every process.
-      num_examples: N.
-      batch_size: the global batch.
-      chunks_per_epoch: at least this many `run_chunk` calls per epoch.
-      mesh: the device mesh.
-      independent_orders: shuffle each model's data in its own order.
-      max_chunk_bytes: the most bytes of one chunk's global batches.
-      read_threads: threads reading images.
-    """
-    self.model, self.step_config = model, step_config
-    self.num_examples, self.batch_size = num_examples, batch_size
-    self.image_shape = tuple(train_images.shape[1:])
-    self.steps_per_epoch = num_examples // batch_size
-    self.independent_orders = independent_orders
-    self.num_orders = None  # Known from the keys: 1, or N with independent orders.
-    self._chunks_per_epoch, self._max_chunk_bytes = chunks_per_epoch, max_chunk_bytes
-    self.mesh = mesh
-    batch_axis = 2 if independent_orders else 1
-    self.sharding = parallel.sharded(mesh, batch_axis, batch_axis + 4)
-    self.chunk = self._chunk_length(1)
-    self.reader = Reader(train_images, read_threads)
-    self.prefetcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prefetch")
-    self._train = functools.partial(epoch.train_chunk, model, step_config, num_steps=self.chunk,
-                                    chunk_batches=True)
-    self.compile_seconds = None
-
-  def _chunk_length(self, num_orders: int) -> int:
-    """Steps per chunk: the resident runner's, unless its batches exceed max_chunk_bytes;
-    then its longest divisor that fits (one step at least).
-
-    A divisor, so that every chunk boundary of the resident runner is one of this
-    runner's: a run stopped at a boundary resumes with either. Counted over the
-    global batch, not this process's share, so that the chunk depends on the config
-    and the data alone, not on the machines a resume runs on.
-    """
-    step_bytes = self.batch_size * math.prod(self.image_shape) * num_orders
-    chunk = epoch.chunk_size(self.steps_per_epoch, self._chunks_per_epoch)
-    fitting = [d for d in range(1, chunk + 1)
-               if chunk % d == 0 and d * step_bytes <= self._max_chunk_bytes]
-    return max(fitting, default=1)
-
-  def _set_orders(self, shuffle_keys: jax.Array) -> None:
-    """Fixes the chunk for the number of orders (independent orders multiply the bytes)."""
-    num_orders = len(shuffle_keys)
-    if num_orders == self.num_orders:
-      return
-    if self.num_orders is not None:
-      raise ValueError(f"shuffle keys for {num_orders} orders, the runner has {self.num_orders}")
-    self.num_orders, self.chunk = num_orders, self._chunk_length(num_orders)
-    self._train = functools.partial(epoch.train_chunk, self.model, self.step_config,
-                                    num_steps=self.chunk, chunk_batches=True)
-
-  def _chunk_shape(self) -> tuple[int, ...]:
-    lead = (self.num_orders,) if self.independent_orders else ()
-    return (*lead, self.chunk, self.batch_size, *self.image_shape)
-
-  def compile(self, state, shuffle_keys, step_keys, settings) -> float:
-    """Compiles the chunk ahead of time; returns the seconds it took."""
-    begin = time.perf_counter()
-    self._set_orders(shuffle_keys)
-    batches = jax.ShapeDtypeStruct(self._chunk_shape(), jnp.uint8, sharding=self.sharding)
-    self._train = epoch.train_chunk.lower(
-        self.model, self.step_config, state, batches, step_keys, settings, jnp.int32(0),
-        num_steps=self.chunk, chunk_batches=True).compile()
-    self.compile_seconds = time.perf_counter() - begin
-    return self.compile_seconds
-
-  def batches(self, shuffle_keys: jax.Array) -> EpochStream:
-    """The epoch's batches, to be read as `run_chunk` asks for them.
-
-    Args:
-      shuffle_keys: (1,) one order for every model, or (N,) with independent orders.
-    """
-    self._set_orders(shuffle_keys)
-    return EpochStream(self, permutations(shuffle_keys, self.num_examples))
-
-  def run_chunk(self, state, batches: EpochStream, step_keys, settings, start: int):
-    """Runs steps `start .. start + chunk - 1`; returns (state, metrics of shape (N, chunk)).
-
-    Raises:
-      UsageError: the training images cannot be read (one line).
-    """
-    return self._train(state, batches.take(start), step_keys, settings, jnp.int32(start))
-
-  @property
-  def examples_per_epoch(self) -> int:
-    return self.steps_per_epoch * self.batch_size
-
-  def close(self) -> None:
-    """Stops the prefetching thread and closes the file."""
-    self.prefetcher.shutdown()
-    self.reader.close()
 
 
 class StreamedChunks:

@@ -7,8 +7,9 @@
 Each `sweep.FIELD` lists values; the run trains one model per combination
 (the Cartesian product, in the order of `SWEEPABLE`, the last field varying
 fastest). Unless seeds are swept, model i uses `seed + i`. The sweepable
-fields are those `vae_jax.schema` declares so; fields that change the
-parameter shapes cannot be: models of different shapes cannot be stacked.
+fields are those `vae_jax.schema` declares so (`schema.sweepable()`: the core's
+and the families'); fields that change the parameter shapes cannot be: models
+of different shapes cannot be stacked.
 """
 import itertools
 
@@ -17,11 +18,8 @@ import ml_collections
 from vae_jax import schema
 from vae_jax.errors import UsageError
 
-SWEEPABLE = schema.SWEEPABLE
-
-
 def model_settings(config: ml_collections.ConfigDict) -> list[dict]:
-  """The settings of each model: a list of N dicts with every `SWEEPABLE` field.
+  """The settings of each model: a list of N dicts with every sweepable field.
 
   Raises:
     UsageError: a value that does not parse or is out of range, a sweep of a field
@@ -39,7 +37,7 @@ def model_settings(config: ml_collections.ConfigDict) -> list[dict]:
     combos = [()] * config.num_models
   models = []
   for i, combo in enumerate(combos):
-    settings = {name: config[name] for name in SWEEPABLE}
+    settings = {name: config[name] for name in schema.sweepable() if name in config}
     settings["seed"] = config.seed + i
     settings.update(zip(swept, combo))
     models.append(settings)
@@ -52,10 +50,11 @@ def model_settings(config: ml_collections.ConfigDict) -> list[dict]:
 def _swept_values(config) -> dict[str, list]:
   sweep = config.get("sweep") or {}
   values = {}
+  sweepable = schema.sweepable()
   for name in sweep:
-    if name not in SWEEPABLE:
+    if name not in sweepable:
       raise UsageError(refusal(name))
-  for name in SWEEPABLE:
+  for name in sweepable:
     text = str(sweep.get(name, "") or "").strip()
     if text:
       values[name] = [_parse(name, schema.FIELDS[name].kind, v) for v in text.split(",")]
@@ -64,10 +63,10 @@ def _swept_values(config) -> dict[str, list]:
 
 def refusal(name: str) -> str:
   """Why `sweep.NAME` is refused, in one line."""
-  if name in schema.SHAPES:
+  if name in schema.FIELDS and schema.FIELDS[name].shapes:
     return (f"sweep.{name}: {name} changes the parameter shapes, and models of different "
             "shapes cannot be stacked; train them in separate runs")
-  return f"sweep.{name}: unknown; sweepable fields are {', '.join(SWEEPABLE)}"
+  return f"sweep.{name}: unknown; sweepable fields are {', '.join(schema.sweepable())}"
 
 
 def _parse(name: str, kind, text: str):

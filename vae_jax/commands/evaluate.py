@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from vae_jax import checkpoints
+from vae_jax import trained as trained_lib
 from vae_jax import cli
 from vae_jax import data
 from vae_jax import evaluation
@@ -44,13 +44,13 @@ _EXAMPLE_CHUNK = flags.DEFINE_integer(
 def main(argv):
   del argv  # cli.run_command refuses stray arguments.
   with cli.errors_to_exit():
-    first = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value or 0)
+    first = trained_lib.load(_WORKDIR.value, _STEP.value, index=_MODEL.value or 0)
     count = first.config.num_models
     indices = [_MODEL.value] if _MODEL.value is not None else range(count)
     dataset, inputs, labels, streamed = _inputs(first.config, _SPLIT.value)
     records = []
     for i in indices:
-      trained = first if i == first.index else checkpoints.load(_WORKDIR.value, first.step, index=i)
+      trained = first if i == first.index else trained_lib.load(_WORKDIR.value, first.step, index=i)
       records.append(evaluate_split(trained, dataset, inputs, _SPLIT.value, labels,
                                     streamed=streamed))
       print(format_table(records[-1]), flush=True)
@@ -67,12 +67,13 @@ def _inputs(config, split: str):
   """(the dataset, the uint8 images of `split` as every evaluation sees them, their
   labels for a conditional model (else None), whether they stream from the host:
   where the run's `data_placement` resolves to stream)."""
-  dataset = data.load(config)
+  dataset = data.load(data.settings(config))
   placement, _ = streaming.choose_placement(config.data_placement, dataset,
                                             config.device_data_budget)
   streamed = placement == "stream"
   part = getattr(dataset, split)
-  inputs = evaluation.evaluation_inputs(part.images, config, on_host=streamed)
+  inputs = evaluation.evaluation_inputs(part.images, binarize=config.binarize, seed=config.seed,
+                                       on_host=streamed)
   labels = part.labels if config.get("conditional") else None
   if _NUM_EXAMPLES.value is not None:
     inputs = inputs[:_NUM_EXAMPLES.value]
@@ -80,7 +81,7 @@ def _inputs(config, split: str):
   return dataset, inputs, labels, streamed
 
 
-def evaluate_split(trained: checkpoints.TrainedModel, dataset, inputs, split: str, labels=None,
+def evaluate_split(trained: trained_lib.TrainedModel, dataset, inputs, split: str, labels=None,
                    *, streamed: bool = False) -> dict:
   """Evaluates `trained` on uint8 images (N, H, W, C) (given `labels` (N,) when it is
   conditional) with the flags' settings."""
@@ -90,53 +91,73 @@ def evaluate_split(trained: checkpoints.TrainedModel, dataset, inputs, split: st
       sample_chunk=_SAMPLE_CHUNK.value or config.iwae_sample_chunk,
       example_chunk=_EXAMPLE_CHUNK.value or config.iwae_example_chunk, labels=labels,
       streamed=streamed)
+  family = trained.family
   header = {"workdir": str(_WORKDIR.value), "dataset": dataset.name, "split": split,
             "binarize": config.binarize, "likelihood": config.likelihood,
             "step": trained.step, "seed": _SEED.value, "model": trained.index,
-            "family": {name: config[name] for name in FAMILY if name in config}}
+            "family": {"name": family.name, **{f.name: config[f.name] for f in family.fields
+                                               if not f.sweepable and f.name in config}}}
   return {**header, **result}
 
 
-# The config fields that say which model family was evaluated (recorded in eval.json).
-FAMILY = ("prior", "prior_components", "posterior", "flow_steps", "flow_hidden", "objective",
-          "train_samples", "gradient_estimator", "stochastic_layers", "layer_latents")
-SUMMARIZED = ("elbo", "recon", "kl", "nll", "bits_per_dim", "active_units")
+HEADER = ("workdir", "dataset", "split", "binarize", "likelihood", "family", "step", "seed",
+          "model", "k", "num_examples", "conditional", "seconds")
+
+
+def _figures(record: dict) -> dict[str, float]:
+  """The numbers of an eval.json record that describe the model (not the header)."""
+  return {name: value for name, value in record.items()
+          if name not in HEADER and not name.endswith("_stderr")
+          and isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def summarize_models(records: list[dict]) -> dict:
   """eval.json for several models: the shared header, `models` (one record each) and
-  `mean` / `std` (standard deviation over models, ddof 1) of the main figures."""
-  values = {name: np.array([r[name] for r in records], np.float64) for name in SUMMARIZED}
-  shared = {k: records[0][k] for k in ("workdir", "dataset", "split", "binarize", "likelihood",
-                                       "family", "step", "seed", "k", "num_examples",
-                                       "conditional")}
+  `mean` / `std` (standard deviation over models, ddof 1) of each of their numbers."""
+  values = {name: np.array([r[name] for r in records], np.float64)
+            for name in _figures(records[0])}
+  shared = {k: records[0][k] for k in HEADER if k in records[0] and k not in ("model", "seconds")}
   return {**shared, "num_models": len(records), "models": records,
           "mean": {k: float(v.mean()) for k, v in values.items()},
           "std": {k: float(v.std(ddof=1)) for k, v in values.items()}}
 
 
+LABELS = {"elbo": "ELBO", "nll": "NLL (bound)", "kl": "KL", "bits_per_dim": "bits/dim",
+          "active_units": "active units", "kl_per_layer": "KL per layer",
+          "active_units_per_layer": "active units per layer"}
+SHORT_LIST = 8  # Lists up to this long are shown in the table (per layer, not per latent).
+
+
+def _label(name: str) -> str:
+  return LABELS.get(name, name.replace("_", " "))
+
+
 def format_summary(r: dict) -> str:
-  pm = lambda name: f"{r['mean'][name]:10.2f} ± {r['std'][name]:.2f}"
-  return "\n".join([
-      f"{r['num_models']} models, mean ± standard deviation over models:",
-      f"  ELBO             {pm('elbo')}", f"  NLL (IWAE)       {pm('nll')}",
-      f"  active units     {pm('active_units')}"])
+  """The mean ± standard deviation over models of each number, one per line."""
+  return "\n".join([f"{r['num_models']} models, mean ± standard deviation over models:",
+                    *(f"  {_label(k):<22} {r['mean'][k]:10.2f} ± {r['std'][k]:.2f}"
+                      for k in r["mean"])])
 
 
 def format_table(r: dict) -> str:
-  """A few lines for the terminal from an eval.json record."""
-  pm = lambda name: f"{r[name]:10.2f} ± {r[name + '_stderr'] or 0:.2f} nats"
-  nll = "-log p(x|y) IWAE" if r.get("conditional") else "NLL (IWAE)      "
-  layers = [] if "kl_per_layer" not in r else [  # A hierarchy, layer 1 (next to the data) first.
-      f"  KL per layer     {' '.join(f'{v:.2f}' for v in r['kl_per_layer'])}   (active units "
-      f"{' '.join(map(str, r['active_units_per_layer']))})"]
-  return "\n".join([
-      f"{r['dataset']} {r['split']}, model {r['model']}, {r['num_examples']:,} examples, checkpoint step "
-      f"{r['step']}, k = {r['k']:,}, {r['seconds']:.1f} s",
-      f"  ELBO             {pm('elbo')}   (recon {r['recon']:.2f}, KL {r['kl']:.2f})",
-      f"  {nll} {pm('nll')}   ({r['bits_per_dim']:.4f} bits/dim)",
-      f"  active units     {r['active_units']:10d} of {r['latents']}"
-      f"        (Cov_x E_q[z_i] > {evaluation.ACTIVE_UNIT_THRESHOLD})",
-      *layers,
-  ])
+  """A few lines for the terminal from an eval.json record: each number of the model
+  (± its standard error where it has one) and its short lists."""
+  lines = [f"{r['dataset']} {r['split']}, model {r['model']}, {r['num_examples']:,} examples, "
+           f"checkpoint step {r['step']}, k = {r['k']:,}, {r['seconds']:.1f} s"
+           + (" (log p(x|y): conditional on the labels)" if r.get("conditional") else "")]
+  for name, value in r.items():
+    if name in HEADER or name.endswith("_stderr"):
+      continue
+    if isinstance(value, list) and 0 < len(value) <= SHORT_LIST:
+      lines.append(f"  {_label(name):<22} {' '.join(_short(v) for v in value)}")
+    elif isinstance(value, float):
+      error = r.get(f"{name}_stderr")
+      lines.append(f"  {_label(name):<22} {value:10.4f}" if name == "bits_per_dim" else
+                   f"  {_label(name):<22} {value:10.2f}" + (f" ± {error:.2f}" if error else ""))
+    elif isinstance(value, int) and not isinstance(value, bool):
+      lines.append(f"  {_label(name):<22} {value:10d}")
+  return "\n".join(lines)
 
+
+def _short(value) -> str:
+  return f"{value:.2f}" if isinstance(value, float) else str(value)

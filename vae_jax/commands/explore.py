@@ -9,7 +9,8 @@ stops the server. Exit status 2 on bad input (no checkpoint, a port in use).
 """
 from absl import flags
 
-from vae_jax import checkpoints
+from vae_jax import trained as trained_lib
+from vae_jax.families.base import Capability
 from vae_jax import cli
 from vae_jax import explorer
 
@@ -27,8 +28,9 @@ _POINTS = flags.DEFINE_integer("points", 2000, "Test images drawn as points.", l
 def main(argv):
   del argv  # cli.run_command refuses stray arguments.
   with cli.errors_to_exit():
-    model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
-    if getattr(model.module, "num_classes", 0):
+    model = trained_lib.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
+    model.family.require(Capability.LATENT, "the explorer")
+    if model.family.num_classes:
       cli.fail("the explorer does not decode conditional models yet (conditional=True); use "
                "vae-jax sample --label and vae-jax interpolate")
     server = explorer.serve(model, host=_HOST.value, port=_PORT.value, max_points=_POINTS.value)

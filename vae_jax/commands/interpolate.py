@@ -17,7 +17,8 @@ moving): `interpolation_0_to_6_as_6.png`.
 import numpy as np
 from absl import flags
 
-from vae_jax import checkpoints
+from vae_jax import trained as trained_lib
+from vae_jax.families.base import Capability
 from vae_jax import cli
 from vae_jax import figures
 from vae_jax import images
@@ -43,10 +44,11 @@ def main(argv):
   del argv  # cli.run_command refuses stray arguments.
   _check_flags()
   with cli.errors_to_exit():
-    model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
+    model = trained_lib.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
+    model.family.require(Capability.LATENT, "interpolation")
     inputs, labels = figures.test_set(model)
     start, end, stem = _choose_pairs(labels)
-  conditional = bool(getattr(model.module, "num_classes", 0))
+  conditional = bool(model.family.num_classes)
   if _LABEL.value is not None and not conditional:
     cli.fail("--label is for a conditional model (conditional=True); this one is not")
   pair = (labels[start], labels[end]) if conditional else None

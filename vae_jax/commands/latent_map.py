@@ -9,7 +9,8 @@ Writes into `DIR/images/` (or `--out`):
 import numpy as np
 from absl import flags
 
-from vae_jax import checkpoints
+from vae_jax import trained as trained_lib
+from vae_jax.families.base import Capability
 from vae_jax import cli
 from vae_jax import figures
 from vae_jax import images
@@ -24,17 +25,18 @@ def main(argv):
   if _SIZE.value < 1:
     cli.fail(f"size must be >= 1, got {_SIZE.value}")
   with cli.errors_to_exit():
-    model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
+    model = trained_lib.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
+    model.family.require(Capability.LATENT, "a latent map")
     inputs, labels = figures.test_set(model)
-  conditional = bool(getattr(model.module, "num_classes", 0))
+  conditional = bool(model.family.num_classes)
   # 10,000 MNIST digits: one call. A conditional model's q(z|x, y) is given the true labels.
   means = np.asarray(latent.encode(model, inputs, labels if conditional else None)[0])
   out = figures.output_dir(_WORKDIR.value, _OUT.value, model)
   path = figures.save_latent_scatter(out / "latent_map.png", means, labels,
                                      title=f"{model.config.dataset} test set, step {model.step}")
   print(f"wrote {path}: {len(means):,} test images")
-  if model.module.latents != 2:
-    print(f"no manifold grid: it needs 2 latents, this model has {model.module.latents}")
+  if model.family.latents != 2:
+    print(f"no manifold grid: it needs 2 latents, this model has {model.family.latents}")
     return
   if conditional:
     print("no manifold grid: the model is conditional (vae-jax sample --label draws a class)")

@@ -15,7 +15,8 @@ import jax
 import numpy as np
 from absl import flags
 
-from vae_jax import checkpoints
+from vae_jax import trained as trained_lib
+from vae_jax.families.base import Capability
 from vae_jax import cli
 from vae_jax import figures
 from vae_jax import images
@@ -35,8 +36,9 @@ def main(argv):
   if _NUM.value < 1:
     cli.fail(f"num must be >= 1, got {_NUM.value}")
   with cli.errors_to_exit():
-    model = checkpoints.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
-  classes = getattr(model.module, "num_classes", 0)
+    model = trained_lib.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
+    model.family.require(Capability.SAMPLE, "sampling")
+  classes = model.family.num_classes
   labels, what = _LABEL.value, ""
   if classes and labels is None:
     labels, what = np.arange(_NUM.value) % classes, f", sample i of class i mod {classes}"

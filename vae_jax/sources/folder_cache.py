@@ -39,13 +39,14 @@ import numpy as np
 import PIL
 
 from vae_jax import download
-from vae_jax import schema
+from vae_jax import fields
 from vae_jax.errors import UsageError
 from vae_jax.sources import image_folder
 from vae_jax.sources import npy
+from vae_jax.sources.splits import test_mask
 
 VERSION = 1  # Bump when the cached arrays would differ for the same folder.
-MODES = schema.choices("folder_cache")  # auto | always | never
+MODES = fields.choices("folder_cache")  # auto | always | never
 # Folders with fewer images decode in about a second (image_folder.PROGRESS_FROM): "auto"
 # decodes them every time rather than keep a copy.
 CACHE_FROM = image_folder.PROGRESS_FROM
@@ -167,13 +168,12 @@ class _Plan:
   @classmethod
   def of(cls, folder, listings, image_size, split_fraction, class_names, workers) -> "_Plan":
     """The splits `vae_jax.data` makes: the folder's own, or a test set split off."""
-    from vae_jax import data  # pylint: disable=g-import-not-at-top  # data imports this module.
     files = [f for names, _ in listings.values() for f in names]
     labels = np.concatenate([np.asarray(l, np.int32) for _, l in listings.values()])
     if split_fraction is None:
       splits = np.repeat(list(listings), [len(names) for names, _ in listings.values()])
     else:
-      is_test = data.test_mask(len(files), split_fraction, str(folder))
+      is_test = test_mask(len(files), split_fraction, str(folder))
       splits = np.where(is_test, "test", "train")
     rows = np.empty(len(files), np.int64)
     by_split = {}

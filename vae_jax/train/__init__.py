@@ -1,15 +1,16 @@
-"""`train_and_evaluate(config, workdir)`: train a VAE, evaluating every epoch.
+"""`train_and_evaluate(config, workdir)`: train a model, evaluating every epoch.
 
     python -m vae_jax.train --workdir=DIR [--config=tiny] [--config.FIELD=VALUE ...]
 
 (the command line is `vae_jax.commands.train`). A run builds an `Experiment`
-once (`vae_jax.experiment`: the module, the devices, the key streams, the
+once (`vae_jax.experiment`: the family, the devices, the key streams, the
 compiled epoch, the test set on the devices) and loops over epochs: train
 (`vae_jax.epoch`), evaluate (`vae_jax.evaluation`), hand every output to a
 `reporting.Reporter` and the state to a `checkpoints.Checkpointer`, holding
-the workdir's lock (`vae_jax.lock`).
+the workdir's lock (`vae_jax.lock`). The driver knows no loss: the records
+hold whatever metrics the family returns (`train_NAME`, `test_NAME`).
 
-Where the run stands is its `train_step.TrainState` alone: the epoch is
+Where the run stands is its `train_state.TrainState` alone: the epoch is
 `step // steps_per_epoch`, and an epoch whose steps are done but which
 metrics.jsonl does not record yet is evaluated next. Every random draw derives
 from the seed by `fold_in`, keyed by (stream, epoch, step)
@@ -36,25 +37,18 @@ from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import evaluation
 from vae_jax import experiment as experiment_lib
-from vae_jax.experiment import Experiment
-from vae_jax.experiment import KeyStreams
 from vae_jax import lock as lock_lib
-from vae_jax import model as model_lib
-from vae_jax import objectives
 from vae_jax import parallel
 from vae_jax import reporting
 from vae_jax import stacked
 from vae_jax import stopping
 from vae_jax import streaming
-from vae_jax import train_step
+from vae_jax import train_state
 from vae_jax.errors import Interrupted
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
-
-NUM_SAMPLES = 64  # Prior samples in each epoch's figure.
-GRID_COLUMNS = 10  # Samples per class in a conditional model's class grid.
-
-
+from vae_jax.experiment import Experiment
+from vae_jax.experiment import KeyStreams
 
 @dataclasses.dataclass
 class RunResult:
@@ -67,7 +61,7 @@ class RunResult:
     already_done: the workdir had trained for `num_epochs` already.
   """
 
-  state: train_step.TrainState
+  state: train_state.TrainState
   epochs_done: int
   stopped: bool = False
   already_done: bool = False
@@ -78,18 +72,18 @@ class RunResult:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
-                       module: model_lib.VAE | None = None, verbose: bool = True,
+                       module=None, verbose: bool = True,
                        should_stop: Callable[[], bool] | None = None,
-                       model: model_lib.VAE | None = None) -> RunResult:
-  """Trains (or resumes) the VAE(s) of `config` in `workdir`, evaluating every epoch.
+                       model=None) -> RunResult:
+  """Trains (or resumes) the model(s) of `config` in `workdir`, evaluating every epoch.
 
   Args:
     config: see `vae_jax/schema.py` (`vae-jax train --help`).
     workdir: where checkpoints, metrics and figures go; an existing run there resumes.
-    module: a user-defined `vae_jax.VAE` (any encoder and decoder, a subclass,
-      its own prior or posterior) instead of the network the config describes;
-      `image_shape` is taken from the data. Load it again with
-      `vae_jax.load(workdir, module=module)`.
+    module: a user-defined flax module of the config's family (for the Gaussian VAE
+      a `vae_jax.VAE`: any encoder and decoder, a subclass, its own prior or
+      posterior) instead of the network the config describes; `image_shape` is
+      taken from the data. Load it again with `vae_jax.load(workdir, module=module)`.
     verbose: print progress and one line per epoch.
     should_stop: checked between chunks; True saves a checkpoint and returns with
       `stopped` set. Default: the first SIGINT (Ctrl-C) or SIGTERM (from the main
@@ -109,7 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   experiment_lib.check_config(config)
   workdir = pathlib.Path(workdir)
   config = _with_saved_dataset(config, workdir)
-  dataset = data.load(config, say=_printer(verbose))
+  dataset = data.load(data.settings(config), say=_printer(verbose))
   placement, why = streaming.choose_placement(config.data_placement, dataset,
                                               config.device_data_budget)
   if config.conditional and placement == "stream":
@@ -117,8 +111,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                      f"only, and the data would be streamed ({why}); use a smaller data set")
   if placement == "device":  # Streamed, neither split need fit the devices.
     data.check_fits(dataset)
-  config = experiment_lib.resolve_config(config, dataset, module)
-  module = _module(config, dataset, module)
+  config, family = experiment_lib.resolve(config, dataset, _with_shape(module, dataset))
   if workdir.exists() and not workdir.is_dir():
     raise UsageError(f"--workdir {workdir} is a file, not a folder")
   with contextlib.ExitStack() as stack:
@@ -129,7 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     reporter = reporting.Reporter(workdir, parallel.is_main_process(), config.num_models,
                                   verbose)
     stack.callback(reporter.close)
-    experiment = Experiment.build(config, dataset, module, placement=placement)
+    experiment = Experiment.build(config, family, dataset, placement=placement)
     stack.callback(experiment.close)
     if config.data_placement == "auto" and placement == "stream":  # Worth a line: slower.
       reporter.say(f"streaming the training and test sets from the host: {why}")
@@ -162,9 +155,10 @@ def _printer(verbose: bool):
                           and print(message, flush=True))
 
 
-def _module(config, dataset, module) -> model_lib.VAE:
+def _with_shape(module, dataset):
+  """A user's module for the data's image shape (refused if built for another)."""
   if module is None:
-    return model_lib.from_config(config, dataset.image_shape)
+    return None
   if module.image_shape is not None and tuple(module.image_shape) != tuple(dataset.image_shape):
     raise UsageError(f"the model is built for images of shape {tuple(module.image_shape)}, "
                      f"the data has {tuple(dataset.image_shape)}")
@@ -205,7 +199,7 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
     return RunResult(state, epoch, already_done=True)
   reporter.keep_epochs(epoch)
   stop()  # From here on a signal stops between chunks (the first poll of a StopRequest).
-  compile_seconds = exp.runner.compile(state, *exp.keys.epoch(epoch), exp.settings)
+  compile_seconds = exp.runner.compile(state, *exp.keys.epoch(epoch), exp.hyper)
   reporter.say(_start_line(exp, state, dataset, compile_seconds))
   first = True
   for epoch in range(epoch, config.num_epochs):
@@ -219,15 +213,15 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
       for r in records:
         r["compile_seconds"] = compile_seconds
       first = False
-    reporter.write_metrics(records)
+    reporter.write_metrics(records, tuple(exp.model_settings[0]) if exp.num_models > 1 else ())
     if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs:
       _save(exp, state, ckpt, reporter)
-    reporter.say(reporting.epoch_line(records, config.num_epochs))
+    reporter.say(reporting.epoch_line(records, config.num_epochs, exp.family.labels))
   reporter.say(_where_line(reporter.workdir, ckpt))
   return RunResult(state, config.num_epochs)
 
 
-def _position(state: train_step.TrainState, steps_per_epoch: int,
+def _position(state: train_state.TrainState, steps_per_epoch: int,
               reporter: reporting.Reporter) -> tuple[int, bool]:
   """(epochs done, whether the last one's evaluation is pending), from the state's step
   and what metrics.jsonl records (process 0's reading, shared with the others)."""
@@ -239,7 +233,7 @@ def _position(state: train_step.TrainState, steps_per_epoch: int,
 
 
 def _restore_or_create(exp: Experiment, ckpt: checkpoints.Checkpointer
-                       ) -> train_step.TrainState:
+                       ) -> train_state.TrainState:
   """The newest intact checkpoint's state, or a fresh one."""
   saved = checkpoints.read_config(ckpt.directory.parent)
   if not ckpt.all_steps():
@@ -248,19 +242,20 @@ def _restore_or_create(exp: Experiment, ckpt: checkpoints.Checkpointer
     checkpoints.check_same_model(saved, exp.config, ckpt.directory.parent)
   abstract = exp.abstract_state()
   try:
-    items, meta, _ = ckpt.restore_newest(
-        {"params": abstract.params, "opt_state": abstract.opt_state}, set_aside=True)
+    items, meta, _ = ckpt.restore_newest(checkpoints.array_items(abstract), set_aside=True)
   except UsageError:
     raise
   except Exception as e:  # pylint: disable=broad-except
     raise UsageError(f"cannot restore the checkpoints in {ckpt.directory} into this model "
                      f"({str(e).splitlines()[0][:160]}); use a new --workdir") from None
   _check_steps_per_epoch(meta, exp.steps_per_epoch, ckpt)
-  counters = checkpoints.counters(meta)
+  counters = checkpoints.counters(meta, tuple(abstract.sums))
   fields = {name: jnp.asarray(counters[name], getattr(abstract, name).dtype)
-            for name in train_step.TrainState.COUNTERS}
-  return jax.device_put(train_step.TrainState(params=items["params"],
-                                              opt_state=items["opt_state"], **fields),
+            for name in train_state.TrainState.COUNTERS}
+  sums = {name: jnp.asarray(v, jnp.float32) for name, v in counters["sums"].items()}
+  return jax.device_put(train_state.TrainState(
+      params=items["params"], opt_state=items["opt_state"],
+      model_state=items.get("model_state", {}), sums=sums, **fields),
                         parallel.replicated(exp.mesh))
 
 
@@ -278,7 +273,7 @@ def _check_steps_per_epoch(meta: dict, steps_per_epoch: int, ckpt) -> None:
 
 
 def _train_epoch(exp: Experiment, state, epoch: int, stop, reporter, ckpt
-                 ) -> train_step.TrainState:
+                 ) -> train_state.TrainState:
   """Trains the rest of epoch `epoch` chunk by chunk, until its end or a stop."""
   spe = exp.steps_per_epoch
   done = state.steps_done - epoch * spe
@@ -297,7 +292,7 @@ def _train_epoch(exp: Experiment, state, epoch: int, stop, reporter, ckpt
   while done < spe and not stop():
     start = time.perf_counter()
     alive_before = alive
-    state, _ = exp.runner.run_chunk(state, batches, step_keys, exp.settings, done)
+    state, _ = exp.runner.run_chunk(state, batches, step_keys, exp.hyper, done)
     alive = parallel.to_host(state.alive)  # Waits for the chunk: one sync point per chunk.
     seconds += time.perf_counter() - start
     done += exp.runner.chunk
@@ -336,70 +331,76 @@ def _evaluate_epoch(exp: Experiment, state, epoch: int, stop, reporter) -> list[
 
   Returns:
     One metrics record per model (every `eval_iwae_every` epochs and after the
-    last one with the IWAE bound), or None when `stop` ended the evaluation.
+    last one with the family's bound), or None when `stop` ended the evaluation.
   """
   config, data_ = exp.config, exp.evaluation
+  variables = _variables(state)
   try:
     start = time.perf_counter()
-    elbo = evaluation.test_elbo(exp.module, state.params, exp.keys.evaluation(epoch),
-                                data_.chunks, stop=stop)
+    tests = evaluation.test_metrics(exp.family, variables, exp.keys.evaluation(epoch),
+                                    data_.chunks, stop=stop)
     eval_seconds = time.perf_counter() - start
-    iwae, iwae_seconds = None, None
+    bound, bound_seconds = None, None
     every = config.eval_iwae_every
-    if every and ((epoch + 1) % every == 0 or epoch + 1 == config.num_epochs):
+    if data_.bound_chunks and ((epoch + 1) % every == 0 or epoch + 1 == config.num_epochs):
       start = time.perf_counter()
-      iwae = evaluation.iwae_nll(
-          exp.module, state.params, exp.keys.iwae(), data_.iwae_chunks, k=config.eval_iwae_k,
+      bound = evaluation.bound_nll(
+          exp.family, variables, exp.keys.iwae(), data_.bound_chunks, k=config.eval_iwae_k,
           sample_chunk=config.iwae_sample_chunk, stop=stop,
           description=f"IWAE k={config.eval_iwae_k}" if reporter.verbose else None)
-      iwae_seconds = time.perf_counter() - start
+      bound_seconds = time.perf_counter() - start
   except Interrupted:
     return None
   _write_figures(exp, state, reporter, epoch + 1)
-  return [_record(exp, state, i, epoch, elbo[i], eval_seconds,
-                  None if iwae is None else (*iwae[i], iwae_seconds))
+  return [_record(exp, state, i, epoch, tests[i], eval_seconds,
+                  None if bound is None else (*bound[i], bound_seconds))
           for i in range(exp.num_models)]
 
 
-def _record(exp: Experiment, state, i: int, epoch: int, elbo: dict, eval_seconds: float,
-            iwae: tuple | None) -> dict:
-  """Model i's metrics record of an epoch, from the state and the evaluation."""
+def _variables(state: train_state.TrainState) -> dict:
+  """The stacked models' variables: their params and non-gradient collections."""
+  return {"params": state.params, **state.model_state}
+
+
+def _record(exp: Experiment, state, i: int, epoch: int, tests: dict, eval_seconds: float,
+            bound: tuple | None) -> dict:
+  """Model i's metrics record of an epoch, from the state and the evaluation: `train_NAME`
+  and `test_NAME` for each metric the family returns, the bound, the schedules, times."""
   spe, steps = exp.steps_per_epoch, state.steps_done
   alive = bool(state.alive[i])
   seconds = float(state.seconds[i])
+  trained = {f"train_{name}": float(total[i]) / spe if alive else None
+             for name, total in state.sums.items()}
   record = {"epoch": epoch + 1, "step": steps, "model": i,
             **(dict(exp.model_settings[i]) if exp.num_models > 1 else {}),
-            "train_loss": float(state.loss_sum[i]) / spe if alive else None,
-            "test_loss": elbo["loss"], "test_recon": elbo["recon"], "test_kl": elbo["kl"],
+            **trained, **{f"test_{name}": tests[name] for name in _headline_first(exp, tests)},
             "epoch_seconds": seconds,
             "examples_per_second": exp.runner.examples_per_epoch / seconds,
-            "eval_seconds": eval_seconds}
-  if "kl_per_layer" in elbo:
-    record["test_kl_per_layer"] = elbo["kl_per_layer"]
-  if exp.step_config.weighted:
-    record["train_objective"] = float(state.objective_sum[i]) / spe if alive else None
-    settings = exp.model_settings[i]
-    record["kl_weight"] = float(objectives.kl_weight(
-        jnp.float32(steps), settings["beta"], settings["kl_warmup_steps"]))
-  if exp.step_config.skip_threshold:
+            "eval_seconds": eval_seconds,
+            **exp.family.schedules(steps, exp.model_settings[i])}
+  if exp.step.skip_threshold:
     record["skipped_updates"] = int(state.skipped[i])
   if not alive:
     record["diverged_at_step"] = int(state.diverged_at[i])
-  if iwae is not None:
-    record.update(test_iwae_nll=iwae[0], test_iwae_nll_stderr=iwae[1],
-                  iwae_k=exp.config.eval_iwae_k, iwae_seconds=iwae[2])
+  if bound is not None:
+    name = f"test_{exp.family.bound_metric}"
+    record.update({name: bound[0], f"{name}_stderr": bound[1],
+                   "iwae_k": exp.config.eval_iwae_k, "iwae_seconds": bound[2]})
   # NaN and infinities (a diverged model's losses) as None: JSON has no NaN.
   return {k: None if isinstance(v, float) and not np.isfinite(v) else v
           for k, v in record.items()}
 
 
+def _headline_first(exp: Experiment, tests: dict) -> list[str]:
+  """The test metrics' names, the family's headline first, then alphabetical."""
+  return sorted(tests, key=lambda name: (name != exp.family.headline, name))
+
+
 def _write_figures(exp: Experiment, state, reporter, epoch: int) -> None:
   originals, labels = exp.evaluation.figure_inputs, exp.evaluation.figure_labels
-  recon, samples, *grid = parallel.to_host(experiment_lib.figure_images(
-      exp.module, state.params, originals, exp.keys.stream(KeyStreams.FIGURES), labels,
-      num_samples=NUM_SAMPLES, grid_columns=GRID_COLUMNS if labels is not None else 0))
-  reporter.write_figures(epoch, state.steps_done, np.asarray(originals), recon, samples,
-                         *grid)
+  figures = parallel.to_host(experiment_lib.figure_images(
+      exp.family, _variables(state), originals, exp.keys.stream(KeyStreams.FIGURES), labels))
+  reporter.write_figures(epoch, state.steps_done, figures)
 
 
 def _save(exp: Experiment, state, ckpt, reporter) -> bool:
@@ -437,7 +438,8 @@ def _tensorboard_settings(exp: Experiment) -> list[dict]:
 def _start_line(exp: Experiment, state, dataset: data.Dataset, compile_seconds: float) -> str:
   config = exp.config
   params = stacked.index(state.params, 0)
-  return (f"{model_lib.describe(exp.module, params)}"
+  settings = exp.family.settings_text()
+  return (f"{exp.family.describe(params)}{f'; {settings}' if settings else ''}"
           f"{f' x {exp.num_models} models' if exp.num_models > 1 else ''}; "
           f"{len(dataset.train.images):,} training images of {dataset.name}, "
           f"{exp.steps_per_epoch} steps of "
@@ -449,9 +451,3 @@ def _where_line(workdir: pathlib.Path, ckpt) -> str:
   return (f"done. images: {workdir / 'images'}  metrics: {workdir / 'metrics.jsonl'}  "
           f"checkpoints: {ckpt.directory} (latest step {ckpt.latest_step()})  "
           f"TensorBoard: tensorboard --logdir {workdir / 'tensorboard'}")
-
-
-if __name__ == "__main__":
-  from vae_jax import cli  # pylint: disable=g-import-not-at-top
-  from vae_jax.commands import train as train_command  # pylint: disable=g-import-not-at-top
-  cli.run_command(train_command.main, train_command.INTERRUPTED)
