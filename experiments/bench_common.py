@@ -11,9 +11,8 @@ import numpy as np
 
 from vae_jax import data
 from vae_jax import experiment
-from vae_jax import model as model_lib
 from vae_jax import stacked
-from vae_jax import train_step
+from vae_jax import train_state
 
 
 def images(data_dir: str, count: int) -> np.ndarray:
@@ -28,18 +27,15 @@ def build(config, train_images: np.ndarray) -> experiment.Experiment:
   """What the trainer builds for `config` on these images (no evaluation data)."""
   split = data.Split(train_images, np.full(len(train_images), -1, np.int32))
   dataset = data.Dataset("bench", split, split)
-  config = experiment.resolve_config(config, dataset)
-  return experiment.Experiment.build(
-      config, dataset, model_lib.from_config(config, train_images.shape[1:]),
-      with_evaluation=False)
+  config, family = experiment.resolve(config, dataset)
+  return experiment.Experiment.build(config, family, dataset, with_evaluation=False)
 
 
-def step_flops(model, step_config, state, settings, batch) -> float:
+def step_flops(step, state, hyper, batch) -> float:
   """FLOPs of one training step of every model, from XLA's cost analysis."""
-  step = jax.jit(stacked.over_models(
-      functools.partial(train_step.step_one, model, step_config), state.num_models,
-      (0, None, 0, 0)))
+  one_step = jax.jit(stacked.over_models(
+      functools.partial(train_state.step_one, step), state.num_models, (0, None, 0, 0)))
   keys = jnp.stack([jax.random.key(i) for i in range(state.num_models)])
-  analysis = step.lower(state, batch, keys, settings).compile().cost_analysis()
+  analysis = one_step.lower(state, batch, keys, hyper).compile().cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   return float(analysis.get("flops", float("nan")))

@@ -28,10 +28,10 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from vae_jax import checkpoints
+import vae_jax
 from vae_jax import data
 from vae_jax import evaluation
-from vae_jax import model as model_lib
+from vae_jax.families import vae as vae_family
 from vae_jax.configs import default
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained model; default random parameters.")
@@ -51,22 +51,23 @@ _CHILD_K = flags.DEFINE_integer("child_k", None, "Internal: one memory run with 
 MAX_UNCHUNKED_ROWS = 200_000
 
 
-def load_model() -> checkpoints.TrainedModel:
+def load_model() -> vae_jax.TrainedModel:
   """The trained model of --workdir, or the default config's VAE with random parameters."""
   if _WORKDIR.value:
-    return checkpoints.load(_WORKDIR.value)
+    return vae_jax.load(_WORKDIR.value)
   config = default.get_config()
-  module = model_lib.from_config(config, (28, 28, 1))
-  return checkpoints.TrainedModel(module, model_lib.init_params(module, jax.random.key(0)),
-                                  config, 0)
+  module = vae_family.from_config(config, (28, 28, 1))
+  return vae_jax.TrainedModel(vae_family.GaussianVAE(module),
+                              vae_family.init_params(module, jax.random.key(0)), config, 0)
 
 
-def evaluation_images(trained: checkpoints.TrainedModel, n: int) -> np.ndarray:
+def evaluation_images(trained: vae_jax.TrainedModel, n: int) -> np.ndarray:
   """n test images, uint8 (n, H, W, C): those of --workdir's dataset as `vae_jax.evaluate`
   sees them, else mnist_sample's digits; repeated when the split has fewer."""
   if _WORKDIR.value:
-    dataset = data.load(trained.config)
-    images = evaluation.evaluation_inputs(dataset.test.images, trained.config)
+    dataset = data.load(data.settings(trained.config))
+    images = evaluation.evaluation_inputs(dataset.test.images, binarize=trained.config.binarize,
+                                          seed=trained.config.seed)
   else:
     images = data.load_idx_dir(data.SAMPLE_DIR).test.images
   return np.resize(images, (n, *images.shape[1:]))
@@ -105,7 +106,7 @@ def run_evaluation(trained, images, k: int) -> dict:
 def time_full_run() -> None:
   """(a): k samples on num_images images; prints seconds and GFLOP/s."""
   trained = load_model()
-  module, n, k = trained.module, _NUM_IMAGES.value, _K.value
+  n, k = _NUM_IMAGES.value, _K.value
   hidden, features = trained.config.hidden, math.prod(trained.image_shape)
   images = evaluation_images(trained, n)
   rows = min(_EXAMPLE_CHUNK.value, n) * min(_SAMPLE_CHUNK.value, k)
@@ -116,7 +117,7 @@ def time_full_run() -> None:
   load.append(os.getloadavg()[0])
   reference.append(matmul_rate(rows, hidden, features))
   rate = flop_count(trained, n, k) / result["seconds"] / 1e9
-  print(f"\n(a) k = {k:,} on {n:,} images, {model_lib.describe(module, trained.params)}, "
+  print(f"\n(a) k = {k:,} on {n:,} images, {trained.family.describe(trained.params)}, "
         f"{jax.device_count()} {jax.devices()[0].platform} device(s), "
         f"{os.cpu_count()} CPU cores, load average {load[0]:.2f} before, {load[1]:.2f} after")
   print(f"    first chunk (compile + {_EXAMPLE_CHUNK.value} images): {warm['seconds']:.1f} s")

@@ -54,15 +54,14 @@ class Family:
     self.exp = bench_common.build(config, images)
     self.state = self.exp.create_state()
     self.keys = self.exp.keys.epoch(0)
-    self.compile_seconds = self.exp.runner.compile(self.state, *self.keys, self.exp.settings)
+    self.compile_seconds = self.exp.runner.compile(self.state, *self.keys, self.exp.hyper)
     batch = jnp.asarray(images[:self.exp.config.batch_size])
-    self.flops = bench_common.step_flops(self.exp.module, self.exp.step_config, self.state,
-                                         self.exp.settings, batch)
+    self.flops = bench_common.step_flops(self.exp.step, self.state, self.exp.hyper, batch)
     self.epoch()  # Warm-up.
 
   def epoch(self) -> float:
     start = time.perf_counter()
-    self.state = epoch.run_epoch(self.exp.runner, self.state, *self.keys, self.exp.settings)
+    self.state = epoch.run_epoch(self.exp.runner, self.state, *self.keys, self.exp.hyper)
     return time.perf_counter() - start
 
 

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 import vae_jax
-from vae_jax import model as model_lib
+from vae_jax.families import vae as vae_family
 from vae_jax.configs import default
 
 
@@ -31,9 +31,9 @@ def build_model(workdir: str | None) -> vae_jax.TrainedModel:
   if workdir:
     return vae_jax.load(workdir)
   config = default.get_config()
-  module = model_lib.from_config(config, (28, 28))
-  params = jax.jit(model_lib.init_params, static_argnums=0)(module, jax.random.key(0))
-  return vae_jax.TrainedModel(module, params, config, 0)
+  module = vae_family.from_config(config, (28, 28, 1))
+  params = jax.jit(vae_family.init_params, static_argnums=0)(module, jax.random.key(0))
+  return vae_jax.TrainedModel(vae_family.GaussianVAE(module), params, config, 0)
 
 
 def inputs(model: vae_jax.TrainedModel, pairs: int, from_test_set: bool):
@@ -73,7 +73,7 @@ def main():
   x_a, x_b = inputs(model, args.pairs, from_test_set=bool(args.workdir))
   call = lambda: vae_jax.interpolate(model, x_a, x_b, args.steps, args.method)
   first, times = time_calls(call, args.repeats)
-  print(f"{model_lib.describe(model.module, model.params)}, "
+  print(f"{model.family.describe(model.params)}, "
         f"{'trained' if args.workdir else 'fresh'} parameters")
   print(f"interpolate: {args.pairs:,} pairs x {args.steps} steps ({args.method}) in one call, "
         f"output {call().shape}, on {jax.device_count()} {jax.devices()[0].platform} device(s), "

@@ -41,15 +41,17 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from vae_jax import data
 from vae_jax import epoch
-from vae_jax import model as model_lib
+from vae_jax import schema
+from vae_jax import experiment
 from vae_jax import parallel
 from vae_jax import streaming
 from vae_jax import sweep
-from vae_jax import train_step
+from vae_jax import train_state
 from vae_jax.configs import default
 from vae_jax.sources import npy
 
@@ -125,12 +127,14 @@ def _report(what: str, fn, batches, row_mb: float) -> None:
 
 
 def _setup(config, image_shape, mesh):
-  model = model_lib.from_config(config, image_shape)
-  settings = train_step.Settings.of(sweep.model_settings(config))
-  step_config = train_step.StepConfig.from_config(config, settings, total_steps=10_000)
-  state = jax.device_put(train_step.create(model, step_config, jnp.stack([jax.random.key(0)]),
-                                           settings), parallel.replicated(mesh))
-  return model, step_config, state, jax.device_put(settings, parallel.replicated(mesh))
+  """The step, a fresh state and the per-model settings of `config`'s VAE, replicated."""
+  config = ml_collections.ConfigDict({**config.to_dict(), "image_shape": tuple(image_shape)})
+  family = schema.build_family(config, sweep.model_settings(config))
+  step = experiment.step_of(config, family, steps_per_epoch=10_000 // config.num_epochs)
+  hyper = experiment.hyper_of(config, family)
+  state = jax.device_put(train_state.create(step, jnp.stack([jax.random.key(0)]), hyper),
+                         parallel.replicated(mesh))
+  return step, state, jax.device_put(hyper, parallel.replicated(mesh))
 
 
 def _epoch_runner(runner, state, settings):
@@ -153,12 +157,12 @@ def bench_epoch(folder: str) -> None:
   config, mesh = default.get_config(), parallel.make_mesh()
   runs = {}
   for kind in ("resident", "streamed"):
-    model, step_config, state, settings = _setup(config, images.shape[1:], mesh)
+    step, state, settings = _setup(config, images.shape[1:], mesh)
     common = dict(batch_size=config.batch_size, chunks_per_epoch=config.chunks_per_epoch,
                   mesh=mesh)
-    runner = (epoch.Runner(model, step_config, epoch.place_training_set(images, mesh),
+    runner = (epoch.Runner(step, epoch.place_training_set(images, mesh),
                            len(images), **common) if kind == "resident" else
-              streaming.StreamedRunner(model, step_config, memmap, len(images), **common))
+              epoch.StreamedRunner(step, memmap, len(images), **common))
     runs[kind] = _epoch_runner(runner, state, settings)
     runs[kind]()  # Warm-up.
   times = {kind: [] for kind in runs}
@@ -211,8 +215,8 @@ def bench_memory(folder: str) -> None:
   config, mesh = default.get_config(), parallel.make_mesh()
   config.hidden, config.latents = 16, 4
   images = npy.open_images(path)
-  model, step_config, state, settings = _setup(config, shape[1:], mesh)
-  runner = streaming.StreamedRunner(model, step_config, images, len(images),
+  step, state, settings = _setup(config, shape[1:], mesh)
+  runner = epoch.StreamedRunner(step, images, len(images),
                                     batch_size=config.batch_size,
                                     chunks_per_epoch=config.chunks_per_epoch, mesh=mesh)
   one_epoch = _epoch_runner(runner, state, settings)

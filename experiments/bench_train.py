@@ -30,17 +30,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import epoch
-from vae_jax import model as model_lib
+from vae_jax import fields
 from vae_jax import schema
 from vae_jax import stacked
-from vae_jax import train_step
+from vae_jax import train_state
 from vae_jax.configs import default
 
 _EPOCHS = flags.DEFINE_integer("epochs", 5, "Timed epochs (after one warm-up epoch).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
                                 "IDX folder; random bytes if missing.")
 _NUM_MODELS = flags.DEFINE_list("num_models", ["1", "4"], "Stacked model counts to time.")
-_MODEL = flags.DEFINE_enum("model", "mlp", model_lib.MODELS, "The network.")
+_MODEL = flags.DEFINE_enum("model", "mlp", fields.choices("model"), "The network.")
 _COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", schema.choices("compute_dtype"),
                                    "Dtype of matrix products and activations.")
 _MAPPINGS = flags.DEFINE_list("model_mapping", ["vmap", "sequential"],
@@ -80,10 +80,10 @@ def _config(num_models: int, mapping: str = "auto", layers: int = 1):
 def time_epoch(num_models: int, images, repeats: int, mapping: str = "auto", layers: int = 1):
   """The trainer's epoch for `num_models` stacked models: (compile s, median s, all, FLOP/step)."""
   exp = bench_common.build(_config(num_models, mapping, layers), images)
-  runner, settings, state = exp.runner, exp.settings, exp.create_state()
+  runner, settings, state = exp.runner, exp.hyper, exp.create_state()
   shuffle_keys, step_keys = exp.keys.epoch(0)
   compile_seconds = runner.compile(state, shuffle_keys, step_keys, settings)
-  flops = bench_common.step_flops(exp.module, exp.step_config, state, settings,
+  flops = bench_common.step_flops(exp.step, state, settings,
                      jnp.asarray(images[:exp.config.batch_size]))
   holder = {"state": state}
 
@@ -98,10 +98,10 @@ def time_python_loop(images, repeats):
   """Baseline: one jitted step per batch of one model, dispatched from a Python loop."""
   exp = bench_common.build(_config(1), images)
   config = exp.config
-  one = jax.jit(functools.partial(train_step.step_one, exp.module, exp.step_config),
+  one = jax.jit(functools.partial(train_state.step_one, exp.step),
                 donate_argnums=0)
   holder = {"state": stacked.index(exp.create_state(), 0)}
-  settings = stacked.index(exp.settings, 0)
+  settings = stacked.index(exp.hyper, 0)
   device_images = jnp.asarray(images)
   b = config.batch_size
 

@@ -17,10 +17,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import jax  # pylint: disable=wrong-import-position
 import pytest
 
-from vae_jax import checkpoints
 from vae_jax import epoch
 from vae_jax import train
 from vae_jax.configs import tiny
+import vae_jax
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def run_module(module: str, *args: str, timeout: float = 300, env_extra: dict | 
 
 def latest_params(workdir):
   """The parameters of the latest checkpoint in `workdir`."""
-  return checkpoints.load(workdir).params
+  return vae_jax.load(workdir).params
 
 
 class StopFlag:
@@ -112,3 +112,24 @@ def finish(process: subprocess.Popen, timeout: float = 180) -> tuple[int, str, s
     raise AssertionError(f"still running after {timeout} s; stderr: {err[-2000:]}") from None
   return process.returncode, out, err
 
+
+
+def vae_training(config, module, num_models: int = 1, total_steps: int = 100, **family):
+  """A Gaussian VAE's training parts for `module` under `config`, as a run builds them:
+  (the initial state of `num_models` stacked models, seeds 0 .. N-1; the step; the
+  per-model settings). `family`: the family's fields to replace (e.g. weighted=True)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from vae_jax import fields, optim, schema, train_state  # pylint: disable=g-import-not-at-top
+  from vae_jax.families import vae as vae_family  # pylint: disable=g-import-not-at-top
+  models = [{n: config[n] for n in schema.sweepable()}] * num_models
+  settings = fields.settings_of(vae_family.Settings, config)
+  built = dataclasses.replace(vae_family.GaussianVAE.build(settings, models, module), **family)
+  step = train_state.Step(built, optim.optimizer_config(config), total_steps=total_steps,
+                          binarize=config.binarize == "dynamic",
+                          skip_threshold=config.skip_threshold)
+  hyper = train_state.hyper_arrays(models, ("learning_rate", "beta", "kl_warmup_steps",
+                                            "free_bits"))
+  keys = jnp.stack([jax.random.key(i) for i in range(num_models)])
+  state = jax.jit(train_state.create, static_argnums=(0,))(step, keys, hyper)
+  return state, step, hyper

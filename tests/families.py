@@ -15,8 +15,8 @@ import numpy as np
 from flax import traverse_util
 
 from vae_jax import likelihoods
-from vae_jax import posteriors
-from vae_jax import priors
+from vae_jax.families.vae import posteriors
+from vae_jax.families.vae import priors
 
 IMAGE = (2, 2, 1)
 L = 2

@@ -13,21 +13,21 @@ import vae_jax
 from vae_jax import data
 from vae_jax import epoch
 from vae_jax import evaluation
-from vae_jax import model as model_lib
 from vae_jax import parallel
 from vae_jax import train
 from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
 
 from conftest import run_module
+from vae_jax.families import vae as vae_family
 
 IMAGE = (8, 8, 1)
 
 
-def _module(model: str, classes: int = 3) -> model_lib.VAE:
+def _module(model: str, classes: int = 3) -> vae_jax.VAE:
   config = ml_collections.ConfigDict({**tiny.get_config().to_dict(), "num_classes": classes})
   config.update(model=model, conditional=True, hidden=16, latents=2, conv_features=(4,))
-  return model_lib.from_config(config, IMAGE)
+  return vae_family.from_config(config, IMAGE)
 
 
 @pytest.mark.parametrize("model, first_layer", [("mlp", ("hidden", 64)),
@@ -37,7 +37,7 @@ def test_the_label_reaches_the_encoder_and_the_decoder(model, first_layer, key):
 
   @jax.jit  # One compilation: op by op this takes seconds.
   def run(key):
-    params = model_lib.init_params(module, key)
+    params = vae_family.init_params(module, key)
     x = jax.random.uniform(key, (5, *IMAGE))
     encode = lambda y: module.apply({"params": params}, x, jnp.full(5, y), method="encode")[0]
     decode = lambda y: module.apply({"params": params}, jnp.ones((5, 2)), jnp.full(5, y),

@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import hierarchy
-from vae_jax import model as model_lib
+from vae_jax.families.vae import hierarchy
 from vae_jax import objectives
+from vae_jax import networks
+from vae_jax.families import vae as vae_family
 
 IMAGE = (8, 8, 1)
 CONFIG = {"model": "conv", "stochastic_layers": 3, "latents": 3, "layer_latents": (3, 2, 1),
@@ -25,8 +26,8 @@ CONFIG = {"model": "conv", "stochastic_layers": 3, "latents": 3, "layer_latents"
 @pytest.fixture(scope="module")
 def tiny():
   """The model, its parameters and 3 images of random pixels in {0, 1}."""
-  vae = model_lib.from_config(CONFIG, IMAGE)
-  params = jax.jit(lambda key: model_lib.init_params(vae, key))(jax.random.key(0))
+  vae = vae_family.from_config(CONFIG, IMAGE)
+  params = jax.jit(lambda key: vae_family.init_params(vae, key))(jax.random.key(0))
   x = jnp.asarray(jax.random.bernoulli(jax.random.key(1), 0.3, (3, *IMAGE)), jnp.float32)
   return vae, params, x
 
@@ -37,11 +38,11 @@ def _apply(vae, method, static_argnums=()):
 
 
 def test_a_conv_config_builds_residual_cells():
-  vae = model_lib.from_config({**CONFIG, "residual_blocks": 2}, IMAGE)
+  vae = vae_family.from_config({**CONFIG, "residual_blocks": 2}, IMAGE)
   assert isinstance(vae.topdown, hierarchy.ConvTopDown) and vae.topdown.map_size == (4, 4)
   assert isinstance(vae.encoder, hierarchy.ConvLadderEncoder)
-  assert isinstance(vae.decoder, model_lib.ConvDecoder)
-  params = jax.eval_shape(lambda key: model_lib.init_params(vae, key), jax.random.key(0))
+  assert isinstance(vae.decoder, networks.ConvDecoder)
+  params = jax.eval_shape(lambda key: vae_family.init_params(vae, key), jax.random.key(0))
   # Two blocks per cell in the bottom-up (layers 2, 3) and the top-down path (layers 1, 2).
   assert {"conv0", "up2_0", "up2_1", "up3_0", "up3_1"} == set(params["encoder"])
   assert {"cell1_0", "cell1_1", "cell2_0", "cell2_1", "t1", "t2", "p1", "p2", "q1", "q2",
@@ -150,9 +151,9 @@ class GatedCells(hierarchy.TopDown):
 def test_your_own_cells_get_the_shared_terms():
   sizes = (4, 2)
   vae = hierarchy.HierarchicalVAE(hierarchy.LadderEncoder(16, 2),
-                                  model_lib.MLPDecoder(16, IMAGE), 4, IMAGE,
+                                  networks.MLPDecoder(16, IMAGE), 4, IMAGE,
                                   topdown=GatedCells(8, sizes), layer_latents=sizes)
-  params = jax.jit(lambda key: model_lib.init_params(vae, key))(jax.random.key(0))
+  params = jax.jit(lambda key: vae_family.init_params(vae, key))(jax.random.key(0))
   assert params["topdown"]["t1"]["kernel"].shape == (2, 16)
   x = jax.random.uniform(jax.random.key(1), (5, *IMAGE))
   terms = _apply(vae, vae.elbo_terms)(params, x, jax.random.key(2))

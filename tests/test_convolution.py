@@ -15,7 +15,7 @@ from jax import lax
 
 from vae_jax import configs
 from vae_jax import convolution
-from vae_jax import model as model_lib
+from vae_jax.families import vae as vae_family
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 EPS = float(jnp.finfo(jnp.float32).eps)
@@ -98,7 +98,7 @@ def test_the_conv_decoder_is_flaxs_transposed_convolution(image_shape):
   values for a key (so checkpoints and seeds carry over), the same outputs."""
   config = configs.load("default")
   config.model = "conv"
-  decoder = model_lib.from_config(config, image_shape).decoder
+  decoder = vae_family.from_config(config, image_shape).decoder
   features = tuple(config.conv_features)
 
   class Transposed(nn.Module):

@@ -10,8 +10,8 @@ import pytest
 from scipy import special
 
 import families
-from vae_jax import estimators
-from vae_jax import posteriors
+from vae_jax.families.vae import estimators
+from vae_jax.families.vae import posteriors
 from vae_jax.errors import UsageError
 
 DRAWS = 2000  # Gradient draws per Monte Carlo comparison.

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 
 from conftest import run_module
-from vae_jax import checkpoints
 from vae_jax import evaluation
 from vae_jax import likelihoods
-from vae_jax import model as model_lib
 from vae_jax import objectives
 from vae_jax import reporting
 from vae_jax import train
 from vae_jax.configs import tiny
+from vae_jax import networks
+from vae_jax.families import vae as vae_family
+import vae_jax
+from vae_jax.families.vae import objective as vae_objective
 
 EVAL_FIELDS = {"workdir", "dataset", "split", "binarize", "likelihood", "family", "step", "seed",
                "num_examples", "k", "elbo", "elbo_stderr", "recon", "kl", "nll", "nll_stderr",
@@ -60,7 +62,7 @@ class LinearGaussian:
     self.x = (rng.normal(size=(num_x, L)) @ self.w.T + self.b
               + OBS_SCALE * rng.normal(size=(num_x, D)))
     shape = (1, 1, D)  # x as a 1 x 1 image of D channels.
-    self.model = model_lib.VAE(model_lib.MLPEncoder(2 * D, L), model_lib.MLPDecoder(0, shape),
+    self.model = vae_jax.VAE(networks.MLPEncoder(2 * D, L), networks.MLPDecoder(0, shape),
                                latents=L, image_shape=shape,
                                likelihood=likelihoods.Gaussian(OBS_SCALE))
 
@@ -103,8 +105,8 @@ def test_iwae_converges_to_the_exact_log_likelihood(linear_gaussian):
   exact = lg.log_px()
   with jax.enable_x64():
     params, x = lg.params(), jnp.asarray(lg.x).reshape(-1, 1, 1, D)
-    iwae = np.asarray(objectives.iwae_bound(lg.model, params, x, jax.random.key(0), 20_000, 2_000))
-    elbo = np.asarray(objectives.elbo(lg.model, params, x, jax.random.key(1), 20_000))
+    iwae = np.asarray(vae_objective.iwae_bound(lg.model, params, x, jax.random.key(0), 20_000, 2_000))
+    elbo = np.asarray(vae_objective.elbo(lg.model, params, x, jax.random.key(1), 20_000))
   # Tolerance: with bounded weights, log p_k(x) has bias -V/(2k) and standard
   # deviation sqrt(V/k), V = Var(w)/E[w]^2. For this model V ~ 1.3 (measured:
   # the k = 256 estimate varies by 0.07 nats across seeds), so at k = 20,000
@@ -123,7 +125,7 @@ def test_bound_rises_with_k_on_average(linear_gaussian):
   with jax.enable_x64():
     params = lg.params()
     x = jnp.repeat(jnp.asarray(lg.x), replicas, axis=0).reshape(-1, 1, 1, D)
-    bounds = {k: np.asarray(objectives.iwae_bound(lg.model, params, x, jax.random.key(2), k))
+    bounds = {k: np.asarray(vae_objective.iwae_bound(lg.model, params, x, jax.random.key(2), k))
               for k in (1, 8, 64)}
   exact = np.repeat(lg.log_px(), replicas)
   ks = sorted(bounds)
@@ -146,13 +148,13 @@ def dead_latent_results():
   key = jax.random.key(0)
   config = tiny.get_config()
   config.hidden, config.latents = 32, 5
-  model = model_lib.from_config(config, (8, 8, 1))
-  params = model_lib.init_params(model, key)
+  model = vae_family.from_config(config, (8, 8, 1))
+  params = vae_family.init_params(model, key)
   stats = params["encoder"]["stats"]
   kernel = 3.0 * stats["kernel"]  # Means that vary well above the 0.01 threshold...
   kernel = kernel.at[:, DEAD].set(0.0)  # ...except these, which ignore x.
   params = {**params, "encoder": {**params["encoder"], "stats": {**stats, "kernel": kernel}}}
-  trained = checkpoints.TrainedModel(model, params, None, 0)
+  trained = vae_jax.TrainedModel(model, params, None, 0)
   images = np.asarray(jax.random.randint(key, (50, 8, 8, 1), 0, 256), np.uint8)
   run = lambda example_chunk, sample_chunk: evaluation.evaluate(
       trained, images, k=7, key=key, sample_chunk=sample_chunk, example_chunk=example_chunk,

@@ -6,14 +6,12 @@ Selenium (`.ci/run` installs both); it is skipped, saying so, where they are abs
 import base64
 import json
 import os
-import pathlib
 import re
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -21,10 +19,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_module
-from vae_jax import checkpoints
 from vae_jax import explorer
 from vae_jax import latent
 from vae_jax.errors import UsageError
+import vae_jax
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -35,7 +33,7 @@ MOVES = 25
 
 @pytest.fixture(scope="module")
 def model(trained_workdir):
-  return checkpoints.load(trained_workdir)
+  return vae_jax.load(trained_workdir)
 
 
 @pytest.fixture(scope="module")

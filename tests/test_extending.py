@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 import vae_jax
-from vae_jax import model as model_lib
 from vae_jax import objectives
 from vae_jax import reporting
 from vae_jax.errors import UsageError
+from vae_jax.families import vae as vae_family
+from vae_jax.families.vae import model as vae_model
+from vae_jax.families.vae import objective as vae_objective
 
 
 class MixturePrior(nn.Module):
@@ -91,24 +93,24 @@ def test_load_refuses_another_model_than_the_one_trained(tiny_config, tmp_path):
 
 
 def test_a_subclass_gets_the_parameters_its_own_initialize_creates(key):
-  params = model_lib.init_params(_vae(WithTemperature), key)
+  params = vae_family.init_params(_vae(WithTemperature), key)
   assert "log_temperature" in params and float(params["log_temperature"]) == 0.0
 
 
 def test_the_monte_carlo_kl_of_a_users_standard_normal_agrees_with_the_closed_form(key):
   """The same model twice: the default prior (analytic KL) and the user's (its estimate)."""
   default, users = _vae(), _vae(prior=StandardNormal(2))
-  params = model_lib.init_params(default, key)
+  params = vae_family.init_params(default, key)
   x = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1))
   draws = 4000
   keys = jax.random.split(jax.random.key(2), draws)
-  mc = jax.vmap(lambda k: objectives.negative_elbo(users, params, x, k)["kl"])(keys)
-  exact = objectives.negative_elbo(default, params, x, key)["kl"]
+  mc = jax.vmap(lambda k: vae_objective.negative_elbo(users, params, x, k)["kl"])(keys)
+  exact = vae_objective.negative_elbo(default, params, x, key)["kl"]
   stderr = np.asarray(mc.std(axis=0)) / np.sqrt(draws)
   np.testing.assert_array_less(np.abs(np.asarray(mc.mean(axis=0) - exact)), 5 * stderr + 1e-5)
   # The importance weights use the prior's own log-density: the same bound either way.
-  a = objectives.iwae_bound(default, params, x, jax.random.key(3), 16)
-  b = objectives.iwae_bound(users, params, x, jax.random.key(3), 16)
+  a = vae_objective.iwae_bound(default, params, x, jax.random.key(3), 16)
+  b = vae_objective.iwae_bound(users, params, x, jax.random.key(3), 16)
   np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
@@ -122,8 +124,8 @@ def test_the_log_variance_is_held_in_a_safe_range(key):
 
   vae = vae_jax.VAE(Extreme(), vae_jax.MLPDecoder(8, (28, 28, 1)), latents=2,
                     image_shape=(28, 28, 1))
-  params = model_lib.init_params(vae, key)
+  params = vae_family.init_params(vae, key)
   mean, logvar = vae.apply({"params": params}, jnp.zeros((1, 28, 28, 1)), method=vae.encode)
-  assert logvar.tolist() == [[model_lib.LOGVAR_MAX, model_lib.LOGVAR_MIN]]
-  assert np.isfinite(float(objectives.negative_elbo(vae, params, jnp.zeros((1, 28, 28, 1)),
+  assert logvar.tolist() == [[vae_model.LOGVAR_MAX, vae_model.LOGVAR_MIN]]
+  assert np.isfinite(float(vae_objective.negative_elbo(vae, params, jnp.zeros((1, 28, 28, 1)),
                                                     key)["loss"][0]))

@@ -5,10 +5,10 @@ import jax
 import pytest
 
 import vae_jax
-from vae_jax import model as model_lib
 from vae_jax import reporting
 from vae_jax import train
 from vae_jax.errors import UsageError
+from vae_jax.families import vae as vae_family
 
 FAMILIES = {
     "mog": {"prior": "mog", "prior_components": 5},
@@ -36,12 +36,12 @@ def test_a_family_trains_evaluates_samples_and_reloads(tiny_config, tmp_path, na
 
 
 def test_each_family_is_one_registration():
-  arch = model_lib.Architecture(prior="vamp", prior_components=3, posterior="iaf",
-                                flow_steps=1, flow_hidden=8)
-  vae = model_lib.from_config(arch.__dict__ | {"image_shape": (28, 28, 1)}, (28, 28, 1))
+  settings = vae_family.Settings(prior="vamp", prior_components=3, posterior="iaf",
+                                 flow_steps=1, flow_hidden=8)
+  vae = vae_family.build_module(settings)
   assert type(vae.prior).__name__ == "VampPrior" and type(vae.posterior).__name__ == "IAF"
-  assert set(model_lib.PRIORS) == set(vae_jax.schema.choices("prior"))
-  assert set(model_lib.POSTERIORS) == set(vae_jax.schema.choices("posterior"))
+  assert set(vae_family.PRIORS) == set(vae_jax.schema.choices("prior"))
+  assert set(vae_family.POSTERIORS) == set(vae_jax.schema.choices("posterior"))
 
 
 def test_free_bits_need_a_closed_form_kl(tiny_config, tmp_path):
@@ -55,8 +55,8 @@ def test_free_bits_need_a_closed_form_kl(tiny_config, tmp_path):
 
 
 def _tiny_vae_state(config, key):
-  module = model_lib.from_config(config, (28, 28, 1))
-  return module, model_lib.init_params(module, key)
+  module = vae_family.from_config(config, (28, 28, 1))
+  return module, vae_family.init_params(module, key)
 
 
 def test_the_iwae_objective_is_the_bound_from_first_principles(tiny_config, key):
@@ -110,11 +110,11 @@ def test_objectives_that_do_not_combine_are_refused_in_one_line(tiny_config, tmp
 
 def test_iwae_training_with_dreg_runs_and_reports_the_bound(tiny_config, tmp_path):
   from vae_jax.configs import default  # pylint: disable=g-import-not-at-top
-  from vae_jax import train_step  # pylint: disable=g-import-not-at-top
-  assert train_step.StepConfig.from_config(
-      default.get_config(), train_step.Settings.of([dict(learning_rate=1e-3, beta=1.0,
-                                                         kl_warmup_steps=0, free_bits=0.0)]),
-      10).estimator is None  # The seed's step is the single-sample ELBO, as before.
+  from vae_jax import fields  # pylint: disable=g-import-not-at-top
+  settings = fields.settings_of(vae_family.Settings, default.get_config())
+  assert vae_family.GaussianVAE.build(settings, [dict(learning_rate=1e-3, beta=1.0,
+                                                      kl_warmup_steps=0, free_bits=0.0)],
+                                      ).estimator is None  # The seed's: the one-sample ELBO.
   tiny_config.update(num_epochs=1, objective="iwae", train_samples=5, gradient_estimator="dreg",
                      eval_iwae_every=1)
   train.train_and_evaluate(tiny_config, tmp_path, verbose=False)

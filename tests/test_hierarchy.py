@@ -14,9 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import hierarchy
-from vae_jax import model as model_lib
+from vae_jax.families.vae import hierarchy
 from vae_jax import objectives
+from vae_jax import networks
+from vae_jax.families import vae as vae_family
+import vae_jax
+from vae_jax.families.vae import objective as vae_objective
 
 IMAGE = (2, 2, 1)
 X = np.array([[1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 0, 0]], np.float32).reshape(-1, *IMAGE)
@@ -28,9 +31,9 @@ def _tiny():
   weights x3 (so p(x | z_1) varies by a few nats over z_1), q's log-variances +0.5
   (a q wider than the posterior keeps the importance weights' variance finite)."""
   vae = hierarchy.HierarchicalVAE(
-      hierarchy.LadderEncoder(8, 2), model_lib.MLPDecoder(8, IMAGE), 1, IMAGE,
+      hierarchy.LadderEncoder(8, 2), networks.MLPDecoder(8, IMAGE), 1, IMAGE,
       topdown=hierarchy.TopDown(8, SIZES), layer_latents=SIZES)
-  params = jax.jit(lambda key: model_lib.init_params(vae, key))(jax.random.key(0))
+  params = jax.jit(lambda key: vae_family.init_params(vae, key))(jax.random.key(0))
   params["decoder"] = jax.tree.map(lambda a: 3.0 * a, params["decoder"])
   for name in ("q1", "q2"):
     bias = params["topdown"][name]["bias"]
@@ -58,10 +61,10 @@ def quadrature_log_px(vae, params, radius: float = 10.0, n: int = 201) -> np.nda
 
 def test_a_one_layer_config_is_the_one_layer_vae():
   config = {"stochastic_layers": 1, "image_shape": (28, 28, 1)}
-  assert type(model_lib.from_config(config, (28, 28, 1))) is model_lib.VAE
-  deep = model_lib.from_config({"stochastic_layers": 3, "latents": 20}, (28, 28, 1))
+  assert type(vae_family.from_config(config, (28, 28, 1))) is vae_jax.VAE
+  deep = vae_family.from_config({"stochastic_layers": 3, "latents": 20}, (28, 28, 1))
   assert deep.layer_latents == (20, 10, 5)
-  assert model_lib.from_config({"stochastic_layers": 2, "latents": 6, "layer_latents": (6, 6)},
+  assert vae_family.from_config({"stochastic_layers": 2, "latents": 6, "layer_latents": (6, 6)},
                                (28, 28, 1)).layer_latents == (6, 6)
 
 
@@ -85,7 +88,7 @@ def test_iwae_over_both_layers_approaches_the_quadrature_log_likelihood():
   elbo, elbo_se = log_w.mean(axis=1), log_w.std(axis=1) / math.sqrt(k)
   np.testing.assert_array_less(elbo + 10 * elbo_se, exact)
   # The evaluation engine's chunked bound draws the same samples.
-  bound = objectives.importance_terms(vae, params, x, keys, k, 2_000)["iwae"]
+  bound = vae_objective.importance_terms(vae, params, x, keys, k, 2_000)["iwae"]
   np.testing.assert_allclose(bound, iwae, atol=1e-3)
 
 

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 import vae_jax
+from vae_jax.families import vae as vae_family
 from vae_jax import data
 from vae_jax import experiment
-from vae_jax import hierarchy
-from vae_jax import objectives
+from vae_jax.families.vae import hierarchy
 from vae_jax import reporting
 from vae_jax import train
 from vae_jax.errors import UsageError
 from conftest import run_module
+from vae_jax.families.vae import objective as vae_objective
 
 
 @pytest.fixture
@@ -123,15 +124,15 @@ def test_your_own_networks_in_a_hierarchy(tiny_config, few_digits):
   vae = hierarchy.HierarchicalVAE(ConvLadder(3), vae_jax.MLPDecoder(16, (28, 28, 1)), 6,
                                   (28, 28, 1), topdown=hierarchy.TopDown(16, sizes),
                                   layer_latents=sizes)
-  params = jax.jit(lambda key: vae_jax.model.init_params(vae, key))(jax.random.key(0))
+  params = jax.jit(lambda key: vae_family.init_params(vae, key))(jax.random.key(0))
   assert set(params) == {"encoder", "topdown", "decoder"}
   x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
-  terms = jax.jit(lambda p: objectives.negative_elbo(vae, p, x, jax.random.key(3)))(params)
+  terms = jax.jit(lambda p: vae_objective.negative_elbo(vae, p, x, jax.random.key(3)))(params)
   assert terms["kl_per_layer"].shape == (4, 3) and np.all(np.isfinite(terms["loss"]))
   tiny_config.data_dir = str(few_digits)
-  resolved = experiment.resolve_config(tiny_config, data.load(tiny_config), vae)
+  resolved, _ = experiment.resolve(tiny_config, data.load(data.settings(tiny_config)), vae)
   assert (resolved.model, resolved.stochastic_layers, resolved.layer_latents) == (
       "custom", 3, sizes)
   resolved.update(gradient_estimator="dreg", objective="iwae", train_samples=2)
   with pytest.raises(UsageError, match="not built for stochastic_layers > 1"):
-    experiment.resolve_config(resolved, data.load(tiny_config), vae)
+    experiment.resolve(resolved, data.load(data.settings(tiny_config)), vae)

@@ -10,13 +10,17 @@ import pytest
 
 from vae_jax import epoch
 from vae_jax import likelihoods
-from vae_jax import model as model_lib
 from vae_jax import objectives
 from vae_jax import parallel
+from vae_jax import fields
+from vae_jax import schema
 from vae_jax import stacked
-from vae_jax import train_step
+from vae_jax import train_state
 from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
+from vae_jax.families import vae as vae_family
+from vae_jax.families.vae import objective as vae_objective
+from conftest import vae_training  # pylint: disable=wrong-import-order
 
 
 # ----------------------------------------------------------------------------
@@ -44,7 +48,7 @@ def test_the_discretized_logistic_stays_finite_far_from_its_mass():
 
 
 def test_the_kl_weight_rises_linearly_over_the_warm_up_then_stays_at_beta():
-  weight = lambda step, beta, warmup: float(objectives.kl_weight(
+  weight = lambda step, beta, warmup: float(vae_objective.kl_weight(
       jnp.float32(step), jnp.float32(beta), jnp.int32(warmup)))
   assert [weight(s, 2.0, 100) for s in (0, 25, 50, 100, 250)] == [0.0, 0.5, 1.0, 2.0, 2.0]
   assert weight(0, 0.5, 0) == 0.5 and weight(7, 0.5, 0) == 0.5
@@ -54,7 +58,7 @@ def test_the_weighted_objective_weighs_the_kl_and_floors_each_latent_at_free_bit
   recon = jnp.array([10.0, 20.0])
   kl_dims = jnp.array([[0.1, 2.0, 0.0], [0.3, 4.0, 1.0]])  # Batch means 0.2, 3.0, 0.5.
   terms = {"recon": recon, "kl_per_dimension": kl_dims, "kl": kl_dims.sum(-1)}
-  objective = lambda weight, free_bits: float(objectives.weighted_objective(
+  objective = lambda weight, free_bits: float(vae_objective.weighted_objective(
       terms, jnp.float32(weight), jnp.float32(free_bits)))
   np.testing.assert_allclose(objective(1.0, 0.0), 15.0 + 3.7, rtol=1e-6)  # The mean -ELBO.
   np.testing.assert_allclose(objective(0.5, 0.0), 15.0 + 0.5 * 3.7, rtol=1e-6)
@@ -92,9 +96,9 @@ def test_sample_chunks_cover_k_in_equal_chunks_no_larger_than_asked(k, sample_ch
 def _small_vae(likelihood="bernoulli"):
   config = tiny.get_config()
   config.hidden, config.latents, config.likelihood = 16, 3, likelihood
-  module = model_lib.from_config(config, (4, 4, 1))
+  module = vae_family.from_config(config, (4, 4, 1))
   # Jitted: run op by op, the initialisers compile dozens of small programs.
-  return module, jax.jit(model_lib.init_params, static_argnums=0)(module, jax.random.key(3))
+  return module, jax.jit(vae_family.init_params, static_argnums=0)(module, jax.random.key(3))
 
 
 def test_the_iwae_bound_lies_above_the_elbo_of_the_same_samples():
@@ -102,27 +106,27 @@ def test_the_iwae_bound_lies_above_the_elbo_of_the_same_samples():
   that averaged log weights instead of weights would sit at the ELBO."""
   module, params = _small_vae()
   x = jax.random.uniform(jax.random.key(4), (5, 4, 4, 1))
-  terms = objectives.importance_terms(module, params, x, jax.random.key(5), 64)
+  terms = vae_objective.importance_terms(module, params, x, jax.random.key(5), 64)
   assert float(jnp.min(terms["iwae"] + terms["recon"] + terms["kl"])) > 0.05
 
 
 def test_the_elbo_defaults_to_one_sample():
   module, params = _small_vae()
   x = jax.random.uniform(jax.random.key(4), (3, 4, 4, 1))
-  np.testing.assert_array_equal(objectives.elbo(module, params, x, jax.random.key(5)),
-                                objectives.elbo(module, params, x, jax.random.key(5), 1))
+  np.testing.assert_array_equal(vae_objective.elbo(module, params, x, jax.random.key(5)),
+                                vae_objective.elbo(module, params, x, jax.random.key(5), 1))
 
 
 def test_per_example_keys_follow_the_example_not_its_batch():
   module, params = _small_vae()
   x = jax.random.uniform(jax.random.key(4), (6, 4, 4, 1))
   key = jax.random.key(5)
-  whole = objectives.iwae_bound(module, params, x, key, 4)
+  whole = vae_objective.iwae_bound(module, params, x, key, 4)
   keys = objectives.example_keys(key, jnp.arange(6))
-  np.testing.assert_allclose(objectives.iwae_bound(module, params, x[3:], keys[3:], 4), whole[3:],
+  np.testing.assert_allclose(vae_objective.iwae_bound(module, params, x[3:], keys[3:], 4), whole[3:],
                              rtol=1e-5)
   with pytest.raises(ValueError, match="expected one key or 6 keys"):
-    objectives.iwae_bound(module, params, x, keys[:2], 4)
+    vae_objective.iwae_bound(module, params, x, keys[:2], 4)
 
 
 # ----------------------------------------------------------------------------
@@ -136,7 +140,7 @@ def test_the_negative_elbo_is_the_likelihoods_score_plus_the_analytic_kl(likelih
 
   @jax.jit
   def both(params, x, key):  # One compiled program: eager ops compile one by one.
-    terms = objectives.negative_elbo(module, params, x, key)
+    terms = vae_objective.negative_elbo(module, params, x, key)
     outputs, mean, logvar = module.apply({"params": params}, x, key)
     log_lik = module.apply({"params": params}, x, outputs, method=module.log_likelihood)
     images = module.apply({"params": params}, outputs, method=module.mean_image)
@@ -155,9 +159,9 @@ def test_the_negative_elbo_is_the_likelihoods_score_plus_the_analytic_kl(likelih
 def test_the_conv_vae_maps_images_to_their_own_shape(features):
   config = tiny.get_config()
   config.model, config.latents, config.conv_features = "conv", 3, features
-  module = model_lib.from_config(config, (8, 16, 1))
+  module = vae_family.from_config(config, (8, 16, 1))
   # Shapes only: jax.eval_shape traces without compiling.
-  params = jax.eval_shape(lambda: model_lib.init_params(module, jax.random.key(0)))
+  params = jax.eval_shape(lambda: vae_family.init_params(module, jax.random.key(0)))
   outputs, mean, logvar = jax.eval_shape(lambda p: module.apply(
       {"params": p}, jnp.zeros((2, 8, 16, 1)), jax.random.key(1)), params)
   assert outputs.shape == (2, 8, 16, 1) and mean.shape == logvar.shape == (2, 3)
@@ -180,27 +184,28 @@ def test_the_conv_vae_maps_images_to_their_own_shape(features):
     ("conv_features", (4, 0), "conv_features must be positive"),
 ])
 def test_impossible_conv_models_are_refused(field, value, message):
-  arch = model_lib.Architecture(model="conv", conv_features=(4, 8), image_shape=(8, 8, 1))
-  arch = dataclasses.replace(arch, **{field: value})
+  settings = vae_family.Settings(model="conv", conv_features=(4, 8), image_shape=(8, 8, 1))
+  settings = dataclasses.replace(settings, **{field: value})
   with pytest.raises(UsageError, match=message):
-    arch.check()
+    vae_family.check(settings, [])
 
 
 @pytest.mark.parametrize("field, value", [("model", "resnet"), ("decoder", "deep"),
                                           ("likelihood", "poisson"), ("logistic_scale", "image"),
                                           ("compute_dtype", "float16")])
 def test_unknown_model_choices_are_refused_naming_the_choices(field, value):
-  arch = dataclasses.replace(model_lib.Architecture(), **{field: value})
+  config = tiny.get_config()
+  config[field] = value
   with pytest.raises(UsageError, match=f"unknown {field} '{value}'; choose one of "):
-    arch.check()
+    schema.check(config)
 
 
 def test_the_conv_decoder_ends_without_a_relu():
   """Its last transposed convolution gives logits, which must be free to be negative."""
   config = tiny.get_config()
   config.model, config.latents, config.conv_features = "conv", 3, (2, 4)
-  module = model_lib.from_config(config, (8, 8, 1))
-  params = jax.jit(model_lib.init_params, static_argnums=0)(module, jax.random.key(0))
+  module = vae_family.from_config(config, (8, 8, 1))
+  params = jax.jit(vae_family.init_params, static_argnums=0)(module, jax.random.key(0))
   z = jax.random.normal(jax.random.key(1), (16, 3))
   logits = jax.jit(lambda p, z: module.apply({"params": p}, z, method=module.decode))(params, z)
   assert float(logits.min()) < 0 < float(logits.max())
@@ -209,21 +214,21 @@ def test_the_conv_decoder_ends_without_a_relu():
 def test_the_config_builds_what_it_names():
   config = tiny.get_config()
   config.likelihood, config.decoder = "gaussian", "linear"
-  module = model_lib.from_config(config, (4, 4, 1))
+  module = vae_family.from_config(config, (4, 4, 1))
   assert isinstance(module.likelihood, likelihoods.Gaussian)
   assert module.decoder.hidden == 0 and module.encoder.dtype is None  # float32: flax's default.
   config.likelihood, config.compute_dtype = "logistic", "bfloat16"
-  module = model_lib.from_config(config, (4, 4, 1))
+  module = vae_family.from_config(config, (4, 4, 1))
   assert isinstance(module.likelihood, likelihoods.DiscretizedLogistic)
   assert module.encoder.dtype == jnp.bfloat16 and module.decoder.dtype == jnp.bfloat16
   config.likelihood = "bernoulli"
-  assert isinstance(model_lib.from_config(config, (4, 4, 1)).likelihood, likelihoods.Bernoulli)
+  assert isinstance(vae_family.from_config(config, (4, 4, 1)).likelihood, likelihoods.Bernoulli)
 
 
-def test_the_architecture_defaults_are_the_default_configs():
+def test_the_family_settings_defaults_are_the_default_configs():
   """What a config.json without a field (an older run's) is read with."""
   from vae_jax.configs import default  # pylint: disable=g-import-not-at-top
-  assert model_lib.Architecture.from_config(default.get_config()) == model_lib.Architecture()
+  assert fields.settings_of(vae_family.Settings, default.get_config()) == vae_family.Settings()
 
 
 def test_only_fields_that_fix_shapes_make_another_model():
@@ -256,26 +261,21 @@ def test_layers_start_like_pytorchs_linear():
 # The step and the epoch.
 
 
-def _state(config, model, num_models=1):
-  settings = train_step.Settings.of([{n: config[n] for n in train_step.Settings._fields}]
-                                    * num_models)
-  step_config = train_step.StepConfig.from_config(config, settings, total_steps=100)
-  keys = jnp.stack([jax.random.key(i) for i in range(num_models)])
-  create = jax.jit(train_step.create, static_argnums=(0, 1))  # Not op by op: see _small_vae.
-  return create(model, step_config, keys, settings), step_config, settings
+def _state(config, model, num_models=1, **family):
+  return vae_training(config, model, num_models, **family)
 
 
 def test_the_weighted_step_with_beta_1_and_no_free_bits_is_the_plain_step():
   config = tiny.get_config()
   config.hidden, config.latents = 16, 3
-  model = model_lib.from_config(config, (4, 4, 1))
+  model = vae_family.from_config(config, (4, 4, 1))
   state, plain, settings = _state(config, model)
-  weighted = train_step.StepConfig(plain.optimizer, plain.total_steps, plain.binarize, True)
+  weighted = dataclasses.replace(plain, family=dataclasses.replace(plain.family, weighted=True))
   batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 4, 4, 1)), jnp.uint8)
-  step = jax.jit(train_step.step_one, static_argnums=(0, 1))
+  step = jax.jit(train_state.step_one, static_argnums=(0,))
   one, s = stacked.index(state, 0), stacked.index(settings, 0)
-  a, metrics_a = step(model, plain, one, batch, jax.random.key(1), s)
-  b, metrics_b = step(model, weighted, one, batch, jax.random.key(1), s)
+  a, metrics_a = step(plain, one, batch, jax.random.key(1), s)
+  b, metrics_b = step(weighted, one, batch, jax.random.key(1), s)
   np.testing.assert_allclose(metrics_b["objective"], metrics_a["loss"], rtol=1e-6)
   # The two objectives round differently, and Adam's first step is lr * sign(gradient),
   # so compare each array as a whole (as test_parallel does): a wrongly weighted KL moves
@@ -293,24 +293,24 @@ def test_the_step_weighs_the_kl_exactly_when_a_setting_asks_for_it(field, value,
   config = tiny.get_config()
   if field:
     config[field] = value
-  settings = train_step.Settings.of([{n: config[n] for n in train_step.Settings._fields}])
-  assert train_step.StepConfig.from_config(config, settings, 10).weighted is weighted
+  models = [{n: config[n] for n in schema.sweepable()}]
+  settings = fields.settings_of(vae_family.Settings, config)
+  assert vae_family.GaussianVAE.build(settings, models).weighted is weighted
 
 
 def test_the_kl_warm_up_starts_from_the_reconstruction_alone():
   config = tiny.get_config()
   config.hidden, config.latents, config.kl_warmup_steps = 16, 3, 10
-  model = model_lib.from_config(config, (4, 4, 1))
-  state, step_config, settings = _state(config, model)
-  assert step_config.weighted
+  model = vae_family.from_config(config, (4, 4, 1))
+  state, step, settings = _state(config, model)
+  assert step.family.weighted
   batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 4, 4, 1)), jnp.uint8)
-  _, metrics = jax.jit(train_step.step_one, static_argnums=(0, 1))(
-      model, step_config, stacked.index(state, 0), batch, jax.random.key(1),
-      stacked.index(settings, 0))
+  _, metrics = jax.jit(train_state.step_one, static_argnums=(0,))(
+      step, stacked.index(state, 0), batch, jax.random.key(1), stacked.index(settings, 0))
   # At step 0 the KL weighs nothing: the objective is the mean reconstruction term.
   x = batch.astype(jnp.float32) / 255
   z_key, _ = jax.random.split(jax.random.key(1))
-  terms = objectives.negative_elbo(model, stacked.index(state, 0).params, x, z_key)
+  terms = vae_objective.negative_elbo(model, stacked.index(state, 0).params, x, z_key)
   np.testing.assert_allclose(metrics["objective"], jnp.mean(terms["recon"]), rtol=1e-5)
   np.testing.assert_allclose(metrics["loss"], jnp.mean(terms["loss"]), rtol=1e-5)
 
@@ -350,16 +350,16 @@ def test_each_stacked_model_runs_exactly_its_own_single_model_loop():
   model i ends as it would alone (up to vmap's batched matrix products)."""
   config = tiny.get_config()
   config.hidden, config.latents = 16, 3
-  model = model_lib.from_config(config, (4, 4, 1))
-  state, step_config, settings = _state(config, model, num_models=2)
+  model = vae_family.from_config(config, (4, 4, 1))
+  state, step, settings = _state(config, model, num_models=2)
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.integers(0, 256, (2, 3, 8, 4, 4, 1)), jnp.uint8)  # (N, S, B, ...)
   step_keys = jnp.stack([jax.random.key(10), jax.random.key(11)])
-  chunk = jax.jit(epoch.train_chunk, static_argnums=(0, 1), static_argnames="num_steps")
-  stack, metrics = chunk(model, step_config, state, images, step_keys, settings, 0, num_steps=3)
+  chunk = jax.jit(epoch.train_chunk, static_argnums=(0,), static_argnames="num_steps")
+  stack, metrics = chunk(step, state, images, step_keys, settings, 0, num_steps=3)
   assert metrics["loss"].shape == (2, 3)
   for i in range(2):
-    alone, alone_metrics = chunk(model, step_config, stacked.stack(stacked.index(state, i)),
+    alone, alone_metrics = chunk(step, stacked.stack(stacked.index(state, i)),
                                  images[i], step_keys[i:i + 1], stacked.stack(
                                      stacked.index(settings, i)), 0, num_steps=3)
     np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"][0], rtol=1e-5)

@@ -13,8 +13,9 @@ from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import figures
 from vae_jax import latent
-from vae_jax import model as model_lib
 from vae_jax.configs import tiny
+from vae_jax import objectives
+from vae_jax.families import vae as vae_family
 
 ATOL = 1e-5
 
@@ -32,16 +33,16 @@ def digits():
           test.images[np.flatnonzero(test.labels == 6)[:3]])
 
 
-def _random_model(latents: int) -> checkpoints.TrainedModel:
+def _random_model(latents: int) -> vae_jax.TrainedModel:
   """An untrained model: enough where only shapes and algebra matter."""
   config = tiny.get_config()
   config.hidden, config.latents = 16, latents
-  module = model_lib.from_config(config, (28, 28, 1))
+  module = vae_family.from_config(config, (28, 28, 1))
   # numpy draws of the right shapes: compiling flax's initialisers takes seconds.
-  shapes = jax.eval_shape(lambda: model_lib.init_params(module, jax.random.key(1)))
+  shapes = jax.eval_shape(lambda: vae_family.init_params(module, jax.random.key(1)))
   rng = np.random.default_rng(1)
   params = jax.tree.map(lambda s: rng.normal(0, 0.3, s.shape).astype(np.float32), shapes)
-  return checkpoints.TrainedModel(module, params, tiny.get_config(), 0)
+  return vae_jax.TrainedModel(module, params, tiny.get_config(), 0)
 
 
 def test_public_names_and_load(model, trained_workdir):
@@ -142,7 +143,7 @@ def test_reconstruct_with_a_key_draws_from_the_posterior(model, digits):
   key = jax.random.key(5)
   drawn = vae_jax.reconstruct(model, x, key)
   mean, logvar = vae_jax.encode(model, x)
-  z = model_lib.reparameterize(key, mean, logvar)
+  z = objectives.reparameterize(key, mean, logvar)
   np.testing.assert_allclose(drawn, vae_jax.decode(model, z), atol=ATOL)
   assert np.abs(drawn - vae_jax.reconstruct(model, x)).max() > 1e-3
 

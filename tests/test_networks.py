@@ -13,11 +13,13 @@ import vae_jax
 from conftest import REPO, latest_params, run_module
 from vae_jax import evaluation
 from vae_jax import likelihoods
-from vae_jax import model as model_lib
 from vae_jax import objectives
 from vae_jax import reporting
 from vae_jax.configs import default
 from vae_jax.errors import UsageError
+from vae_jax.families import base
+from vae_jax import networks
+from vae_jax.families import vae as vae_family
 
 REFERENCE = json.loads((REPO / "tests" / "data" / "mlp_reference.json").read_text())
 
@@ -49,8 +51,8 @@ def _conv_config(features=(32, 64), latents=20):
 
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
 def test_conv_shapes_follow_the_keras_tutorial(shape):
-  model = model_lib.from_config(_conv_config(), shape)
-  params = model_lib.init_params(model, jax.random.key(0))
+  model = vae_family.from_config(_conv_config(), shape)
+  params = vae_family.init_params(model, jax.random.key(0))
   h, w, c = shape
   shapes = jax.tree.map(jnp.shape, params)
   assert shapes["encoder"]["conv0"]["kernel"] == (3, 3, c, 32)
@@ -63,7 +65,7 @@ def test_conv_shapes_follow_the_keras_tutorial(shape):
   assert outputs.shape == (2, *shape) and mean.shape == logvar.shape == (2, 20)
   convs = 9 * (c * 32 + 32 * 64) + 9 * (64 * 32 + 32 * c) + 32 + 64 + 32 + c
   dense = (h * w // 16 * 64) * 40 + 40 + 20 * (h * w // 16 * 64) + h * w // 16 * 64
-  assert model_lib.parameter_count(params) == convs + dense
+  assert base.parameter_count(params) == convs + dense
 
 
 @pytest.mark.parametrize("shape, message", [
@@ -72,10 +74,10 @@ def test_conv_shapes_follow_the_keras_tutorial(shape):
 ])
 def test_conv_needs_sizes_divisible_by_its_strides(shape, message):
   if message is None:
-    model_lib.from_config(_conv_config(), shape)
+    vae_family.from_config(_conv_config(), shape)
     return
   with pytest.raises(UsageError, match=message):
-    model_lib.from_config(_conv_config(), shape)
+    vae_family.from_config(_conv_config(), shape)
 
 
 def test_conv_trains_on_digits(tmp_path, tiny_config):
@@ -84,7 +86,7 @@ def test_conv_trains_on_digits(tmp_path, tiny_config):
   losses = [r["test_loss"] for r in reporting.read_metrics(tmp_path)]
   assert losses[1] < losses[0] < 400  # 784 * log 2 = 543 nats is a coin per pixel.
   model = vae_jax.load(tmp_path)
-  assert isinstance(model.module.encoder, model_lib.ConvEncoder)
+  assert isinstance(model.module.encoder, networks.ConvEncoder)
   assert vae_jax.sample(model, jax.random.key(0), 3).shape == (3, 28, 28)
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from vae_jax import configs
-from vae_jax import model as model_lib
 from vae_jax import schema
+from vae_jax import networks
+from vae_jax.families import vae as vae_family
 
 
 def _dense(params, x):
@@ -16,7 +17,7 @@ def _dense(params, x):
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gated"])
 def test_the_mlp_encoders_layers_compute_their_activation(activation):
-  encoder = model_lib.MLPEncoder(6, 2, layers=2, activation=activation)
+  encoder = networks.MLPEncoder(6, 2, layers=2, activation=activation)
   x = jax.random.uniform(jax.random.key(0), (3, 2, 2, 1))
   params = encoder.init(jax.random.key(1), x)["params"]
   h = np.asarray(x, np.float64).reshape(3, 4)
@@ -40,8 +41,8 @@ def test_the_iwae_papers_config_is_their_one_layer_architecture():
   """784-200-200-50 tanh, symmetric decoder (Burda et al. 2015, appendix C)."""
   config = configs.load("iwae_paper")
   schema.check(config)
-  model = model_lib.from_config(config, (28, 28, 1))
-  params = model_lib.init_params(model, jax.random.key(0))
+  model = vae_family.from_config(config, (28, 28, 1))
+  params = vae_family.init_params(model, jax.random.key(0))
   assert _shapes(params["encoder"]) == {
       "hidden": {"kernel": (784, 200), "bias": (200,)},
       "hidden_2": {"kernel": (200, 200), "bias": (200,)},
@@ -63,8 +64,8 @@ def test_the_vampprior_papers_config_is_their_gated_architecture():
   Welling 2018, section 4)."""
   config = configs.load("vampprior_paper")
   schema.check(config)
-  model = model_lib.from_config(config, (28, 28, 1))
-  params = model_lib.init_params(model, jax.random.key(0))
+  model = vae_family.from_config(config, (28, 28, 1))
+  params = vae_family.init_params(model, jax.random.key(0))
   shapes = _shapes(params)
   assert shapes["encoder"]["hidden"]["kernel"] == (784, 600)  # Value and gate side by side.
   assert shapes["encoder"]["hidden_2"]["kernel"] == (300, 600)

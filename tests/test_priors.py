@@ -11,7 +11,7 @@ from scipy import stats
 
 import families
 from vae_jax import objectives
-from vae_jax import priors
+from vae_jax.families.vae import priors
 
 
 def _diagonal_mixture_log_prob(z, log_weights, means, variances):

@@ -27,15 +27,15 @@ from vae_jax import epoch
 from vae_jax import experiment
 from vae_jax import evaluation
 from vae_jax import lock
-from vae_jax import model as model_lib
 from vae_jax import parallel
 from vae_jax import reporting
-from vae_jax import sweep
-from vae_jax import train_step
+from vae_jax import train_state
 from vae_jax import train
 from vae_jax.configs import tiny
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
+from vae_jax.families import vae as vae_family
+from conftest import vae_training  # pylint: disable=wrong-import-order
 
 # Fields of a metrics record that measure time, which no two runs share.
 TIMING = {"epoch_seconds", "examples_per_second", "eval_seconds", "compile_seconds", "iwae_seconds"}
@@ -265,12 +265,9 @@ DAMAGE = {  # How: (what the manifest says, what orbax's read and the digests sa
 def _abstract_state(config):
   """The shapes, dtypes and placement of the tiny config's train state, as the trainer
   restores into them."""
-  model = model_lib.from_config(config, (28, 28, 1))
-  settings = train_step.Settings.of(sweep.model_settings(config))
-  step_config = train_step.StepConfig.from_config(config, settings, total_steps=250)
-  create = lambda: train_step.create(model, step_config, jax.random.key(0)[None], settings)
-  return checkpoints.abstract_like(jax.eval_shape(create),
-                                   parallel.replicated(parallel.make_mesh()))
+  state = jax.eval_shape(lambda: vae_training(config, vae_family.from_config(
+      config, (28, 28, 1)), total_steps=250)[0])
+  return checkpoints.abstract_like(state, parallel.replicated(parallel.make_mesh()))
 
 
 def _items(config) -> dict:
@@ -279,11 +276,12 @@ def _items(config) -> dict:
   return {"params": abstract.params, "opt_state": abstract.opt_state}
 
 
-def _restore(ckpt, config, step) -> train_step.TrainState:
+def _restore(ckpt, config, step) -> train_state.TrainState:
   """The train state of checkpoint `step`: its arrays and the counters of its record."""
   items, meta = ckpt.restore(_items(config), step)
-  counters = {k: jnp.asarray(v) for k, v in checkpoints.counters(meta).items()}
-  return train_step.TrainState(params=items["params"], opt_state=items["opt_state"], **counters)
+  counters = jax.tree.map(jnp.asarray, checkpoints.counters(meta, ("loss",)))
+  return train_state.TrainState(params=items["params"], opt_state=items["opt_state"],
+                                model_state={}, **counters)
 
 
 @pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "saved_before_manifests"])

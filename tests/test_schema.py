@@ -11,7 +11,6 @@ from vae_jax import checkpoints
 from vae_jax import cli
 from vae_jax import schema
 from vae_jax import sweep
-from vae_jax import train_step
 from vae_jax.configs import default
 from vae_jax.errors import UsageError
 
@@ -23,8 +22,7 @@ def test_the_default_config_is_the_schema():
   declared = {n for n, f in schema.FIELDS.items() if not f.resolved}
   assert set(config.keys()) - {"sweep"} == declared
   assert all(config[n] == schema.FIELDS[n].default for n in declared)
-  assert set(config.sweep.keys()) == set(schema.SWEEPABLE) and sweep.SWEEPABLE == schema.SWEEPABLE
-  assert train_step.Settings._fields == schema.TRACED
+  assert set(config.sweep.keys()) == set(schema.SWEEPABLE)
   assert "seed" in schema.SWEEPABLE and "seed" not in schema.TRACED  # Keys, not a traced value.
 
 
@@ -68,24 +66,24 @@ def test_the_parallel_precisions_are_the_schemas_choices():
 
 
 def test_adding_a_sweepable_field_is_one_edit(tmp_path):
-  """A copy of the package with one more line in schema.py: the new field has a default,
+  """A copy of the package with one more line in fields.py: the new field has a default,
   help, validation, a sweep, a traced per-model column and a legacy value for old runs."""
   package = tmp_path / "vae_jax"
   shutil.copytree(REPO / "vae_jax", package, ignore=shutil.ignore_patterns("datasets"))
-  source = (package / "schema.py").read_text()
+  source = (package / "fields.py").read_text()
   anchor = '    # Several models in one program.\n'
   line = ('    _f("kl_scale", 1.0, "a new weight", "objective", low=0.0, sweepable=True, '
           'legacy=1.0),\n')
-  (package / "schema.py").write_text(source.replace(anchor, line + anchor, 1))
+  (package / "fields.py").write_text(source.replace(anchor, line + anchor, 1))
   script = """
 import json, pathlib, sys
-from vae_jax import checkpoints, schema, sweep, train_step
+from vae_jax import checkpoints, schema, sweep, train_state
 from vae_jax.configs import default
 from vae_jax.errors import UsageError
 config = default.get_config()
 config.sweep.kl_scale = "0.5,2"
 models = sweep.model_settings(config)
-settings = train_step.Settings.of(models)
+settings = train_state.hyper_arrays(models, ("kl_scale",))
 config.kl_scale = -1.0
 try:
   schema.check(config)
@@ -96,7 +94,7 @@ old = pathlib.Path(sys.argv[1])
 values = {k: v for k, v in default.get_config().to_dict().items() if k != "kl_scale"}
 (old / "config.json").write_text(json.dumps(dict(values, image_shape=[28, 28, 1])))
 print(json.dumps({"models": [m["kl_scale"] for m in models],
-                  "column": settings.kl_scale.tolist(), "refused": refused,
+                  "column": settings["kl_scale"].tolist(), "refused": refused,
                   "legacy": checkpoints.read_config(old).kl_scale,
                   "help": "--config.kl_scale=1.0" in schema.describe()}))
 """

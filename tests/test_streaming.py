@@ -17,18 +17,17 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import epoch
 from vae_jax import evaluation
-from vae_jax import model as model_lib
 from vae_jax import parallel
 from vae_jax import streaming
-from vae_jax import sweep
-from vae_jax import train_step
 from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
 from vae_jax.sources import npy
+from vae_jax.families import vae as vae_family
+from conftest import vae_training  # pylint: disable=wrong-import-order
+import vae_jax
 
 NUM_IMAGES = 640  # 10 steps of 64.
 RELATIVE_L2_TOLERANCE = 1e-4  # As in tests/test_parallel.py, whose docstring says why.
@@ -54,22 +53,19 @@ def npy_dir(tmp_path_factory):
 
 
 def _setup(config, image_shape, mesh):
-  """The model, step config, a fresh initial state and the settings, all replicated."""
-  model, step_config, state, settings = _initial(config.num_models, tuple(image_shape))
+  """The step, a fresh initial state and the settings, all replicated."""
+  step, state, settings = _initial(config.num_models, tuple(image_shape))
   put = lambda tree: jax.device_put(tree, parallel.replicated(mesh))
-  return model, step_config, put(state), put(settings)
+  return step, put(state), put(settings)
 
 
 @functools.cache
 def _initial(num_models, image_shape):
   """Made once per shape: initialisers run op by op, seconds of small compilations."""
   config = _config(num_models)
-  model = model_lib.from_config(config, image_shape)
-  settings = train_step.Settings.of(sweep.model_settings(config))
-  step_config = train_step.StepConfig.from_config(config, settings, total_steps=1_000)
-  keys = jnp.stack([jax.random.key(i) for i in range(num_models)])
-  state = parallel.to_host(train_step.create(model, step_config, keys, settings))
-  return model, step_config, state, parallel.to_host(settings)
+  state, step, settings = vae_training(config, vae_family.from_config(config, image_shape),
+                                       num_models, total_steps=1_000)
+  return step, parallel.to_host(state), parallel.to_host(settings)
 
 
 def _epoch_keys(num_models, independent, epoch_index=0):
@@ -81,21 +77,21 @@ def _epoch_keys(num_models, independent, epoch_index=0):
 
 
 def _train(kind, images, *, num_models=1, chunks=1, independent=False, epochs=1,
-           max_chunk_bytes=streaming.MAX_CHUNK_BYTES, compile_first=False):
+           max_chunk_bytes=epoch.MAX_CHUNK_BYTES, compile_first=False):
   """Parameters after `epochs` epochs through the `kind` runner, driven as the trainer does.
 
   Without `compile_first` the runners' jitted functions are called directly, as the
   trainer would without `compile`, so tests share jax's compilation cache.
   """
   config, mesh = _config(num_models), parallel.make_mesh()
-  model, step_config, state, settings = _setup(config, images.shape[1:], mesh)
+  step, state, settings = _setup(config, images.shape[1:], mesh)
   common = dict(batch_size=config.batch_size, chunks_per_epoch=chunks, mesh=mesh,
                 independent_orders=independent)
   if kind == "resident":
-    runner = epoch.Runner(model, step_config, epoch.place_training_set(np.asarray(images), mesh),
+    runner = epoch.Runner(step, epoch.place_training_set(np.asarray(images), mesh),
                           len(images), **common)
   else:
-    runner = streaming.StreamedRunner(model, step_config, images, len(images),
+    runner = epoch.StreamedRunner(step, images, len(images),
                                       max_chunk_bytes=max_chunk_bytes, **common)
   for e in range(epochs):
     shuffle_keys, step_keys = _epoch_keys(num_models, independent, e)
@@ -129,11 +125,11 @@ def test_permutations_are_those_of_the_resident_shuffle():
 def test_streamed_batches_are_the_resident_batches(npy_dir):
   images = data.read_path(npy_dir, "npy").train.images
   config, mesh = _config(), parallel.make_mesh()
-  model, step_config, _, _ = _setup(config, images.shape[1:], mesh)
+  step, _, _ = _setup(config, images.shape[1:], mesh)
   shuffle_keys, _ = _epoch_keys(1, False)
-  resident = epoch.Runner(model, step_config, epoch.place_training_set(np.asarray(images), mesh),
+  resident = epoch.Runner(step, epoch.place_training_set(np.asarray(images), mesh),
                           len(images), batch_size=64, chunks_per_epoch=5, mesh=mesh)
-  streamed = streaming.StreamedRunner(model, step_config, images, len(images), batch_size=64,
+  streamed = epoch.StreamedRunner(step, images, len(images), batch_size=64,
                                       chunks_per_epoch=5, mesh=mesh)
   expected = np.asarray(resident.batches(shuffle_keys))
   stream = streamed.batches(shuffle_keys)
@@ -177,11 +173,11 @@ def test_a_streamed_epoch_resumes_a_resident_one_mid_epoch(npy_dir, resident_epo
   """A resumed run starts at a chunk boundary; the stream then reads that chunk first."""
   images = data.read_path(npy_dir, "npy").train.images
   config, mesh = _config(), parallel.make_mesh()
-  model, step_config, state, settings = _setup(config, images.shape[1:], mesh)
+  step, state, settings = _setup(config, images.shape[1:], mesh)
   common = dict(batch_size=64, chunks_per_epoch=5, mesh=mesh)
-  resident = epoch.Runner(model, step_config, epoch.place_training_set(np.asarray(images), mesh),
+  resident = epoch.Runner(step, epoch.place_training_set(np.asarray(images), mesh),
                           len(images), **common)
-  streamed = streaming.StreamedRunner(model, step_config, images, len(images), **common)
+  streamed = epoch.StreamedRunner(step, images, len(images), **common)
   shuffle_keys, step_keys = _epoch_keys(1, False)
   batches = resident.batches(shuffle_keys)
   for start in (0, 2):
@@ -205,8 +201,8 @@ def test_independent_orders_match_the_resident_path(npy_dir):
 def test_the_budgeted_chunk_divides_the_resident_one(chunks, budget_steps, expected):
   """So every chunk boundary of one runner is one of the other's (a resume may switch)."""
   images, mesh = _images(), parallel.make_mesh()
-  model, step_config, _, _ = _setup(_config(), images.shape[1:], mesh)
-  runner = streaming.StreamedRunner(model, step_config, images, len(images), batch_size=64,
+  step, _, _ = _setup(_config(), images.shape[1:], mesh)
+  runner = epoch.StreamedRunner(step, images, len(images), batch_size=64,
                                     chunks_per_epoch=chunks, mesh=mesh,
                                     max_chunk_bytes=budget_steps * 64 * 28 * 28)
   runner.close()
@@ -320,8 +316,8 @@ def _copy(npy_dir, tmp_path):
 
 def _stream_one_chunk(images):
   config, mesh = _config(), parallel.make_mesh()
-  model, step_config, state, settings = _setup(config, images.shape[1:], mesh)
-  runner = streaming.StreamedRunner(model, step_config, images, len(images), batch_size=64,
+  step, state, settings = _setup(config, images.shape[1:], mesh)
+  runner = epoch.StreamedRunner(step, images, len(images), batch_size=64,
                                     chunks_per_epoch=10, mesh=mesh)
   shuffle_keys, step_keys = _epoch_keys(1, False)
   stream = runner.batches(shuffle_keys)
@@ -371,13 +367,14 @@ def test_placement_auto_keeps_what_fits_and_streams_what_does_not(npy_dir, monke
 def test_streamed_evaluation_gives_the_resident_statistics_bit_for_bit(npy_dir):
   size = 16  # 50 test images: 4 chunks, the last one padded.
   test = data.read_path(npy_dir, "npy").test.images
-  model, _, state, _ = _initial(1, tuple(test.shape[1:]))  # The model the other tests built.
+  step, state, _ = _initial(1, tuple(test.shape[1:]))  # The model the other tests built.
   keys, mesh = jax.random.key(3)[None], parallel.make_mesh()
   resident = evaluation.Chunks.place(np.asarray(test), size, mesh)
   streamed = streaming.StreamedChunks(test, size, mesh)
   assert len(streamed) == len(resident) and streamed.num_examples == 50
-  for statistic in (functools.partial(evaluation.elbo_statistics, model, state.params, keys),
-                    functools.partial(evaluation.importance_statistics, model, state.params,
+  variables = {"params": state.params}
+  for statistic in (functools.partial(evaluation.test_statistics, step.family, variables, keys),
+                    functools.partial(evaluation.bound_statistics, step.family, variables,
                                       keys, k=4, sample_chunk=2)):
     want, got = evaluation.over_chunks(statistic, resident), evaluation.over_chunks(statistic, streamed)
     assert want.keys() == got.keys()
@@ -389,10 +386,11 @@ def test_streamed_evaluation_gives_the_resident_statistics_bit_for_bit(npy_dir):
 def test_a_test_file_removed_under_a_streamed_evaluation_is_still_read(npy_dir, tmp_path):
   folder = _copy(npy_dir, tmp_path)
   test = data.read_path(folder, "npy").test.images
-  model, _, state, _ = _initial(1, tuple(test.shape[1:]))
+  step, state, _ = _initial(1, tuple(test.shape[1:]))
   streamed = streaming.StreamedChunks(test, 16, parallel.make_mesh())
   os.remove(folder / "test.npy")
-  stats = evaluation.test_elbo(model, state.params, jax.random.key(0)[None], streamed)
+  stats = evaluation.test_metrics(step.family, {"params": state.params},
+                                  jax.random.key(0)[None], streamed)
   assert np.isfinite(stats[0]["loss"])
   streamed.close()
 
@@ -400,8 +398,9 @@ def test_a_test_file_removed_under_a_streamed_evaluation_is_still_read(npy_dir, 
 def test_binarised_evaluation_inputs_are_the_same_made_on_the_host(npy_dir, tiny_config):
   test = data.read_path(npy_dir, "npy").test.images
   tiny_config.binarize = "dynamic"
-  on_host = evaluation.evaluation_inputs(test, tiny_config, on_host=True)
-  np.testing.assert_array_equal(on_host, evaluation.evaluation_inputs(test, tiny_config))
+  on_host = evaluation.evaluation_inputs(test, binarize="dynamic", seed=0, on_host=True)
+  np.testing.assert_array_equal(on_host, evaluation.evaluation_inputs(test, binarize="dynamic",
+                                                                      seed=0))
   assert set(np.unique(on_host)) == {0, 255}
 
 
@@ -428,8 +427,8 @@ def test_a_streamed_run_gives_the_resident_runs_test_losses_bit_for_bit(tiny_con
   untimed = lambda w: [{k: v for k, v in r.items() if "seconds" not in k and "per_second" not in k}
                        for r in reporting.read_metrics(w)]
   assert untimed(tmp_path / "stream") == untimed(tmp_path / "device")
-  _assert_identical(checkpoints.load(tmp_path / "stream").params,
-                    checkpoints.load(tmp_path / "device").params)
+  _assert_identical(vae_jax.load(tmp_path / "stream").params,
+                    vae_jax.load(tmp_path / "device").params)
 
 
 def _recorded(built):
@@ -451,7 +450,7 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_bit_for_bit(tiny_config, tmp_p
   from vae_jax import train  # pylint: disable=g-import-not-at-top
   tiny_config.data_placement = "stream"
   train.train_and_evaluate(tiny_config, tmp_path / "whole", verbose=False)
-  flag, run_chunk, calls = StopFlag(), streaming.StreamedRunner.run_chunk, []
+  flag, run_chunk, calls = StopFlag(), epoch.StreamedRunner.run_chunk, []
 
   def counted(self, *args):
     calls.append(1)
@@ -459,7 +458,7 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_bit_for_bit(tiny_config, tmp_p
     return run_chunk(self, *args)
 
   with monkeypatch.context() as patch:
-    patch.setattr(streaming.StreamedRunner, "run_chunk", counted)
+    patch.setattr(epoch.StreamedRunner, "run_chunk", counted)
     result = train.train_and_evaluate(tiny_config, tmp_path / "cut", verbose=False,
                                       should_stop=flag)
   assert result.stopped and result.state.steps_done == 150
@@ -468,8 +467,8 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_bit_for_bit(tiny_config, tmp_p
   with pytest.raises(UsageError, match="not at a boundary of this run's chunks of 125 steps"):
     train.train_and_evaluate(other, tmp_path / "cut", verbose=False)
   train.train_and_evaluate(tiny_config, tmp_path / "cut", verbose=False)
-  _assert_identical(checkpoints.load(tmp_path / "cut").params,
-                    checkpoints.load(tmp_path / "whole").params)
+  _assert_identical(vae_jax.load(tmp_path / "cut").params,
+                    vae_jax.load(tmp_path / "whole").params)
 
 
 def test_a_run_whose_npy_files_are_removed_under_it_ends_as_usual(npy_dir, tiny_config, tmp_path,
@@ -479,7 +478,7 @@ def test_a_run_whose_npy_files_are_removed_under_it_ends_as_usual(npy_dir, tiny_
   from vae_jax import train  # pylint: disable=g-import-not-at-top
   folder = _copy(npy_dir, tmp_path)
   tiny_config.update(data_dir=str(folder), dataset="npy", num_epochs=1, data_placement="stream")
-  run_chunk = streaming.StreamedRunner.run_chunk
+  run_chunk = epoch.StreamedRunner.run_chunk
 
   def removing(self, *args):
     for name in ("train.npy", "test.npy"):
@@ -487,7 +486,7 @@ def test_a_run_whose_npy_files_are_removed_under_it_ends_as_usual(npy_dir, tiny_
         os.remove(folder / name)
     return run_chunk(self, *args)
 
-  monkeypatch.setattr(streaming.StreamedRunner, "run_chunk", removing)
+  monkeypatch.setattr(epoch.StreamedRunner, "run_chunk", removing)
   result = train.train_and_evaluate(tiny_config, tmp_path / "run", verbose=False)
   assert not result.stopped and result.epochs_done == 1 and not (folder / "train.npy").exists()
   assert np.isfinite(reporting.read_metrics(tmp_path / "run")[-1]["test_loss"])

@@ -4,42 +4,41 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import latest_params, stop_after_chunks
+from conftest import latest_params, stop_after_chunks, vae_training
 from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import epoch
-from vae_jax import model as model_lib
-from vae_jax import objectives
 from vae_jax import reporting
 from vae_jax import stacked
-from vae_jax import schema
-from vae_jax import train_step
+from vae_jax import train_state
 from vae_jax import train
 from vae_jax.configs import default
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
+from vae_jax.families import base
+from vae_jax.families import vae as vae_family
+from vae_jax.families.vae import objective as vae_objective
 
 
 def _one_model_state(model, config, key):
-  settings = train_step.Settings.of([{name: config[name] for name in schema.TRACED}])
-  step_config = train_step.StepConfig.from_config(config, settings, total_steps=100)
-  return train_step.create(model, step_config, key[None], settings), step_config, settings
+  del key  # Model i draws from key i.
+  return vae_training(config, model)
 
 
 def test_one_update_lowers_the_loss_on_a_fixed_batch(tiny_config, key):
-  images = data.load(tiny_config).train.images[:64]
-  model = model_lib.from_config(tiny_config, (28, 28, 1))
+  images = data.load(data.settings(tiny_config)).train.images[:64]
+  model = vae_family.from_config(tiny_config, (28, 28, 1))
   state, step_config, settings = _one_model_state(model, tiny_config, key)
   x = data.to_unit_interval(jnp.asarray(images))
   step_key = jax.random.key(1)
 
   def loss(params):  # The same z draw before and after the step.
     z_key, _ = jax.random.split(step_key)
-    return jnp.mean(objectives.negative_elbo(model, params, x, z_key)["loss"])
+    return jnp.mean(vae_objective.negative_elbo(model, params, x, z_key)["loss"])
 
   one = stacked.index(state, 0)
-  new, metrics = jax.jit(train_step.step_one, static_argnums=(0, 1))(
-      model, step_config, one, jnp.asarray(images), step_key, stacked.index(settings, 0))
+  new, metrics = jax.jit(train_state.step_one, static_argnums=(0,))(
+      step_config, one, jnp.asarray(images), step_key, stacked.index(settings, 0))
   # The jitted step and this eager loss are different programs: their sums over 784
   # pixels and 64 images may round differently on another CPU (a few 1e-7 relative).
   # A real mistake moves the loss far more: another z draw 8e-4, the loss after the
@@ -51,11 +50,11 @@ def test_one_update_lowers_the_loss_on_a_fixed_batch(tiny_config, key):
 
 def test_model_shapes_and_parameter_count_follow_the_config():
   config = default.get_config()
-  model = model_lib.from_config(config, (28, 28, 1))
-  params = model_lib.init_params(model, jax.random.key(0))
-  assert model_lib.parameter_count(params) == 652_824  # The tutorial's count.
-  small = model_lib.from_config(config, (7, 5, 1))
-  out, mean, logvar = small.apply({"params": model_lib.init_params(small, jax.random.key(0))},
+  model = vae_family.from_config(config, (28, 28, 1))
+  params = vae_family.init_params(model, jax.random.key(0))
+  assert base.parameter_count(params) == 652_824  # The tutorial's count.
+  small = vae_family.from_config(config, (7, 5, 1))
+  out, mean, logvar = small.apply({"params": vae_family.init_params(small, jax.random.key(0))},
                                   jnp.zeros((3, 7, 5, 1)), jax.random.key(1))
   assert out.shape == (3, 7, 5, 1) and mean.shape == logvar.shape == (3, 20)
 

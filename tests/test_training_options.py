@@ -7,12 +7,12 @@ import pytest
 
 import vae_jax
 from conftest import latest_params, stop_after_chunks
-from vae_jax import objectives
 from vae_jax import optim
 from vae_jax import reporting
 from vae_jax import train
 from vae_jax.configs import default
 from vae_jax.errors import UsageError
+from vae_jax.families.vae import objective as vae_objective
 
 
 @pytest.mark.parametrize("step, beta, warmup, expected", [
@@ -21,7 +21,7 @@ from vae_jax.errors import UsageError
     (250, 4.0, 100, 4.0),
 ])
 def test_kl_weight_rises_linearly_to_beta(step, beta, warmup, expected):
-  weight = objectives.kl_weight(jnp.float32(step), jnp.float32(beta), jnp.int32(warmup))
+  weight = vae_objective.kl_weight(jnp.float32(step), jnp.float32(beta), jnp.int32(warmup))
   np.testing.assert_allclose(weight, expected, rtol=1e-6)
 
 
@@ -33,17 +33,17 @@ def _terms(kl_per_dimension):
 
 def test_weighted_objective_is_the_elbo_at_weight_one_without_free_bits():
   terms = _terms([[0.5, 2.0], [1.5, 0.0]])
-  np.testing.assert_allclose(objectives.weighted_objective(terms, 1.0, 0.0),
+  np.testing.assert_allclose(vae_objective.weighted_objective(terms, 1.0, 0.0),
                              jnp.mean(terms["loss"]), rtol=1e-6)
-  np.testing.assert_allclose(objectives.weighted_objective(terms, 3.0, 0.0),
+  np.testing.assert_allclose(vae_objective.weighted_objective(terms, 3.0, 0.0),
                              11.0 + 3.0 * (1.0 + 1.0), rtol=1e-6)
 
 
 def test_free_bits_floor_each_latent_and_stop_its_gradient():
   terms = _terms([[0.5, 2.0], [1.5, 0.0]])  # Batch means: 1.0 and 1.0.
-  np.testing.assert_allclose(objectives.weighted_objective(terms, 1.0, 1.5), 11.0 + 1.5 + 1.5)
+  np.testing.assert_allclose(vae_objective.weighted_objective(terms, 1.0, 1.5), 11.0 + 1.5 + 1.5)
   kl = jnp.array([[0.5, 4.0], [1.5, 2.0]])  # Means 1.0 (below 1.5) and 3.0 (above).
-  grad = jax.grad(lambda k: objectives.weighted_objective(
+  grad = jax.grad(lambda k: vae_objective.weighted_objective(
       {"recon": jnp.zeros(2), "kl_per_dimension": k}, 1.0, 1.5))(kl)
   np.testing.assert_allclose(grad, [[0.0, 0.5], [0.0, 0.5]])  # Only the latent above the floor.
 

@@ -219,16 +219,8 @@ class Experiment:
     """
     mesh = parallel.make_mesh()
     model_settings = sweep.model_settings(config)
-    traced = tuple(name for name in schema.TRACED
-                   if name in {f.name for f in schema.fields_of(family.name)})
-    hyper = jax.device_put(train_state.hyper_arrays(model_settings, traced),
-                           parallel.replicated(mesh))
-    steps_per_epoch = len(dataset.train.images) // config.batch_size
-    step = train_state.Step(
-        family, optim.optimizer_config(config),
-        total_steps=config.num_epochs * steps_per_epoch,  # The cosine schedule's length.
-        binarize=config.binarize == "dynamic", skip_threshold=config.skip_threshold,
-        sequential_models=config.model_mapping == "sequential")
+    hyper = jax.device_put(hyper_of(config, family), parallel.replicated(mesh))
+    step = step_of(config, family, len(dataset.train.images) // config.batch_size)
     keys = KeyStreams.of(config)
     labels = family.can(base.Capability.LABELS)
     options = dict(batch_size=config.batch_size, chunks_per_epoch=config.chunks_per_epoch,
@@ -279,6 +271,23 @@ class Experiment:
   def _create(self):
     return train_state.create(self.step, self.keys.stream(KeyStreams.INIT), self.hyper,
                               self.frozen)
+
+
+def step_of(config, family: base.Family, steps_per_epoch: int) -> train_state.Step:
+  """The step a resolved config trains `family` with, for epochs of `steps_per_epoch`."""
+  return train_state.Step(
+      family, optim.optimizer_config(config),
+      total_steps=config.num_epochs * steps_per_epoch,  # The cosine schedule's length.
+      binarize=config.binarize == "dynamic", skip_threshold=config.skip_threshold,
+      sequential_models=train_state.resolved_mapping(config.model_mapping) == "sequential")
+
+
+def hyper_of(config, family: base.Family) -> dict:
+  """The per-model settings the step traces: (N,) arrays of the sweepable fields the core
+  and `family` read (`train_state.hyper_arrays`)."""
+  traced = {f.name for f in schema.fields_of(family.name, config.get("stage", ""))}
+  names = tuple(name for name in schema.TRACED if name in traced)
+  return train_state.hyper_arrays(sweep.model_settings(config), names)
 
 
 @functools.partial(jax.jit, static_argnames=("family",))

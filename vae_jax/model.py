@@ -5,9 +5,6 @@ The VAE module is `vae_jax.VAE` (`vae_jax.families.vae.model`), the networks are
 """
 import warnings
 
-import jax
-
-from vae_jax import fields
 from vae_jax import networks
 from vae_jax import objectives
 from vae_jax.families import vae as _family
@@ -27,17 +24,8 @@ warnings.warn("vae_jax.model moved: vae_jax.VAE, vae_jax.networks, vae_jax.famil
               DeprecationWarning, stacklevel=2)
 
 
-def from_config(config, image_shape=None) -> VAE:
-  """The VAE a config describes (now `vae_jax.families.vae.build_module`)."""
-  overrides = {} if image_shape is None else {"image_shape": tuple(image_shape)}
-  settings = fields.settings_of(_family.Settings, config, **overrides)
-  _family.check(settings, [{"beta": 1.0, "kl_warmup_steps": 0, "free_bits": 0.0}])
-  return _family.build_module(settings)
-
-
-def init_params(model: VAE, key: jax.Array) -> dict:
-  """Initial parameters (now `GaussianVAE(module).init(key)["params"]`)."""
-  return _family.GaussianVAE(model).init(key)["params"]
+from_config = _family.from_config
+init_params = _family.init_params
 
 
 def describe(model: VAE, params) -> str:

@@ -141,10 +141,10 @@ class Step:
       x = data.binarize(key, x)
     return {"x": x} if labels is None else {"x": x, "y": labels}
 
-  def metric_names(self, hyper: dict) -> tuple[str, ...]:
-    """The names of the metrics the family's loss returns (traced, not run)."""
+  def metric_names(self, variables: dict, hyper: dict) -> tuple[str, ...]:
+    """The names of the metrics the family's loss returns for one model's `variables`
+    (traced, not run)."""
     family = self.family
-    variables = jax.eval_shape(family.init, jax.random.key(0))
     x = jnp.zeros((1, *family.image_shape), jnp.uint8)
     batch = (x, jnp.zeros((1,), jnp.int32)) if family.can(base.Capability.LABELS) else x
     one = {name: value[0] for name, value in hyper.items()}
@@ -168,9 +168,10 @@ def create(step: Step, keys: jax.Array, hyper: dict, frozen: list | None = None)
   num_models = len(keys)
   # Not vmapped even for several models: each initialiser draws as it would alone.
   parts = [init_one(i) for i in range(num_models)]
+  metrics = step.metric_names({"params": parts[0][0], **parts[0][1]}, hyper)
   params, model_state, opt_state = jax.tree.map(lambda *a: jnp.stack(a), *parts)
   return TrainState(params=params, opt_state=opt_state, model_state=model_state,
-                    **fresh_counters(num_models, step.metric_names(hyper)))
+                    **fresh_counters(num_models, metrics))
 
 
 def step_one(step: Step, state: TrainState, batch, key: jax.Array,

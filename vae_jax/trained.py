@@ -86,17 +86,31 @@ def load(workdir, step: int | None = None, *, index: int = 0, module=None,
     warnings.warn("vae_jax.load(workdir, model=i) is now load(workdir, index=i)",
                   DeprecationWarning, stacklevel=2)
     index = model
+  config, family, items, step = load_stacked(workdir, step, module=module)
+  if not 0 <= index < config.num_models:
+    raise UsageError(f"model {index} out of range: {workdir} holds {config.num_models} model(s) "
+                     f"(0 .. {config.num_models - 1})")
+  return TrainedModel(family, stacked.index(items["params"], index), config, step, index,
+                      stacked.index(items.get("model_state", {}), index))
+
+
+def load_stacked(workdir, step: int | None = None, *, module=None):
+  """Every model of a run at `step` (default: the newest intact checkpoint).
+
+  Returns:
+    (the config, the family, the arrays `params` (and `model_state`) stacked over the
+    run's models, the step).
+
+  Raises:
+    UsageError: as `load`.
+  """
   config = checkpoints.read_config(workdir)
   checkpointer = checkpoints.Checkpointer(workdir, create=False) if config is not None else None
   if config is None or checkpointer.latest_step() is None:
     raise UsageError(f"no trained model in {workdir}: it needs config.json and a checkpoint "
                      "(train one with vae-jax train --workdir=...)")
   family = family_of(config, workdir, module)
-  num_models = config.num_models
-  if not 0 <= index < num_models:
-    raise UsageError(f"model {index} out of range: {workdir} holds {num_models} model(s) "
-                     f"(0 .. {num_models - 1})")
-  abstract = _abstract(family, num_models)
+  abstract = _abstract(family, config)
   if step is None:  # The newest intact one, as training resumes from.
     items, _, step = checkpointer.restore_newest(abstract, set_aside=False)
   else:
@@ -105,14 +119,17 @@ def load(workdir, step: int | None = None, *, index: int = 0, module=None,
     except checkpoints.DamagedCheckpoint as e:
       raise UsageError(f"checkpoint {step} in {checkpointer.directory} is damaged ({e}); "
                        f"load another with step= (steps: {checkpointer.all_steps()})") from None
-  return TrainedModel(family, stacked.index(items["params"], index), config, step, index,
-                      stacked.index(items.get("model_state", {}), index))
+  return config, family, items, step
 
 
-def _abstract(family: base.Family, num_models: int) -> dict:
+def _abstract(family: base.Family, config) -> dict:
   """The array items to restore, as shapes: the stacked params (and model_state), placed
   replicated over this process's devices, whatever the saving run used."""
-  variables = dict(jax.eval_shape(family.init, jax.random.key(0)))
+  num_models, frozen = config.num_models, None
+  if config.get("stage"):  # A later stage keeps the stage before's variables.
+    first = ml_collections.ConfigDict({**config.to_dict(), "stage": ""})
+    frozen = schema.build_family(first, sweep.model_settings(first)).variable_shapes()
+  variables = dict(family.variable_shapes(frozen))
   params = variables.pop("params")
   stack = lambda tree: jax.tree.map(
       lambda a: jax.ShapeDtypeStruct((num_models, *a.shape), a.dtype), tree)

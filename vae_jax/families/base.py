@@ -170,6 +170,11 @@ class Family:
     """
     raise NotImplementedError
 
+  def variable_shapes(self, frozen=None):
+    """The shapes of one model's variables (`init`'s), without running it; `frozen`: for
+    a later stage, the shapes of the stage before's variables."""
+    return jax.eval_shape(lambda key, given: self.init(key, given), jax.random.key(0), frozen)
+
   def parameter_groups(self) -> tuple[ParameterGroup, ...]:
     """Groups of parameters with their own optimizer; () for one group with the run's."""
     return ()

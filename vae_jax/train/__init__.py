@@ -41,9 +41,11 @@ from vae_jax import lock as lock_lib
 from vae_jax import parallel
 from vae_jax import reporting
 from vae_jax import stacked
+from vae_jax import schema
 from vae_jax import stopping
 from vae_jax import streaming
 from vae_jax import train_state
+from vae_jax import trained as trained_lib
 from vae_jax.errors import Interrupted
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
@@ -112,17 +114,84 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   if placement == "device":  # Streamed, neither split need fit the devices.
     data.check_fits(dataset)
   config, family = experiment_lib.resolve(config, dataset, _with_shape(module, dataset))
-  if workdir.exists() and not workdir.is_dir():
-    raise UsageError(f"--workdir {workdir} is a file, not a folder")
+  return _run(config, family, dataset, placement, why, workdir, verbose=verbose,
+              should_stop=should_stop)
+
+
+def train_stage(workdir, stage: str, overrides: dict | None = None, *, verbose: bool = True,
+                should_stop: Callable[[], bool] | None = None) -> RunResult:
+  """Trains (or resumes) a later stage of the models trained in `workdir`, in `workdir/STAGE`.
+
+  For a family that trains in more than one stage (`Family.stages`, e.g. a prior
+  fitted on a trained encoder's codes). The stage's config is the first stage's
+  config.json with `overrides`; its models start from each first-stage model's
+  variables at the newest intact checkpoint, kept frozen (`Family.init`'s
+  `frozen`), which its config.json records as `parent_step`. It holds the
+  workdir's lock, so the first stage cannot train meanwhile.
+
+  Args:
+    workdir: a workdir the family's first stage trained in.
+    stage: one of the family's `stages`.
+    overrides: config fields of the stage (its own, and e.g. num_epochs, learning_rate).
+    verbose, should_stop: as for `train_and_evaluate`.
+
+  Raises:
+    UsageError: no trained first stage in `workdir`, a family without that stage,
+      a stage trained on another checkpoint of the first stage (the first trained
+      further), an invalid override.
+  """
+  workdir = pathlib.Path(workdir)
+  parent = checkpoints.read_config(workdir) if workdir.is_dir() else None
+  if parent is None or not checkpoints.Checkpointer(workdir, create=False).all_steps():
+    raise UsageError(f"no trained model in {workdir} to train its {stage} on: train the first "
+                     f"stage there first (vae-jax train --workdir={workdir})")
+  if parent.get("stage"):
+    raise UsageError(f"{workdir} holds the {parent.stage} stage of a run; pass the run's workdir")
+  schema.stage_class(schema.family_class(parent), stage)  # Refuses a family without it.
+  if parent.get("model") == checkpoints.CUSTOM_MODEL:
+    raise UsageError(f"{workdir} was trained with a user-defined module; later stages are built "
+                     "for the config's networks")
+  config = ml_collections.ConfigDict(parent.to_dict())
+  for name, value in (overrides or {}).items():
+    if name not in config:
+      raise UsageError(f"unknown config field {name!r}")
+    config[name] = value
+  config.stage = stage
+  experiment_lib.check_config(config)
+  _, _, items, step = trained_lib.load_stacked(workdir)
+  frozen = [stacked.index(items, i) for i in range(parent.num_models)]
+  frozen = [{"params": f["params"], **f.get("model_state", {})} for f in frozen]
+  run_dir = workdir / stage
+  saved = checkpoints.read_config(run_dir) if run_dir.is_dir() else None
+  if saved is not None and saved.get("parent_step") != step:
+    raise UsageError(f"{workdir} has trained further since its {stage} was fitted (now step "
+                     f"{step}, then {saved.get('parent_step')}); move {run_dir} away to fit "
+                     "it again")
+  config.parent_step = step
+  dataset = data.load(data.settings(config), say=_printer(verbose))
+  placement, why = streaming.choose_placement(config.data_placement, dataset,
+                                              config.device_data_budget)
+  config, family = experiment_lib.resolve(config, dataset)
+  return _run(config, family, dataset, placement, why, run_dir, lock_dir=workdir,
+              frozen=frozen, verbose=verbose, should_stop=should_stop)
+
+
+def _run(config, family, dataset, placement: str, why: str, run_dir: pathlib.Path, *,
+         lock_dir: pathlib.Path | None = None, frozen: list | None = None,
+         verbose: bool = True, should_stop=None) -> RunResult:
+  """Trains `family` in `run_dir`, holding the lock of `lock_dir` (default run_dir)."""
+  if run_dir.exists() and not run_dir.is_dir():
+    raise UsageError(f"--workdir {run_dir} is a file, not a folder")
   with contextlib.ExitStack() as stack:
     if should_stop is None:
       should_stop = stack.enter_context(stopping.StopRequest().installed())
     stack.enter_context(parallel.matmul_precision(config))
-    ckpt = stack.enter_context(_workdir_lock(workdir, config.keep_checkpoints))
-    reporter = reporting.Reporter(workdir, parallel.is_main_process(), config.num_models,
+    ckpt = stack.enter_context(_workdir_lock(lock_dir or run_dir, run_dir,
+                                             config.keep_checkpoints))
+    reporter = reporting.Reporter(run_dir, parallel.is_main_process(), config.num_models,
                                   verbose)
     stack.callback(reporter.close)
-    experiment = Experiment.build(config, family, dataset, placement=placement)
+    experiment = Experiment.build(config, family, dataset, placement=placement, frozen=frozen)
     stack.callback(experiment.close)
     if config.data_placement == "auto" and placement == "stream":  # Worth a line: slower.
       reporter.say(f"streaming the training and test sets from the host: {why}")
@@ -166,14 +235,16 @@ def _with_shape(module, dataset):
 
 
 @contextlib.contextmanager
-def _workdir_lock(workdir: pathlib.Path, keep: int):
-  """Holds the workdir's lock (process 0) for the run; yields its Checkpointer."""
+def _workdir_lock(workdir: pathlib.Path, run_dir: pathlib.Path, keep: int):
+  """Holds the workdir's lock (process 0) for the run; yields the Checkpointer of `run_dir`
+  (the workdir, or the folder of a later stage inside it)."""
   holder = lock_lib.WorkdirLock(workdir)
   error = None
   if parallel.is_main_process():
     try:
       workdir.mkdir(parents=True, exist_ok=True)
       holder.acquire()
+      run_dir.mkdir(parents=True, exist_ok=True)
     except UsageError as e:
       error = e
     except OSError as e:
@@ -181,7 +252,7 @@ def _workdir_lock(workdir: pathlib.Path, keep: int):
   if parallel.any_process(error is not None):  # Every process gives up together.
     raise error or UsageError(f"process 0 could not lock --workdir {workdir}")
   try:
-    yield checkpoints.Checkpointer(workdir, keep=keep)
+    yield checkpoints.Checkpointer(run_dir, keep=keep)
   finally:
     holder.release()
 

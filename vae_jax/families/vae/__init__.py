@@ -179,6 +179,20 @@ def build_module(settings) -> VAE:
              settings.num_classes if settings.conditional else 0)
 
 
+def from_config(config, image_shape=None) -> VAE:
+  """The VAE a config describes (its network and family fields), for images of
+  `image_shape` (H, W, C) (default: the config's); checked as a run checks it."""
+  overrides = {} if image_shape is None else {"image_shape": tuple(image_shape)}
+  settings = fields_lib.settings_of(Settings, config, **overrides)
+  check(settings, [{"beta": 1.0, "kl_warmup_steps": 0, "free_bits": 0.0}])
+  return build_module(settings)
+
+
+def init_params(module: VAE, key: jax.Array) -> dict:
+  """A VAE's initial parameters, drawn from `key` as a run draws model 0's."""
+  return GaussianVAE(module).init(key)["params"]
+
+
 def _qualified(cls: type) -> str:
   return f"{cls.__module__}.{cls.__qualname__}"
 
