@@ -67,13 +67,13 @@ def _in_metrics(epoch_number: int) -> None:
   from vae_jax import reporting  # pylint: disable=g-import-not-at-top
   write_metrics = reporting.Reporter.write_metrics
 
-  def patched(self, records):
+  def patched(self, records, *args, **kwargs):
     if records[0]["epoch"] == epoch_number:
       text = "".join(__import__("json").dumps(r) + "\n" for r in records)
       with open(self.metrics_path, "a") as f:
         f.write(text[:len(text) // 2])
       _kill()
-    return write_metrics(self, records)
+    return write_metrics(self, records, *args, **kwargs)
 
   reporting.Reporter.write_metrics = patched
 
@@ -106,9 +106,9 @@ def _in_startup(signum: int) -> None:
   from vae_jax import checkpoints  # pylint: disable=g-import-not-at-top
   read_config = checkpoints.read_config
 
-  def patched(workdir):
+  def patched(workdir, *args, **kwargs):
     _kill(signum)
-    return read_config(workdir)
+    return read_config(workdir, *args, **kwargs)
 
   checkpoints.read_config = patched
 

@@ -155,10 +155,13 @@ def test_running_out_of_device_memory_is_one_line_naming_the_flags(tmp_path):
 
 
 @pytest.mark.parametrize("old, new", [("interpolate", "interpolate"), ("sample", "sample"),
-                                      ("latent_map", "latent-map")])
-def test_an_older_readmes_python_m_command_says_what_it_is_now(old, new):
-  result = _run(sys.executable, "-m", f"vae_jax.{old}", "--workdir=w")
-  assert result.returncode == 2
-  assert result.stderr.strip().splitlines() == [
-      f"error: python -m vae_jax.{old} is now `vae-jax {new}` (or `python -m vae_jax {new}`), "
-      "with the same flags"]
+                                      ("latent_map", "latent-map"), ("evaluate", "evaluate")])
+def test_an_older_readmes_python_m_command_is_still_the_command(old, new):
+  """`python -m vae_jax.sample` (an older README's) runs `vae-jax sample`: the same output."""
+  old_name, command = (_run(sys.executable, "-m", module, *args, "--workdir=w")
+                       for module, args in ((f"vae_jax.{old}", ()), ("vae_jax", (new,))))
+  assert old_name.returncode == command.returncode == 2
+  assert old_name.stderr == command.stderr
+  assert command.stderr.strip().splitlines() == [
+      "error: no trained model in w: it needs config.json and a checkpoint (train one with "
+      "vae-jax train --workdir=...)"]

@@ -139,9 +139,9 @@ def test_records_stream_the_batches_and_test_chunks_of_the_resident_path(data_di
   ds, mesh = data.load(_config(data_dir)), parallel.make_mesh()
   keys = jax.random.key(5)[None]
   options = dict(batch_size=64, chunks_per_epoch=3, mesh=mesh)
-  resident = epoch.Runner(None, None, epoch.place_training_set(ds.train.images, mesh),
+  resident = epoch.Runner(None, epoch.place_training_set(ds.train.images, mesh),
                           NUM_TRAIN, **options)
-  streamed = epoch.StreamedRunner(None, None, ds.train.images, NUM_TRAIN, **options)
+  streamed = epoch.StreamedRunner(None, ds.train.images, NUM_TRAIN, **options)
   batches = streamed.batches(keys)
   got = np.concatenate([np.asarray(batches.take(s)) for s in range(0, 3, streamed.chunk)])
   np.testing.assert_array_equal(got, np.asarray(resident.batches(keys)))

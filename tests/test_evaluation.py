@@ -154,7 +154,7 @@ def dead_latent_results():
   kernel = 3.0 * stats["kernel"]  # Means that vary well above the 0.01 threshold...
   kernel = kernel.at[:, DEAD].set(0.0)  # ...except these, which ignore x.
   params = {**params, "encoder": {**params["encoder"], "stats": {**stats, "kernel": kernel}}}
-  trained = vae_jax.TrainedModel(model, params, None, 0)
+  trained = vae_jax.TrainedModel(vae_family.GaussianVAE(model), params, None, 0)
   images = np.asarray(jax.random.randint(key, (50, 8, 8, 1), 0, 256), np.uint8)
   run = lambda example_chunk, sample_chunk: evaluation.evaluate(
       trained, images, k=7, key=key, sample_chunk=sample_chunk, example_chunk=example_chunk,

@@ -77,7 +77,7 @@ def test_a_users_prior_is_trained_evaluated_and_recorded(tiny_config, tmp_path):
   assert row["test_iwae_nll"] <= row["test_loss"] + 1e-3  # The IWAE bound is the tighter one.
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["prior"] == f"{__name__}.MixturePrior" and saved["posterior"] == "gaussian"
-  assert saved["vae_class"] == "vae_jax.model.VAE" and saved["likelihood"] == "bernoulli"
+  assert saved["vae_class"] == "vae_jax.families.vae.model.VAE" and saved["likelihood"] == "bernoulli"
   digits = vae_jax.sample(model, jax.random.key(0), 4)  # From the mixture.
   assert digits.shape == (4, 28, 28)
 
@@ -88,7 +88,8 @@ def test_load_refuses_another_model_than_the_one_trained(tiny_config, tmp_path):
                              verbose=False)
   with pytest.raises(UsageError, match=r"prior .*MixturePrior vs normal"):
     vae_jax.load(tmp_path, module=_vae())
-  with pytest.raises(UsageError, match=r"vae_class vae_jax.model.VAE vs .*WithTemperature"):
+  with pytest.raises(UsageError, match=r"vae_class vae_jax.families.vae.model.VAE vs "
+                                       r".*WithTemperature"):
     vae_jax.load(tmp_path, module=_vae(WithTemperature, prior=MixturePrior(2)))
 
 
@@ -129,3 +130,15 @@ def test_the_log_variance_is_held_in_a_safe_range(key):
   assert logvar.tolist() == [[vae_model.LOGVAR_MAX, vae_model.LOGVAR_MIN]]
   assert np.isfinite(float(vae_objective.negative_elbo(vae, params, jnp.zeros((1, 28, 28, 1)),
                                                     key)["loss"][0]))
+
+
+def test_a_run_recorded_before_the_families_moved_loads_with_its_own_module(tiny_config,
+                                                                           tmp_path):
+  """config.json of an older version names vae_jax.model.VAE: the same class, moved."""
+  tiny_config.num_epochs = 1
+  vae_jax.train_and_evaluate(tiny_config, tmp_path, module=_vae(), verbose=False)
+  path = tmp_path / "config.json"
+  path.write_text(path.read_text().replace("vae_jax.families.vae.model.VAE", "vae_jax.model.VAE"))
+  assert vae_jax.load(tmp_path, module=_vae()).step == 125
+  with pytest.raises(UsageError, match=r"vae_class vae_jax\S*VAE vs .*WithTemperature"):
+    vae_jax.load(tmp_path, module=_vae(WithTemperature))

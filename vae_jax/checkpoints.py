@@ -40,7 +40,7 @@ from vae_jax import schema
 from vae_jax.errors import UsageError
 
 CONFIG_FILE = "config.json"
-CUSTOM_MODEL = "custom"  # config.model of a run trained with a user-defined VAE.
+CUSTOM_MODEL = schema.CUSTOM_MODEL  # config.model of a run trained with a user's own module.
 
 
 class DamagedCheckpoint(Exception):

@@ -12,7 +12,6 @@ import numpy as np
 from vae_jax import data
 from vae_jax import evaluation
 from vae_jax import images
-from vae_jax import reporting
 from vae_jax.trained import TrainedModel
 from vae_jax.errors import UsageError
 
@@ -28,7 +27,7 @@ def output_dir(workdir, out: str | None, model: TrainedModel | None = None) -> p
   if model is None or not model.config:
     return pathlib.Path(workdir) / "images"
   return (pathlib.Path(workdir) / "images"
-          / reporting.model_subdir(model.config.num_models, model.index))
+          / images.model_subdir(model.config.num_models, model.index))
 
 
 def test_set(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:

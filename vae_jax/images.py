@@ -68,3 +68,8 @@ def save_gif(path, frames: list[np.ndarray], seconds_per_frame: float = 0.15,
   pictures[0].save(path, save_all=True, append_images=pictures[1:],
                    duration=int(seconds_per_frame * 1000), loop=0)
   return path
+
+
+def model_subdir(num_models: int, index: int) -> str:
+  """The folder of model `index`'s figures and events: "" for one model, else "model_I"."""
+  return f"model_{index}" if num_models > 1 else ""

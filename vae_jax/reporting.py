@@ -26,11 +26,6 @@ METRICS_FILE = "metrics.jsonl"
 BOOKKEEPING = ("epoch", "step", "model", "iwae_k", "diverged_at_step")
 
 
-def model_subdir(num_models: int, index: int) -> str:
-  """The folder of model `index`'s figures and events: "" for one model, else "model_I"."""
-  return f"model_{index}" if num_models > 1 else ""
-
-
 def read_metrics(workdir) -> list[dict]:
   """The records of `workdir/metrics.jsonl`, one dict per line.
 
@@ -99,7 +94,7 @@ class Reporter:
 
   def image_dir(self, model: int = 0) -> pathlib.Path:
     """`images/`, or `images/model_I/` when the run has several models."""
-    return self.workdir / "images" / model_subdir(self.num_models, model)
+    return self.workdir / "images" / images.model_subdir(self.num_models, model)
 
   def keep_epochs(self, epoch: int) -> None:
     """Prepares metrics.jsonl for a run resuming after `epoch`: drops a torn last line
@@ -190,7 +185,7 @@ class Reporter:
   def _writer(self, model: int):
     if model not in self._writers:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      logdir = self.workdir / "tensorboard" / model_subdir(self.num_models, model)
+      logdir = self.workdir / "tensorboard" / images.model_subdir(self.num_models, model)
       self._writers[model] = SummaryWriter(logdir=str(logdir))
     return self._writers[model]
 

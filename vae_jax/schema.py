@@ -27,6 +27,8 @@ from vae_jax.families import base
 from vae_jax.families import registry
 from vae_jax.fields import Field
 
+CUSTOM_MODEL = "custom"  # config.model of a run trained with a user's own module.
+
 
 def _all_fields() -> dict[str, Field]:
   """The core's fields, then each registered family's (and its stages'), each name once."""
@@ -109,9 +111,12 @@ def check(config: ml_collections.ConfigDict, where: str = "", *, resolved: bool 
     resolved: also check the fields a run resolves (a config.json's image_shape, ...).
   """
   try:
-    family = family_class(config).name
-    for field in fields_of(family, config.get("stage", "")):
-      if field.name in config and (resolved or not field.resolved):
+    family = family_class(config)
+    # A run of a user's own module records its parts where the config names its choices.
+    custom = ("model", *family.signature_fields) if (
+        resolved and config.get("model") == CUSTOM_MODEL) else ()
+    for field in fields_of(family.name, config.get("stage", "")):
+      if field.name in config and (resolved or not field.resolved) and field.name not in custom:
         field.check(config[field.name])
     shape = config.get("image_shape") if resolved else None
     if shape is not None and (len(shape) != 3 or min(shape) < 1):

@@ -155,9 +155,7 @@ def family_of(config: ml_collections.ConfigDict, workdir, module=None) -> base.F
     module = module.clone(image_shape=tuple(config.image_shape))
   family = schema.build_family(config, sweep.model_settings(config), module)
   if custom:
-    same = lambda a, b: schema.hashable(a) == schema.hashable(b)
-    diffs = [f"{k} {config[k]} vs {v}" for k, v in family.signature().items()
-             if k in config and not same(config[k], v)]
+    diffs = family.signature_differences(config)
     if diffs:
       raise UsageError(f"{workdir} was trained with another model than the module given "
                        f"({'; '.join(diffs)}); pass the module it was trained with")

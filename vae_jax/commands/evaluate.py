@@ -53,7 +53,7 @@ def main(argv):
       trained = first if i == first.index else trained_lib.load(_WORKDIR.value, first.step, index=i)
       records.append(evaluate_split(trained, dataset, inputs, _SPLIT.value, labels,
                                     streamed=streamed))
-      print(format_table(records[-1]), flush=True)
+      print(format_table(records[-1], trained.family.labels), flush=True)
   result = records[0] if len(records) == 1 else summarize_models(records)
   out = pathlib.Path(_OUT.value) if _OUT.value else pathlib.Path(_WORKDIR.value) / "eval.json"
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -128,8 +128,8 @@ LABELS = {"elbo": "ELBO", "nll": "NLL (bound)", "kl": "KL", "bits_per_dim": "bit
 SHORT_LIST = 8  # Lists up to this long are shown in the table (per layer, not per latent).
 
 
-def _label(name: str) -> str:
-  return LABELS.get(name, name.replace("_", " "))
+def _label(name: str, labels: dict | None = None) -> str:
+  return {**LABELS, **(labels or {})}.get(name, name.replace("_", " "))
 
 
 def format_summary(r: dict) -> str:
@@ -139,9 +139,10 @@ def format_summary(r: dict) -> str:
                       for k in r["mean"])])
 
 
-def format_table(r: dict) -> str:
+def format_table(r: dict, labels: dict | None = None) -> str:
   """A few lines for the terminal from an eval.json record: each number of the model
-  (± its standard error where it has one) and its short lists."""
+  (± its standard error where it has one) and its short lists; `labels`: the family's
+  names for them (`Family.labels`)."""
   lines = [f"{r['dataset']} {r['split']}, model {r['model']}, {r['num_examples']:,} examples, "
            f"checkpoint step {r['step']}, k = {r['k']:,}, {r['seconds']:.1f} s"
            + (" (log p(x|y): conditional on the labels)" if r.get("conditional") else "")]
@@ -149,13 +150,14 @@ def format_table(r: dict) -> str:
     if name in HEADER or name.endswith("_stderr"):
       continue
     if isinstance(value, list) and 0 < len(value) <= SHORT_LIST:
-      lines.append(f"  {_label(name):<22} {' '.join(_short(v) for v in value)}")
+      lines.append(f"  {_label(name, labels):<22} {' '.join(_short(v) for v in value)}")
     elif isinstance(value, float):
       error = r.get(f"{name}_stderr")
-      lines.append(f"  {_label(name):<22} {value:10.4f}" if name == "bits_per_dim" else
-                   f"  {_label(name):<22} {value:10.2f}" + (f" ± {error:.2f}" if error else ""))
+      lines.append(f"  {_label(name, labels):<22} {value:10.4f}" if name == "bits_per_dim" else
+                   f"  {_label(name, labels):<22} {value:10.2f}"
+                   + (f" ± {error:.2f}" if error else ""))
     elif isinstance(value, int) and not isinstance(value, bool):
-      lines.append(f"  {_label(name):<22} {value:10d}")
+      lines.append(f"  {_label(name, labels):<22} {value:10d}")
   return "\n".join(lines)
 
 

@@ -89,6 +89,8 @@ class Family:
     labels: short names of its metrics on the terminal (e.g. `{"kl": "KL"}`).
     headline: its main test metric: shown first, and the best of several models
       is the one lowest in it.
+    signature_fields: the config fields `signature` records for a user's own module
+      (their values there are the module's parts, not the config's choices).
   """
 
   name: ClassVar[str] = ""
@@ -98,6 +100,7 @@ class Family:
   bound_metric: ClassVar[str] = "nll_bound"
   labels: ClassVar[dict[str, str]] = {}
   headline: ClassVar[str] = "loss"
+  signature_fields: ClassVar[tuple[str, ...]] = ()
 
   @property
   def capabilities(self) -> frozenset[str]:
@@ -120,6 +123,14 @@ class Family:
     latents), which config.json records so that `load` can tell another module from
     the one a run trained; {} for none."""
     return {}
+
+  def signature_differences(self, config) -> list[str]:
+    """'field recorded vs this module's' for each `signature` value a run's config.json
+    records otherwise (lists and tuples compare alike)."""
+    same = lambda a, b: (tuple(a) if isinstance(a, (list, tuple)) else a) == (
+        tuple(b) if isinstance(b, (list, tuple)) else b)
+    return [f"{k} {config[k]} vs {v}" for k, v in self.signature().items()
+            if k in config and not same(config[k], v)]
 
   def can(self, capability: str) -> bool:
     return capability in self.capabilities

@@ -236,7 +236,9 @@ class GaussianVAE(base.Family):
   fields = FIELDS
   settings_type = Settings
   bound_metric = "iwae_nll"
-  labels = {"kl": "KL", "iwae_nll": "IWAE NLL"}
+  labels = {"kl": "KL", "iwae_nll": "IWAE NLL", "nll": "NLL (IWAE)"}
+  signature_fields = ("vae_class", "network", "likelihood", "prior", "posterior", "latents",
+                      "conditional", "stochastic_layers", "layer_latents")
 
   @classmethod
   def check(cls, settings, models: list[dict]) -> None:
@@ -423,6 +425,17 @@ class GaussianVAE(base.Family):
                if len(sizes) > 1 else f"{module.latents} latents")
     return (f"VAE {nets}, {shape} images, {latents}{condition} "
             f"({type(module.likelihood).__name__}, {base.parameter_count(params):,} parameters)")
+
+  def signature_differences(self, config) -> list[str]:
+    # Runs before the families moved recorded the modules' old paths.
+    moved = {f"vae_jax.{name}.": f"vae_jax.families.vae.{name}." for name in (
+        "model", "priors", "posteriors", "hierarchy")}
+    values = {k: v for k, v in config.items()}
+    for k, v in values.items():
+      for old, new in moved.items():
+        if isinstance(v, str) and v.startswith(old):
+          values[k] = new + v[len(old):]
+    return super().signature_differences(values)
 
   def settings_text(self) -> str:
     """The prior, the posterior and the objective, where they are not the seed's."""
