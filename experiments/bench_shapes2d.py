@@ -166,8 +166,7 @@ def main(argv) -> None:
           f"{', '.join(f'{t:.1f}' for t in times)}), {size:,} bytes ({size / 2**30:.2f} GiB)",
           flush=True)
     cached = np.load(path, mmap_mode="r")
-    grid_rows = factors_lib.grid_index(train.factors.astype(np.int64),
-                                                shapes2d.FACTOR_SIZES)
+    grid_rows = factors_lib.grid_index(train.factors.astype(np.int64), shapes2d.FACTOR_SIZES)
     order = np.random.default_rng(1).permutation(len(train.images))
     n = len(order)
     median, times = timed(lambda: read_epoch(cached, grid_rows[order], _CHUNK.value), runs)
@@ -182,7 +181,6 @@ def main(argv) -> None:
     median, times = timed(lambda: np.load(path), runs)
     print(f"resident load, np.load of the cached .npy (all {total:,}, page cache): {median:.2f} s "
           f"(median of {len(times)}: {', '.join(f'{t:.2f}' for t in times)})", flush=True)
-    del cached
 
 
 if __name__ == "__main__":

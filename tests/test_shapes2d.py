@@ -99,7 +99,7 @@ def test_position_puts_the_centroid_on_the_grid_positions(shape):
   rows = [[shape, 5, 0, x, 7] for x in range(32)] + [[shape, 2, 13, 20, y] for y in range(32)]
   rows += [[shape, s, o, x, y] for s, o, x, y in [(0, 5, 0, 31), (3, 27, 31, 0), (4, 39, 9, 22)]]
   images = shapes2d.render(rows)[..., 0]
-  for (_, _, _, x, y), image in zip(rows, images):
+  for (_, _, _, x, y), image in zip(rows, images, strict=True):
     expected = (shapes2d.FIRST_CENTRE + y, shapes2d.FIRST_CENTRE + x)
     # Square and ellipse are point-symmetric about a pixel centre: exact; the heart's
     # centroid is its continuous shape's, up to the pixels.

@@ -15,8 +15,8 @@ values 0 .. K_j - 1 and every combination occurs once (in any order; the real
 file's is row-major, posY fastest), so that `vae_jax.sources.factors.lookup`
 finds the image of any combination. A smaller file of the same layout (a
 sub-grid, as the tests write) is read the same way. It is read whole into
-memory (3.0 GB for the real file); the test split is split off by
-`test_fraction`.
+memory (3.0 GB for the real file, about twice that while `vae_jax.data`
+splits off the test set by `test_fraction`).
 """
 import pathlib
 import zipfile
