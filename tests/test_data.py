@@ -156,6 +156,63 @@ def test_unknown_content_says_what_is_expected(tmp_path, make, message):
 
 
 # ----------------------------------------------------------------------------
+# Splits: factors and train_subset.
+
+
+def test_factors_follow_their_images_through_the_test_split():
+  images = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1)
+  split = data.Split(images, np.arange(50, dtype=np.int32) % 3,
+                     np.stack([np.arange(50), np.arange(50) * 2], 1).astype(np.int32))
+  assert data.Split(images, split.labels).factors is None
+  for part in data.split_off_test(split, 0.2):
+    np.testing.assert_array_equal(part.labels, part.images[:, 0, 0, 0] % 3)
+    np.testing.assert_array_equal(part.factors[:, 1], part.images[:, 0, 0, 0] * 2)
+  train, test = data.split_off_test(data.Split(images, split.labels), 0.2)
+  assert train.factors is None and test.factors is None and len(test.images) == 10
+
+
+def test_train_subset_is_a_fixed_nested_subset_with_its_labels():
+  whole = data.load(_config(dataset="mnist_sample"))
+  small = data.load(_config(dataset="mnist_sample", train_subset=100))
+  assert len(small.train.images) == 100 and small.train.images.shape[1:] == (28, 28, 1)
+  np.testing.assert_array_equal(small.test.images, whole.test.images)  # The test set stays.
+  rows = {row.tobytes(): i for i, row in enumerate(whole.train.images)}
+  picked = np.array([rows[row.tobytes()] for row in small.train.images])
+  assert (np.diff(picked) > 0).all()  # In the source's order.
+  np.testing.assert_array_equal(small.train.labels, whole.train.labels[picked])
+  assert len(set(small.train.labels.tolist())) == 10  # Drawn at random, not the first 100.
+  # The same for every run and seed; a larger subset holds the smaller.
+  again = data.load(_config(dataset="mnist_sample", train_subset=100, seed=7))
+  np.testing.assert_array_equal(again.train.images, small.train.images)
+  larger = data.load(_config(dataset="mnist_sample", train_subset=1000))
+  larger_rows = {row.tobytes() for row in larger.train.images}
+  assert all(row.tobytes() in larger_rows for row in small.train.images)
+  everything = data.load(_config(dataset="mnist_sample", train_subset=8004))
+  np.testing.assert_array_equal(everything.train.images, whole.train.images)
+
+
+def test_train_subset_refuses_more_images_than_there_are():
+  with pytest.raises(UsageError, match="train_subset=8,005 exceeds the 8,004 training images of "
+                                       "mnist_sample; choose at most 8,004, or 0 for all"):
+    data.load(_config(dataset="mnist_sample", train_subset=8005))
+  with pytest.raises(UsageError, match=r"train_subset must be >= 0 \(0 keeps every image\), "
+                                       "got -1"):
+    data.load(_config(dataset="mnist_sample", train_subset=-1))
+
+
+def test_train_subset_of_memmapped_images_reads_only_those(tmp_path):
+  images = np.random.default_rng(0).integers(0, 256, (40, 4, 4, 1), np.uint8)
+  np.save(tmp_path / "train.npy", images)
+  np.save(tmp_path / "test.npy", images[:5])
+  np.save(tmp_path / "train_labels.npy", np.arange(40))
+  whole = data.load(_config(data_dir=str(tmp_path)))
+  assert isinstance(whole.train.images, np.memmap)
+  small = data.load(_config(data_dir=str(tmp_path), train_subset=7))
+  assert type(small.train.images) is np.ndarray  # pylint: disable=unidiomatic-typecheck
+  np.testing.assert_array_equal(small.train.images, images[small.train.labels])
+
+
+# ----------------------------------------------------------------------------
 # check_fits.
 
 

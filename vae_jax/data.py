@@ -16,6 +16,9 @@
   * `dataset=mnist_sample`: 10,000 real MNIST digits shipped with the package;
   * `dataset=mnist|fashion_mnist`: MNIST or Fashion-MNIST, downloaded once into
     a cache by `vae_jax.download` (no TensorFlow);
+  * `dataset=shapes2d`: dSprites' factor grid, rendered (`vae_jax.sources.shapes2d`);
+    a `data_dir` holding the real dSprites `.npz` is read with its factors
+    (`vae_jax.sources.dsprites`);
   * `dataset=tfds:NAME`: any tensorflow-datasets image dataset; one prepared
     in ArrayRecord is read by index from disk (`vae_jax.sources.tfds_records`).
 Only tfds data sets not prepared in ArrayRecord import TensorFlow. Every
@@ -26,7 +29,13 @@ with neither `test` nor `validation`) get one: a fraction `test_fraction` of
 the images, drawn by a permutation with the fixed seed `SPLIT_SEED` (not
 `config.seed`, so that runs with different seeds share their test set); both
 parts keep the source's order. `image_size=S > 0` centre-crops every image to
-a square and resizes it to S x S, whatever the source.
+a square and resizes it to S x S, whatever the source. `train_subset=N > 0`
+keeps a fixed random subset of N training images (`subset_train`).
+
+Data with known factors of variation (shapes2d, dSprites) carries each image's
+factor indices in `Split.factors`, through the test split, resizing and
+`train_subset`, and `ground_truth(dataset)` gives the image of any factor
+combination (`vae_jax.sources.factors`).
 
 Images stay uint8 on the host and on the device; `to_unit_interval` scales
 them to [0, 1] inside the jitted step.
@@ -47,15 +56,19 @@ import numpy as np
 from vae_jax import download
 from vae_jax import fields
 from vae_jax.errors import UsageError
+from vae_jax.sources import dsprites
+from vae_jax.sources import factors as factors_lib
 from vae_jax.sources import folder_cache
 from vae_jax.sources import idx
 from vae_jax.sources import image_folder
 from vae_jax.sources import npy
 from vae_jax.sources import npz
 from vae_jax.sources import pixels
+from vae_jax.sources import shapes2d
+from vae_jax.sources.splits import SPLIT_SEED  # pylint: disable=unused-import (re-exported)
 from vae_jax.sources.splits import test_mask
 
-DATASETS = ("mnist", "fashion_mnist", "mnist_sample")  # Names that need no data_dir.
+DATASETS = ("mnist", "fashion_mnist", "mnist_sample", shapes2d.NAME)  # Names that need no data_dir.
 TFDS_PREFIX = "tfds:"
 SAMPLE_DIR = pathlib.Path(__file__).parent / "datasets" / "mnist_sample"
 # What an empty `dataset` (the default config's) loads, and what instead offline.
@@ -75,6 +88,7 @@ IDX_CONTENT_SHA256 = {
         "t10k-images-idx3-ubyte": "9d59f7940f4c524185895da9a4d43130d5fb8991662aeece1d2bd4596b0fc9c3",
         "t10k-labels-idx1-ubyte": "a6704401e7c4249814061accf1cb6cb30414fee3a11906ca4417485203916bdc"},
 }
+SUBSET_SEED = 1  # Of train_subset's images: fixed, as SPLIT_SEED, not config.seed.
 _TFDS_HINT = ("offline, prepare it where there is network and pass --config.tfds_data_dir, "
               "or use --config.data_dir with IDX, .npz or image files")
 _EXPECTED = ("the four IDX files (train-images-idx3-ubyte[.gz], ...), one .npz file "
@@ -91,10 +105,19 @@ DataSettings = fields.settings_class(
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """One split: `images` `(N, H, W, C)` uint8 and `labels` `(N,)` int32, -1 where unknown."""
+  """One split: `images` `(N, H, W, C)` uint8, `labels` `(N,)` int32, -1 where unknown, and
+  for data with known factors their indices `factors` `(N, F)` int32 (else None)."""
 
   images: np.ndarray
   labels: np.ndarray
+  factors: np.ndarray | None = None
+
+  def take(self, rows) -> "Split":
+    """Images `rows` (indices or a boolean mask) with their labels and factors; lazy images
+    (tfds_records.RecordImages, shapes2d.RenderedImages) stay lazy, a memmap's are read."""
+    pick = getattr(self.images, "subset", self.images.__getitem__)
+    factors = None if self.factors is None else self.factors[rows]
+    return Split(pick(rows), self.labels[rows], factors)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,12 +130,25 @@ class Dataset:
     test: the test split.
     class_names: label i's name, when the source names classes (image
       folders' class folders, tfds ClassLabels); None otherwise.
+    grid: for data with known factors, the observations of the full factor
+      grid (`ground_truth` returns it); None otherwise.
   """
 
   name: str
   train: Split
   test: Split
   class_names: tuple[str, ...] | None = None
+  grid: factors_lib.GroundTruth | None = None
+
+  @property
+  def factor_names(self) -> tuple[str, ...] | None:
+    """The factors' names, for data with known factors; else None."""
+    return self.grid and self.grid.factor_names
+
+  @property
+  def factor_sizes(self) -> tuple[int, ...] | None:
+    """The number of values of each factor, for data with known factors; else None."""
+    return self.grid and self.grid.factor_sizes
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -133,7 +169,7 @@ def check_config(config) -> None:
                      f"{TFDS_PREFIX}NAME (tensorflow-datasets), or set data_dir")
   if name == TFDS_PREFIX:
     raise UsageError(f"dataset={name!r} lacks the tfds name, e.g. {TFDS_PREFIX}cifar10")
-  for name in ("test_fraction", "image_size", "folder_cache"):
+  for name in ("test_fraction", "image_size", "folder_cache", "train_subset"):
     fields.FIELDS[name].check(getattr(config, name))
 
 
@@ -141,8 +177,9 @@ def load(config, *, say: Callable[[str], None] | None = None) -> Dataset:
   """Loads the dataset a config names.
 
   Fields read: `dataset`, `data_dir`, `cache_dir`, `tfds_data_dir`,
-  `test_fraction`, `image_size`, `folder_cache` (a config.json written before
-  some of them existed is completed by `schema.upgrade` when it is read).
+  `test_fraction`, `image_size`, `folder_cache`, `train_subset` (a config.json
+  written before some of them existed is completed by `schema.upgrade` when it
+  is read).
 
   Args:
     config: the run's `DataSettings` (`settings(config)`), or anything with those
@@ -158,6 +195,10 @@ def load(config, *, say: Callable[[str], None] | None = None) -> Dataset:
     UsageError: an invalid field, or data that cannot be read (one line).
   """
   check_config(config)
+  return subset_train(_load(config, say), config.train_subset)
+
+
+def _load(config, say: Callable[[str], None] | None) -> Dataset:
   image_size, test_fraction = config.image_size, config.test_fraction
   if config.data_dir:
     return read_path(config.data_dir, config.dataset or None, image_size=image_size,
@@ -167,6 +208,8 @@ def load(config, *, say: Callable[[str], None] | None = None) -> Dataset:
     return _resized(_default_dataset(config.cache_dir or None, say), image_size)
   if config.dataset == "mnist_sample":
     return _resized(load_idx_dir(SAMPLE_DIR, name="mnist_sample"), image_size)
+  if config.dataset == shapes2d.NAME:
+    return _shapes2d(image_size, test_fraction)
   if config.dataset in download.DATASETS:
     folder = download.fetch(config.dataset, config.cache_dir or None)
     return _resized(load_idx_dir(folder, name=config.dataset), image_size)
@@ -220,14 +263,14 @@ def read_path(path, name: str | None = None, *, image_size: int = 0,
     if path.suffix != ".npz":
       raise UsageError(f"data_dir {str(path)!r} is a file but not a .npz; expected a folder "
                        "or a .npz file")
-    return _from_npz(path, name or name_of(path), image_size)
+    return _from_npz(path, name or name_of(path), image_size, test_fraction)
   if not path.is_dir():
     raise UsageError(f"data_dir {str(path)!r} is not a folder or a .npz file")
   if idx.holds_idx(path):
     dataset = load_idx_dir(path, name=name or "")  # Read first: it reports missing files.
     return _resized(dataclasses.replace(dataset, name=name or name_of(path)), image_size)
   if npz_file := npz.find(path):
-    return _from_npz(npz_file, name or name_of(npz_file), image_size)
+    return _from_npz(npz_file, name or name_of(npz_file), image_size, test_fraction)
   if npy.holds_npy(path):
     return _from_npy(path, name or name_of(path), image_size)
   if image_folder.holds_images(path):
@@ -249,7 +292,7 @@ def name_of(path) -> str:
   """
   path = pathlib.Path(path).resolve()
   if path.is_file():
-    return path.stem
+    return dsprites.NAME if dsprites.holds(path) else path.stem
   if idx.holds_idx(path):
     digests = {stem: _digests(path, stem) for pair in idx.FILES.values() for stem in pair}
     for known in (*download.DATASETS, *IDX_CONTENT_SHA256):
@@ -284,8 +327,28 @@ def load_idx_dir(data_dir, name: str = "idx") -> Dataset:
   return assemble(name, str(data_dir), splits)
 
 
-def _from_npz(path: pathlib.Path, name: str, image_size: int) -> Dataset:
+def _from_npz(path: pathlib.Path, name: str, image_size: int, test_fraction: float) -> Dataset:
+  if dsprites.holds(path):
+    return _resized(_dsprites(path, name, test_fraction), image_size)
   return _resized(assemble(name, str(path), npz.read(path)), image_size)
+
+
+def _dsprites(path: pathlib.Path, name: str, test_fraction: float) -> Dataset:
+  """The dSprites file: labelled by shape, with its factors and their full grid."""
+  images, factors, sizes = dsprites.read(path)
+  dataset = assemble(name, str(path), {"train": (images, factors[:, 0], factors)},
+                     dsprites.SHAPE_NAMES[:sizes[0]], test_fraction)
+  grid = factors_lib.lookup(dsprites.FACTOR_NAMES, sizes, (dataset.train, dataset.test))
+  return dataclasses.replace(dataset, grid=grid)
+
+
+def _shapes2d(image_size: int, test_fraction: float) -> Dataset:
+  """shapes2d, rendered as read, labelled by shape, with its factors and their full grid."""
+  factors = shapes2d.all_factors()
+  images = shapes2d.RenderedImages(factors, image_size)
+  dataset = assemble(shapes2d.NAME, shapes2d.NAME, {"train": (images, factors[:, 0], factors)},
+                     shapes2d.SHAPES, test_fraction)
+  return dataclasses.replace(dataset, grid=shapes2d.ground_truth(image_size))
 
 
 def _from_npy(path: pathlib.Path, name: str, image_size: int) -> Dataset:
@@ -339,8 +402,10 @@ def _resized(dataset: Dataset, image_size: int) -> Dataset:
   """`dataset` with every image centre-cropped and resized to image_size x image_size."""
   if not image_size:
     return dataset
-  resize = lambda s: Split(pixels.resize(s.images, image_size), s.labels)
-  return dataclasses.replace(dataset, train=resize(dataset.train), test=resize(dataset.test))
+  resize = lambda s: Split(pixels.resize(s.images, image_size), s.labels, s.factors)
+  grid = dataset.grid and dataset.grid.resized(image_size)
+  return dataclasses.replace(dataset, train=resize(dataset.train), test=resize(dataset.test),
+                             grid=grid)
 
 
 # ----------------------------------------------------------------------------
@@ -356,7 +421,7 @@ def assemble(name: str, where: str, splits: dict[str, tuple[np.ndarray, np.ndarr
     name: the dataset's name.
     where: names the source in error messages.
     splits: "train" and optionally "test": (images `(N, H, W, C)` uint8,
-      labels `(N,)` int32).
+      labels `(N,)` int32[, factors `(N, F)` int32]).
     class_names: label names, or None.
     test_fraction: the share of "train" that becomes the test set when
       there is no "test".
@@ -391,10 +456,41 @@ def split_off_test(split: Split, fraction: float, where: str = "data") -> tuple[
     UsageError: too few images for both parts to be non-empty.
   """
   is_test = test_mask(len(split.images), fraction, where)
-  # Lazy images (tfds_records.RecordImages) are subset without decoding them.
-  pick = getattr(split.images, "subset", split.images.__getitem__)
-  return (Split(pick(~is_test), split.labels[~is_test]),
-          Split(pick(is_test), split.labels[is_test]))
+  return split.take(~is_test), split.take(is_test)
+
+
+def subset_train(dataset: Dataset, size: int) -> Dataset:
+  """`dataset` with a fixed random subset of `size` training images (0: all), in their order.
+
+  The subset is the first `size` of a permutation seeded with SUBSET_SEED, so
+  a larger subset holds every smaller one; labels and factors follow, and the
+  test split and `grid` stay whole. Only the chosen images of a memmap are read.
+
+  Raises:
+    UsageError: `size` exceeds the training images.
+  """
+  total = len(dataset.train.images)
+  if not size:
+    return dataset
+  if size > total:
+    raise UsageError(f"train_subset={size:,} exceeds the {total:,} training images of "
+                     f"{dataset.name}; choose at most {total:,}, or 0 for all")
+  rows = np.sort(np.random.default_rng(SUBSET_SEED).permutation(total)[:size])
+  return dataclasses.replace(dataset, train=dataset.train.take(rows))
+
+
+def ground_truth(dataset: Dataset) -> factors_lib.GroundTruth:
+  """The observations of `dataset`'s full factor grid: `factor_names`, `factor_sizes` and
+  `images(factors)` (`vae_jax.sources.factors.GroundTruth`), whatever its splits hold.
+
+  Raises:
+    UsageError: the data has no known factors.
+  """
+  if dataset.grid is None:
+    raise UsageError(f"{dataset.name} has no known factors of variation; use "
+                     f"--config.dataset={shapes2d.NAME}, or data_dir pointing at the dSprites "
+                     f"file {dsprites.FILE_NAME}")
+  return dataset.grid
 
 
 def _hwc(shape) -> str:

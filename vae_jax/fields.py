@@ -115,7 +115,8 @@ def _f(name, default, help_text, group, **options) -> Field:
 # the sweep's (its Cartesian product varies the last one fastest): keep it.
 FIELDS: dict[str, Field] = {f.name: f for f in [
     # Data.
-    _f("dataset", "", "mnist | fashion_mnist (downloaded) | mnist_sample (shipped) | "
+    _f("dataset", "", "mnist | fashion_mnist (downloaded) | mnist_sample (shipped) | shapes2d "
+       "(dSprites' factor grid, rendered) | "
        "tfds:NAME; with data_dir, any name for the results. Empty: mnist, or mnist_sample "
        "when no mirror is reachable (so that the first command works on any machine); with "
        "data_dir, the data's own name", "data"),
@@ -130,6 +131,9 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
        "data", low=0.0, high=1.0, strict=True),
     _f("image_size", 0, "S > 0: centre-crop every image to a square, resize to S x S; 0: keep",
        "data", low=0, hint=" (0 keeps the size)"),
+    _f("train_subset", 0, "N > 0: train on a fixed random subset of N training images (drawn "
+       "with a fixed seed, not `seed`), for quick runs on any data; the test split stays whole; "
+       "0: all", "data", low=0, hint=" (0 keeps every image)"),
     _f("folder_cache", "auto", "image folders: auto (decode those of 10,000 images or more "
        "once into an .npy cache, reused while the folder is unchanged) | always | never",
        "data", choices=("auto", "always", "never")),

@@ -9,5 +9,8 @@ none and checks the splits against each other.
   * `npz`: one `.npz` file in the layout of Keras' `mnist.npz`;
   * `image_folder`: PNG or JPEG files, optionally in one folder per class;
   * `tfds`: any tensorflow-datasets image dataset (imports TensorFlow);
+  * `shapes2d`: dSprites' factor grid, rendered when read, and `dsprites`: the
+    real dSprites `.npz`; both carry factor indices, and `factors` is the
+    ground truth of their full grid;
   * `pixels`: conversions and resizing shared by the others.
 """
