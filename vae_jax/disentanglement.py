@@ -719,16 +719,16 @@ def beta_vae_score(represent: Callable, data, *, seed: int,
 
 
 def _factor_vae_votes(represent, data, rng, batch_size: int, num_points: int, batch: int,
-                      scale: np.ndarray, active: np.ndarray) -> np.ndarray:
+                      variance: np.ndarray, active: np.ndarray) -> np.ndarray:
   """FactorVAE's votes `(F, active latents)`: (fixed factor, latent of least relative variance).
 
   Per point, a batch of observations sharing one factor's value; the vote goes to the active
-  latent whose variance over the batch, divided by its global variance `scale`, is smallest.
+  latent whose variance over the batch, divided by its global `variance`, is smallest.
   """
   sizes = _factor_sizes(data)
   fixed, factors = _fixing_one_factor(rng, sizes, num_points, batch_size)
   codes = _batched_codes(represent, data, factors, batch)[..., active]
-  latent = np.argmin(np.var(codes, axis=1, ddof=1) / scale[active], axis=1)
+  latent = np.argmin(np.var(codes, axis=1, ddof=1) / variance[active], axis=1)
   votes = np.zeros((len(sizes), int(active.sum())), np.int64)
   np.add.at(votes, (fixed, latent), 1)
   return votes
