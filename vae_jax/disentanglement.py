@@ -205,7 +205,7 @@ def _train_test(codes, factors, test_codes, test_factors, what: str):
       raise UsageError(f"{what} holds out every tenth point as its test set and needs at least "
                        f"10 points; got {len(codes)} (or pass test_codes and test_factors)")
     test = np.arange(len(codes)) % 10 == 9
-    return codes[~test], factors[~test], codes[test], factors[test]
+    return (*_checked(codes[~test], factors[~test], what), codes[test], factors[test])
   test_codes, test_factors = _checked(test_codes, test_factors, what, prefix="test_")
   if test_codes.shape[1] != codes.shape[1] or test_factors.shape[1] != factors.shape[1]:
     raise UsageError(f"{what}: the test set has {test_codes.shape[1]} latents and "
