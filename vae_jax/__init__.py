@@ -24,6 +24,7 @@ Use a trained model:
 import typing
 
 from vae_jax import data
+from vae_jax import disentanglement
 from vae_jax import evaluation
 from vae_jax import likelihoods
 from vae_jax import schema
@@ -63,7 +64,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "TrainedModel", "UsageError",
-    "VAE", "data", "decode", "encode", "evaluate", "evaluation", "interpolate",
+    "VAE", "data", "decode", "disentanglement", "encode", "evaluate", "evaluation", "interpolate",
     "interpolate_latents", "interpolate_top", "likelihoods", "load", "manifold", "reconstruct",
     "reconstruct_keeping", "sample", "schema", "stopping", "train_and_evaluate", "traverse",
 ]
