@@ -146,9 +146,23 @@ def test_one_ema_update_matches_numpy():
   assert 5 not in indices
   np.testing.assert_array_equal(new["embedding"][5], 0.0)
   # The pure function gives the module's numbers.
-  pure = q.ema_update(stats, z.reshape(-1, 4), np.eye(16, dtype=np.float32)[indices])
+  pure = q.ema_update(stats, z.reshape(-1, 4), indices)
   for name in ("cluster_size", "embedding_sum", "embedding"):
     np.testing.assert_allclose(pure[name], new[name], rtol=1e-6, atol=1e-7)
+
+
+def test_both_ways_of_summing_the_clusters_match_numpy():
+  """The scatter-add (CPU) and the one-hot product (other platforms): one tested here by
+  running, the other by calling it."""
+  rng = np.random.default_rng(3)
+  z, indices = rng.normal(size=(300, 4)).astype(np.float32), rng.integers(0, 16, 300)
+  counts = np.bincount(indices, minlength=16)
+  sums = np.stack([z[indices == k].astype(np.float64).sum(0) for k in range(16)])
+  # pylint: disable-next=protected-access
+  for way in (q.cluster_sums, q._sums_by_scatter, q._sums_by_matmul):
+    got_counts, got_sums = jax.jit(way, static_argnums=2)(z, indices.astype(np.int32), 16)
+    np.testing.assert_array_equal(got_counts, counts)
+    np.testing.assert_allclose(got_sums, sums, rtol=1e-5, atol=1e-5)
 
 
 def test_evaluation_changes_nothing_and_training_needs_the_mutable_collection(key):
@@ -199,8 +213,20 @@ def test_dead_codes_are_restarted_from_the_batch_and_the_rest_untouched(key):
   jax.tree.map(np.testing.assert_array_equal, restart(stats, z, key), (new, count))
   other, _ = restart(stats, z, jax.random.fold_in(key, 1))
   assert not np.array_equal(other["embedding"], new["embedding"])
+  # Weighted: never a position of weight 0, so at most as many restarts as positive weights.
+  weights = np.zeros(10, np.float32)
+  weights[[2, 7]] = [1.0, 3.0]
+  new, count = restart(stats, z, key, weights=weights)
+  assert int(count) == 2
+  np.testing.assert_array_equal(np.sort(np.asarray(new["embedding"])[[1, 3]], 0), z[[2, 7]])
+  np.testing.assert_array_equal(new["embedding"][5], stats["embedding"][5])
+  # In proportion to the weights: position 7 first three times in four, over many keys.
+  first = jax.vmap(lambda k: restart(stats, z, k, weights=weights)[0]["embedding"][1])(
+      jax.random.split(key, 2000))
+  share = np.mean((np.asarray(first) == z[7]).all(-1))
+  assert abs(share - 0.75) < 0.04, share  # 4 standard errors
   # At most max_restarts, lowest index first; never more than the batch has positions.
-  for cap, batch, changed in [(2, z, [1, 3]), (None, z[:2], [1, 3]), (1, z, [1])]:
+  for cap, batch, changed in [(2, z, [1, 3]), (None, z[:2], [1, 3])]:
     new, count = restart(stats, batch, key, max_restarts=cap)
     assert int(count) == len(changed)
     np.testing.assert_array_equal(
@@ -297,7 +323,8 @@ def test_fsq_bound_maps_the_reals_into_its_interval(levels):
   for i, L in enumerate(levels):
     h, offset = (L - 1) * (1 - 1e-3) / 2, 0.5 * (L % 2 == 0)
     assert bounded[:, i].min() >= -h - offset - 1e-6 and bounded[:, i].max() <= h - offset + 1e-6
-    assert np.round(bounded[:, i]).min() == -(L // 2) and np.round(bounded[:, i]).max() == (L - 1) // 2
+    rounded = np.round(bounded[:, i])
+    assert rounded.min() == -(L // 2) and rounded.max() == (L - 1) // 2
   # bound(0) is about 0 (tan for artanh in the shift; L = 2 has no level at 0), and 0
   # rounds to the middle level.
   np.testing.assert_array_equal(np.round(bounded[-1]), 0.0)
