@@ -130,3 +130,5 @@ def test_low_temperature_follows_the_greedy_path_and_draws_repeat_for_a_key():
   np.testing.assert_array_equal(sample(jax.random.key(4), 8, 1.0), warm)
   assert not np.array_equal(sample(jax.random.key(5), 8, 1.0), warm)
   assert warm.min() >= 0 and warm.max() < 5
+  with pytest.raises(ValueError, match="temperature"):
+    model.prior.apply(model.variables, jax.random.key(4), 8, 0.0, method=CodePrior.sample)

@@ -159,6 +159,8 @@ class CodePrior(nn.Module):
     Returns:
       int32 `(num, H', W')`.
     """
+    if isinstance(temperature, (int, float)) and temperature <= 0:
+      raise ValueError(f"temperature must be positive, got {temperature}")
     empty = jnp.zeros((num, self.length, self.heads, self.features // self.heads))
     cache = [(empty, empty)] * self.layers
 
@@ -175,18 +177,23 @@ class CodePrior(nn.Module):
 
   def _next_logits(self, previous: jax.Array, p: jax.Array, cache: list
                    ) -> tuple[jax.Array, list]:
-    """The logits at position p `(num, K)` given the code at p - 1 (the start token at p = 0),
-    and the cache of each layer's keys and values `(num, N, heads, F / heads)` with p's added.
+    """One step of `sample`: `logits` at position p alone, against the cache of the earlier ones.
 
-    `logits` at p, computed for one position against the cached earlier ones.
+    Args:
+      previous: the codes at p - 1 `(num,)` (the start token K at p = 0).
+      p: the position, traced.
+      cache: per layer, the keys and values `(num, N, heads, F / heads)` of positions < p.
+
+    Returns:
+      The logits at p `(num, K)`, and the cache with p's keys and values added.
     """
     x = self.embed(previous) + self.position[p]
     mask = (jnp.arange(self.length) <= p)[None, :]
     updated = []
     for block, (keys, values) in zip(self.blocks, cache):
-      query, key, value = block.attention.project(block.norm1(x)[:, None])
-      keys = jax.lax.dynamic_update_slice_in_dim(keys, key, p, axis=1)
-      values = jax.lax.dynamic_update_slice_in_dim(values, value, p, axis=1)
+      query, new_keys, new_values = block.attention.project(block.norm1(x)[:, None])
+      keys = jax.lax.dynamic_update_slice_in_dim(keys, new_keys, p, axis=1)
+      values = jax.lax.dynamic_update_slice_in_dim(values, new_values, p, axis=1)
       x = block.mlp(x + block.attention.attend(query, keys, values, mask)[:, 0])
       updated.append((keys, values))
     return self.head(self.norm(x)), updated
