@@ -65,7 +65,7 @@ from vae_jax.sources import npy
 from vae_jax.sources import npz
 from vae_jax.sources import pixels
 from vae_jax.sources import shapes2d
-from vae_jax.sources.splits import SPLIT_SEED  # pylint: disable=unused-import (re-exported)
+from vae_jax.sources.splits import SPLIT_SEED  # noqa: F401  (re-exported)
 from vae_jax.sources.splits import test_mask
 
 DATASETS = ("mnist", "fashion_mnist", "mnist_sample", shapes2d.NAME)  # Names that need no data_dir.
