@@ -95,7 +95,8 @@ class TwoGroups(Minimal):
 
 @dataclasses.dataclass(frozen=True)
 class WithState(Minimal):
-  """The autoencoder and a running mean of the batches' mean pixel: non-gradient state."""
+  """The autoencoder and a running mean of the batches' mean pixel: non-gradient state; and
+  an array metric (dark and light pixel counts) that the record turns into a share."""
 
   name = "with_state"
 
@@ -105,7 +106,14 @@ class WithState(Minimal):
   def loss(self, variables, batch, key, step, hyper):
     loss, metrics, _ = super().loss(variables, batch, key, step, hyper)
     mean = 0.9 * variables["running"]["mean"] + 0.1 * jnp.mean(batch["x"])
-    return loss, {**metrics, "running_mean": mean}, {"running": {"mean": mean}}
+    dark = jnp.sum(batch["x"] < 0.5)
+    counts = jnp.stack([dark, batch["x"].size - dark]).astype(jnp.float32)
+    return loss, {**metrics, "running_mean": mean, "counts": counts}, {"running": {"mean": mean}}
+
+  def epoch_metrics(self, means):
+    counts = means.pop("counts", None)
+    shares = {} if counts is None else {"dark_share": float(counts[0] / counts.sum())}
+    return {**super().epoch_metrics(means), **shares}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +227,9 @@ def test_non_gradient_state_is_checkpointed_and_resumed_exactly(registered, tiny
     np.testing.assert_array_equal(a, b)
   rows = [reporting.read_metrics(tmp_path / w)[-1] for w in ("whole", "cut")]
   assert rows[0]["train_running_mean"] == rows[1]["train_running_mean"]
+  # An array metric, summed over the epoch (across the resume too), recorded as its share.
+  assert rows[0]["train_dark_share"] == rows[1]["train_dark_share"]
+  assert 0.8 < rows[0]["train_dark_share"] < 0.9 and "train_counts" not in rows[0]
 
 
 def test_a_second_stage_trains_on_the_frozen_first(registered, tiny_config, tmp_path):

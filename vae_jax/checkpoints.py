@@ -375,10 +375,11 @@ def array_items(state) -> dict:
   return items
 
 
-def counters(meta: dict, metrics: tuple[str, ...]) -> dict:
+def counters(meta: dict, metrics) -> dict:
   """A checkpoint record's `TrainState.COUNTERS` and the epoch's `sums` of `metrics`, one
-  value per model, also from records written before (with a `progress` record, or with
-  `loss_sum` and `objective_sum` for the sums of the Gaussian VAE's loss and objective)."""
+  value per model (a metric's sum: a list of its shape), also from records written before
+  (with a `progress` record, or with `loss_sum` and `objective_sum` for the sums of the
+  Gaussian VAE's loss and objective); a metric without a saved sum is left out."""
   if "counters" in meta:
     saved = meta["counters"]
     n = len(saved["step"])
@@ -394,7 +395,7 @@ def counters(meta: dict, metrics: tuple[str, ...]) -> dict:
               "skipped": [0] * n}
   values = {name: values[name] for name in ("step", "alive", "diverged_at", "seconds",
                                             "grad_norm_level", "skipped")}
-  return {**values, "sums": {name: sums.get(name, [0.0] * n) for name in metrics}}
+  return {**values, "sums": {name: sums[name] for name in metrics if name in sums}}
 
 
 def _checked_meta(meta, step: int) -> dict:

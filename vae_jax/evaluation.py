@@ -199,12 +199,12 @@ def _chunk(examples, c):
 
 def test_metrics(family, variables, keys, chunks: Chunks, *, stop=None) -> list[dict]:
   """The mean over the test examples of each of the family's test terms, per model: a
-  float, or a list for a term with more axes (e.g. a hierarchy's `kl_per_layer`)."""
+  float64 scalar, or an array for a term with more axes (e.g. a hierarchy's
+  `kl_per_layer`); `Family.epoch_metrics` makes the record of them."""
   stats = over_chunks(functools.partial(test_statistics, family, variables, keys), chunks,
                       stop=stop)
-  mean = lambda v: np.mean(v, axis=0, dtype=np.float64)
-  return [{name: float(mean(v[i])) if v.ndim == 2 else mean(v[i]).tolist()
-           for name, v in stats.items()} for i in range(len(keys))]
+  return [{name: np.mean(v[i], axis=0, dtype=np.float64) for name, v in stats.items()}
+          for i in range(len(keys))]
 
 
 def bound_nll(family, variables, keys, chunks: Chunks, *, k: int, sample_chunk: int,

@@ -89,12 +89,13 @@ class TrainState:
                         skipped=jnp.zeros_like(self.skipped))
 
 
-def fresh_counters(num_models: int, metrics: tuple[str, ...]) -> dict[str, jax.Array]:
-  """The `COUNTERS` and `sums` of N untrained models whose family returns `metrics`."""
-  zeros = lambda: jnp.zeros(num_models, jnp.float32)  # One buffer each: they are donated.
+def fresh_counters(num_models: int, metrics: dict[str, tuple[int, ...]]) -> dict:
+  """The `COUNTERS` and `sums` of N untrained models whose family returns `metrics` (their
+  shapes, by name)."""
+  zeros = lambda shape=(): jnp.zeros((num_models, *shape), jnp.float32)  # One buffer each.
   return {"step": jnp.zeros(num_models, jnp.int32), "alive": jnp.ones(num_models, bool),
           "diverged_at": jnp.zeros(num_models, jnp.int32),
-          "sums": {name: zeros() for name in metrics}, "seconds": zeros(),
+          "sums": {name: zeros(shape) for name, shape in metrics.items()}, "seconds": zeros(),
           "grad_norm_level": zeros(), "skipped": jnp.zeros(num_models, jnp.int32)}
 
 
@@ -141,9 +142,9 @@ class Step:
       x = data.binarize(key, x)
     return {"x": x} if labels is None else {"x": x, "y": labels}
 
-  def metric_names(self, variables: dict, hyper: dict) -> tuple[str, ...]:
-    """The names of the metrics the family's loss returns for one model's `variables`
-    (traced, not run)."""
+  def metric_shapes(self, variables: dict, hyper: dict) -> dict[str, tuple[int, ...]]:
+    """The shapes of the metrics the family's loss returns for one model's `variables`,
+    by name (traced, not run)."""
     family = self.family
     x = jnp.zeros((1, *family.image_shape), jnp.uint8)
     batch = (x, jnp.zeros((1,), jnp.int32)) if family.can(base.Capability.LABELS) else x
@@ -151,7 +152,7 @@ class Step:
     _, metrics, _ = jax.eval_shape(lambda v: family.loss(
         v, self.inputs(batch, jax.random.key(0)), jax.random.key(0), jnp.int32(0), one),
         variables)
-    return tuple(sorted(metrics))
+    return {name: tuple(metrics[name].shape) for name in sorted(metrics)}
 
 
 def create(step: Step, keys: jax.Array, hyper: dict, frozen: list | None = None) -> TrainState:
@@ -168,7 +169,7 @@ def create(step: Step, keys: jax.Array, hyper: dict, frozen: list | None = None)
   num_models = len(keys)
   # Not vmapped even for several models: each initialiser draws as it would alone.
   parts = [init_one(i) for i in range(num_models)]
-  metrics = step.metric_names({"params": parts[0][0], **parts[0][1]}, hyper)
+  metrics = step.metric_shapes({"params": parts[0][0], **parts[0][1]}, hyper)
   params, model_state, opt_state = jax.tree.map(lambda *a: jnp.stack(a), *parts)
   return TrainState(params=params, opt_state=opt_state, model_state=model_state,
                     **fresh_counters(num_models, metrics))
@@ -256,10 +257,11 @@ def freeze_diverged(before: TrainState, after: TrainState, metrics: dict) -> Tra
   """
   ok = before.alive & _all_finite(metrics) & _all_finite(after.params, after.model_state)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-  good = jnp.all(jnp.stack([jnp.isfinite(m) for m in jax.tree.leaves(metrics)]), axis=0)
+  good = jnp.all(jnp.stack([jnp.all(jnp.isfinite(m).reshape(len(m), -1), axis=1)
+                            for m in jax.tree.leaves(metrics)]), axis=0)  # (steps,)
   first_bad = before.step + jnp.argmin(good).astype(jnp.int32) + 1
   dies = before.alive & ~ok
-  total = lambda a: jnp.sum(jnp.where(jnp.isfinite(a), a, 0.0))
+  total = lambda a: jnp.sum(jnp.where(jnp.isfinite(a), a, 0.0), axis=0)  # Over the steps.
   return after.replace(
       params=keep(after.params, before.params), opt_state=keep(after.opt_state, before.opt_state),
       model_state=keep(after.model_state, before.model_state),

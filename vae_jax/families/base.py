@@ -6,9 +6,10 @@ flax module and answers, for ONE model (the trainer maps over stacked models):
 
   * training: `init` (the variables: `params` and any non-gradient collection,
     e.g. an EMA codebook) and `loss(variables, batch, key, step, hyper)` ->
-    (the scalar to minimise, a dict of scalar metrics, the non-gradient
-    collections after the step). The trainer sums the metrics over the epoch and
-    writes `train_NAME` for each; it never looks inside them.
+    (the scalar to minimise, a dict of metrics, the non-gradient collections
+    after the step). The trainer sums the metrics over the epoch (each of any
+    shape) and writes `train_NAME` for each, through `epoch_metrics`; it never
+    looks inside them.
   * evaluation: `test_terms` (per-example metrics of the test set, written
     as `test_NAME` every epoch) and, with the `BOUND` capability, `bound_terms`
     (per-example statistics of a bound on log p(x) with k samples: `log_px`
@@ -176,8 +177,9 @@ class Family:
       hyper: the model's sweepable settings (traced scalars), by field name.
 
     Returns:
-      (the scalar to minimise, its metrics: scalars by name, the non-gradient
-      collections after the step: `{}` for a family without any).
+      (the scalar to minimise, its metrics by name: scalars, or arrays such as code
+      counts that `epoch_metrics` turns into numbers, the non-gradient collections
+      after the step: `{}` for a family without any).
     """
     raise NotImplementedError
 
@@ -189,6 +191,14 @@ class Family:
   def parameter_groups(self) -> tuple[ParameterGroup, ...]:
     """Groups of parameters with their own optimizer; () for one group with the run's."""
     return ()
+
+  def epoch_metrics(self, means: dict[str, np.ndarray]) -> dict[str, Any]:
+    """What an epoch's record holds of the metrics (`train_NAME`, `test_NAME`), from
+    their means: over the epoch's steps (of `loss`'s metrics) or over the test examples
+    (of `test_terms`). Default: each mean, a float or a list; a family may turn a mean
+    into another number (e.g. mean code counts into a perplexity) or leave one out."""
+    return {name: float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()
+            for name, v in means.items()}
 
   def schedules(self, step, hyper: dict) -> dict[str, Any]:
     """Values the objective uses at `step` (a KL weight, a capacity), recorded each epoch."""

@@ -323,7 +323,9 @@ def _restore_or_create(exp: Experiment, ckpt: checkpoints.Checkpointer
   counters = checkpoints.counters(meta, tuple(abstract.sums))
   fields = {name: jnp.asarray(counters[name], getattr(abstract, name).dtype)
             for name in train_state.TrainState.COUNTERS}
-  sums = {name: jnp.asarray(v, jnp.float32) for name, v in counters["sums"].items()}
+  saved = counters["sums"]  # A metric the record lacks (a newer one) starts at 0.
+  sums = {name: jnp.asarray(saved[name], jnp.float32) if name in saved else jnp.zeros(
+      like.shape, jnp.float32) for name, like in abstract.sums.items()}
   return jax.device_put(train_state.TrainState(
       params=items["params"], opt_state=items["opt_state"],
       model_state=items.get("model_state", {}), sums=sums, **fields),
@@ -440,8 +442,11 @@ def _record(exp: Experiment, state, i: int, epoch: int, tests: dict, eval_second
   spe, steps = exp.steps_per_epoch, state.steps_done
   alive = bool(state.alive[i])
   seconds = float(state.seconds[i])
-  trained = {f"train_{name}": float(total[i]) / spe if alive else None
-             for name, total in state.sums.items()}
+  family = exp.family
+  means = {name: np.asarray(total[i], np.float64) / spe for name, total in state.sums.items()}
+  trained = {f"train_{name}": value if alive else None
+             for name, value in family.epoch_metrics(means).items()}
+  tests = family.epoch_metrics(tests)
   record = {"epoch": epoch + 1, "step": steps, "model": i,
             **(dict(exp.model_settings[i]) if exp.num_models > 1 else {}),
             **trained, **{f"test_{name}": tests[name] for name in _headline_first(exp, tests)},
