@@ -55,7 +55,9 @@ def evaluation_inputs(images: np.ndarray, *, binarize: str, seed: int,
 
   Args:
     images: uint8 (N, H, W, C).
-    binarize, seed: the run's: with "dynamic", binarised from a key of `seed`.
+    binarize: the run's binarization; with "dynamic", binarised from a key of
+      `seed`.
+    seed: the run's seed.
     on_host: binarise on the host's CPU device, not the default device (for a
       streamed test set, which need not fit the devices). On a CPU-only machine
       that is the same computation; on an accelerator the same bits are
