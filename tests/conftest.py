@@ -28,6 +28,13 @@ import vae_jax
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+  """Marks every test not marked `slow` as `fast`: `pytest -m fast` is the inner loop."""
+  for item in items:
+    if item.get_closest_marker("slow") is None:
+      item.add_marker(pytest.mark.fast)
+
+
 @pytest.fixture
 def key():
   return jax.random.key(0)
