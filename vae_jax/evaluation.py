@@ -55,7 +55,9 @@ def evaluation_inputs(images: np.ndarray, *, binarize: str, seed: int,
 
   Args:
     images: uint8 (N, H, W, C).
-    binarize, seed: the run's: with "dynamic", binarised from a key of `seed`.
+    binarize: the run's binarization; with "dynamic", binarised from a key of
+      `seed`.
+    seed: the run's seed.
     on_host: binarise on the host's CPU device, not the default device (for a
       streamed test set, which need not fit the devices). On a CPU-only machine
       that is the same computation; on an accelerator the same bits are
@@ -294,3 +296,40 @@ def _with_labels(images: np.ndarray, labels, num_classes: int):
     raise UsageError(f"labels must lie in 0 .. {num_classes - 1}; got {labels.min()} .. "
                      f"{labels.max()}")
   return images, labels.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------
+# Names of the Gaussian-VAE-only engine before families (deprecated; one release).
+
+
+def __getattr__(name: str):
+  from vae_jax.families import vae as vae_family  # pylint: disable=g-import-not-at-top
+  old = {
+      "elbo_statistics": lambda model, params, keys, images, c: test_statistics(
+          vae_family.GaussianVAE(model), {"params": params}, keys, images, c),
+      "importance_statistics": lambda model, params, keys, images, c, **kw: _renamed(
+          bound_statistics(vae_family.GaussianVAE(model), {"params": params}, keys, images, c,
+                           **kw)),
+      "test_elbo": lambda model, params, keys, chunks, **kw: [
+          {k: float(v) if np.ndim(v) == 0 else v.tolist() for k, v in m.items()}
+          for m in test_metrics(vae_family.GaussianVAE(model), {"params": params}, keys, chunks,
+                                **kw)],
+      "iwae_nll": lambda model, params, keys, chunks, **kw: bound_nll(
+          vae_family.GaussianVAE(model), {"params": params}, keys, chunks, **kw),
+      "unit_activity": vae_family.unit_activity,
+      "active_units_per_layer": vae_family.active_units_per_layer,
+      "standard_error": base.standard_error,
+      "ACTIVE_UNIT_THRESHOLD": vae_family.ACTIVE_UNIT_THRESHOLD,
+  }
+  if name not in old:
+    raise AttributeError(f"module 'vae_jax.evaluation' has no attribute {name!r}")
+  import warnings  # pylint: disable=g-import-not-at-top
+  warnings.warn(f"vae_jax.evaluation.{name} is the Gaussian VAE's: see vae_jax.families.vae and "
+                "the family-generic test_statistics, bound_statistics, test_metrics, bound_nll",
+                DeprecationWarning, stacklevel=2)
+  return old[name]
+
+
+def _renamed(stats: dict) -> dict:
+  """The bound's statistics under their names before families: `iwae` for `log_px`."""
+  return {("iwae" if k == "log_px" else k): v for k, v in stats.items()}

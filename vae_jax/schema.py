@@ -51,6 +51,8 @@ def __getattr__(name: str):
     return _all_fields()
   if name == "SWEEPABLE":
     return sweepable()
+  if name == "SHAPES":  # Deprecated: the shapes fields of every family; see `shapes(family)`.
+    return tuple(n for n, f in _all_fields().items() if f.shapes)
   if name == "TRACED":  # The sweepable ones the step traces (`hyper` of a family's loss).
     return tuple(n for n, f in _all_fields().items() if f.sweepable and not f.host_only)
   raise AttributeError(f"module 'vae_jax.schema' has no attribute {name!r}")

@@ -22,6 +22,7 @@ from vae_jax import stacked
 from vae_jax import sweep
 from vae_jax.errors import UsageError
 from vae_jax.families import base
+from vae_jax.families import vae as vae_family
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,13 @@ class TrainedModel:
   step: int
   index: int = 0
   state: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if not isinstance(self.family, base.Family):  # A VAE module, as before families existed.
+      warnings.warn("TrainedModel(module, ...) now takes the family first: "
+                    "TrainedModel(vae_jax.families.vae.GaussianVAE(module), ...)",
+                    DeprecationWarning, stacklevel=3)
+      object.__setattr__(self, "family", vae_family.GaussianVAE(self.family))
 
   @property
   def module(self):
