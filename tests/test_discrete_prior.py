@@ -6,7 +6,6 @@ exact -log p(x) of the two-stage model by enumeration, and the refusals. The pri
 network's own maths: tests/test_code_prior.py."""
 import itertools
 import math
-import shutil
 
 import jax
 import numpy as np
@@ -113,14 +112,7 @@ def test_prior_stage_refusals(fsq_workdir, tmp_path):
   first = vae_jax.load(fsq_workdir)
   with pytest.raises(UsageError, match="only with its prior over codes: .*train-prior"):
     vae_jax.evaluate(first, np.zeros((2, 28, 28, 1), np.uint8), k=1, key=jax.random.key(0))
-  # The first stage trained further: its prior is refused until fitted again.
-  copy = tmp_path / "copy"
-  shutil.copytree(fsq_workdir, copy)
-  config = first.config
-  config.update(num_epochs=2, data_dir=str(fsq_workdir.parent / "digits.npz"))
-  train.train_and_evaluate(config, copy, verbose=False)
-  with pytest.raises(UsageError, match="trained further since its prior was fitted"):
-    train.train_stage(copy, "prior", {**PRIOR, "num_epochs": 2}, verbose=False)
+  # (The first stage trained further: tests/test_family_interface.py, for any stage.)
 
 
 def test_train_prior_takes_overrides_not_a_config_nor_a_sweep(capsys):
