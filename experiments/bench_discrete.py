@@ -19,6 +19,16 @@ Printed, from XLA's FLOP count and the median wall time of interleaved rounds
 
 Random bytes stand in for the images and codes: costs do not depend on values.
 
+    python experiments/bench_discrete.py --epoch_examples=6400 --epoch_rounds=3
+
+  4. the families themselves, with the trainer's own epoch (`vae_jax.epoch.Runner`,
+     as `bench_families.py`) on the first --epoch_examples Fashion-MNIST training
+     images: `--config.model=conv` (conv_features 32,64) as `family=vae` (20
+     latents), `family=vqvae` (7x7 grid of D = 64, K codes, EMA codebook and
+     restarts) and `family=fsq` (levels 8,5,5,5), each compiled and warmed up, then
+     one epoch each in turn for --epoch_rounds rounds; printed: the median seconds
+     per epoch, its ratio to the VAE's, and XLA's FLOP count of one step.
+
     python experiments/bench_discrete.py --usage_steps=800
 
 also trains that VQ-VAE (Adam 1e-3, batch 128) on the shipped `mnist_sample`
@@ -30,6 +40,8 @@ restarts keep alive.
 import statistics
 import time
 
+import bench_common
+
 from absl import app
 from absl import flags
 import flax.linen as nn
@@ -40,6 +52,8 @@ import optax
 
 from vae_jax import convolution
 from vae_jax import data
+from vae_jax import epoch
+from vae_jax.configs import default
 from vae_jax import model as model_lib
 from vae_jax import objectives
 from vae_jax.families.discrete import code_prior
@@ -50,6 +64,11 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Calls per contender per round.")
 _CODES = flags.DEFINE_integer("codes", 512, "K, the codebook size (and the prior's).")
 _USAGE_STEPS = flags.DEFINE_integer("usage_steps", 0, "Train the VQ-VAE this many steps on "
                                     "mnist_sample, with and without restarts; 0: do not.")
+_EPOCH_EXAMPLES = flags.DEFINE_integer("epoch_examples", 0, "Time the families' trainer epochs "
+                                      "on this many Fashion-MNIST images (4.); 0: do not.")
+_EPOCH_ROUNDS = flags.DEFINE_integer("epoch_rounds", 3, "Timed epochs per family, interleaved.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
+                                "IDX folder; random bytes if missing.")
 BATCH, FEATURES, IMAGE, LATENTS = 128, (32, 64), (28, 28, 1), 20
 COLLECTION = quantizers.COLLECTION
 
@@ -204,8 +223,55 @@ def _report(title: str, contenders: dict, baseline: str | None = None) -> None:
           f"  {flops / seconds[name] / 1e9:6.1f} GFLOP/s")
 
 
+class TrainerEpoch:
+  """One family's compiled trainer epoch and its state, timed one epoch at a time."""
+
+  def __init__(self, fields: dict, images: np.ndarray):
+    config = default.get_config()
+    config.update(model="conv", conv_features=FEATURES, **fields)
+    self.exp, self.times = bench_common.build(config, images), []
+    self.state = self.exp.create_state()
+    self.keys = self.exp.keys.epoch(0)
+    self.exp.runner.compile(self.state, *self.keys, self.exp.hyper)
+    batch = jnp.asarray(images[:self.exp.config.batch_size])
+    self.flops = bench_common.step_flops(self.exp.step, self.state, self.exp.hyper, batch)
+    self.epoch()  # Warm-up.
+
+  def epoch(self) -> float:
+    start = time.perf_counter()
+    self.state = epoch.run_epoch(self.exp.runner, self.state, *self.keys, self.exp.hyper)
+    jax.block_until_ready(self.state)
+    return time.perf_counter() - start
+
+
+def trainer_epochs(count: int, rounds: int) -> None:
+  """4.: the conv VAE's, the VQ-VAE's and FSQ's trainer epochs on `count` images."""
+  images = bench_common.images(_DATA_DIR.value, count)
+  contenders = {"vae (conv, 20 latents)": {"family": "vae", "latents": LATENTS},
+                f"vqvae (7x7x64, {_CODES.value} codes, EMA)": {
+                    "family": "vqvae", "codebook_size": _CODES.value},
+                "fsq (7x7, levels 8,5,5,5)": {"family": "fsq"}}
+  runs = {name: TrainerEpoch(fields, images) for name, fields in contenders.items()}
+  for _ in range(rounds):
+    for run in runs.values():
+      run.times.append(run.epoch())
+  steps = next(iter(runs.values())).exp.runner.steps_per_epoch
+  print(f"4. the trainer's epoch, {len(images):,} images ({steps} steps of {BATCH}), median of "
+        f"{rounds} interleaved rounds")
+  base = statistics.median(next(iter(runs.values())).times)
+  base_flops = next(iter(runs.values())).flops
+  for name, run in runs.items():
+    median = statistics.median(run.times)
+    print(f"  {name:34s} {median:7.3f} s/epoch  {median / base:5.2f}x time  "
+          f"{run.flops / 1e9:7.3f} GFLOP/step  {run.flops / base_flops:5.2f}x FLOPs  "
+          f"(epochs: {', '.join(f'{t:.3f}' for t in run.times)})")
+
+
 def main(argv):
   del argv
+  if _EPOCH_EXAMPLES.value:
+    trainer_epochs(_EPOCH_EXAMPLES.value, _EPOCH_ROUNDS.value)
+    return
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {jax.device_count()} device(s); "
         f"K = {_CODES.value}")
   rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ from vae_jax import configs
 from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
 
-COMMANDS = ["train", "evaluate", "sample", "interpolate", "latent-map", "explore"]
+COMMANDS = ["train", "train-prior", "evaluate", "sample", "interpolate", "latent-map", "explore"]
 # The console script that `pip install -e .` puts next to the interpreter.
 VAE_JAX = str(pathlib.Path(sys.executable).parent / "vae-jax")
 PYTHON_M = [sys.executable, "-m", "vae_jax"]
@@ -41,11 +41,12 @@ def test_the_command_lists_its_subcommands(command):
 def test_an_unknown_command_exits_2_naming_the_known_ones():
   line = _one_error_line(_run(VAE_JAX, "smaple"))
   assert line == ("error: unknown command 'smaple'; vae-jax runs one of: "
-                  "train, evaluate, sample, interpolate, latent-map, explore")
+                  "train, train-prior, evaluate, sample, interpolate, latent-map, explore")
 
 
 HELP_FLAGS = {
     "train": ["--workdir", "--config", "--coordinator_address", "--num_processes"],
+    "train-prior": ["--workdir", "--config"],
     "evaluate": ["--workdir", "--step", "--out", "--k", "--split", "--sample_chunk"],
     "sample": ["--workdir", "--step", "--out", "--num", "--seed"],
     "interpolate": ["--workdir", "--step", "--out", "--from_digit", "--to_index", "--[no]gif"],

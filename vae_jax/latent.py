@@ -22,7 +22,15 @@ model refuses labels.
 
 The functions work for families with continuous latent codes (the Gaussian
 VAE: capability `LATENT`; those of a hierarchy also `LAYERS`) and refuse
-others in one line naming what is missing. They check their inputs on the
+others in one line naming what is missing. For a family with discrete codes
+(the VQ-VAE and FSQ: capability `CODES`) `encode` gives each image's grid of
+code indices, int32 (N, h, w), and `decode` takes such grids; `reconstruct`
+decodes an image's codes; `sample` draws code grids from the prior over codes
+(a model loaded from `DIR/prior`, `vae-jax train-prior`'s) at `temperature`;
+`interpolate` follows the path between the encoder's continuous outputs of two
+images, quantising each point before decoding it. What needs a continuous z
+(`interpolate_latents`, `traverse`, `manifold`, the hierarchy's functions)
+refuses them. They check their inputs on the
 host and are not meant to be traced; the jitted cores below take the flax
 module as a static argument and the variables as a pytree, so one compilation
 serves every call of a shape.
@@ -110,6 +118,21 @@ def as_codes(z: ArrayLike, latents: int, max_ndim: int | None = 2) -> jax.Array:
   return z
 
 
+def as_code_grids(codes: ArrayLike, grid: tuple[int, int], num_codes: int) -> jax.Array:
+  """Grids of code indices (..., h, w) as int32; raises ValueError on another shape, a
+  non-integer dtype or an index outside [0, K)."""
+  values = np.asarray(codes)
+  if values.ndim < 2 or values.shape[-2:] != tuple(grid):
+    raise ValueError(f"expected code indices of shape {tuple(grid)} with optional leading "
+                     f"axes; got {values.shape}")
+  if not np.issubdtype(values.dtype, np.integer):
+    raise ValueError(f"expected integer code indices; got {values.dtype}")
+  if values.size and not 0 <= values.min() <= values.max() < num_codes:
+    raise ValueError(f"code indices must lie in 0 .. {num_codes - 1}; got {values.min()} .. "
+                     f"{values.max()}")
+  return jnp.asarray(values, jnp.int32)
+
+
 def as_labels(model: TrainedModel, labels, count: int) -> jax.Array | None:
   """Labels for `count` inputs of `model`: int32 (count,), or None for an unconditional model.
 
@@ -176,6 +199,11 @@ def _latent(model: TrainedModel, what: str) -> None:
   model.family.require(Capability.LATENT, what)
 
 
+def _discrete(model: TrainedModel) -> bool:
+  """Whether the model's latent is a grid of discrete codes (capability CODES)."""
+  return model.family.can(Capability.CODES)
+
+
 def _layers(model: TrainedModel, what: str) -> int:
   """A hierarchy's number of stochastic layers; ValueError for a model with one."""
   _latent(model, what)
@@ -239,6 +267,40 @@ def _traverse(module, variables, x, dim, values, y=None):
     codes = codes.at[:, :, dim].set(jnp.broadcast_to(values, codes.shape[:2]))
     return _decode_mean(m, codes, None if y is None else y[:, None])
   return module.apply(variables, method=run)
+
+
+# ----------------------------------------------------------------------------
+# Jitted cores of a family with discrete codes: the family static.
+
+
+@functools.partial(jax.jit, static_argnames=("family",))
+def _codes_of(family, variables, x):
+  return family.encode_codes(variables, x)
+
+
+@functools.partial(jax.jit, static_argnames=("family",))
+def _decoded_codes(family, variables, codes):
+  return family.decode_codes(variables, codes)
+
+
+@functools.partial(jax.jit, static_argnames=("family",))
+def _quantised_reconstruction(family, variables, x):
+  return family.decode_outputs(variables, family.encoder_outputs(variables, x))
+
+
+@functools.partial(jax.jit, static_argnames=("family", "n", "temperature"))
+def _prior_draws(family, variables, key, n, temperature):
+  return family.decode_codes(variables, family.sample_codes(variables, key, n, temperature))
+
+
+@functools.partial(jax.jit, static_argnames=("family", "num_steps", "method"))
+def _interpolate_outputs(family, variables, x_a, x_b, *, num_steps, method):
+  """(P, H, W, C) twice -> (P, num_steps, H, W, C): paths between the encoder's outputs
+  (P, h, w, D), each point quantised and decoded."""
+  z_a, z_b = (family.encoder_outputs(variables, x) for x in (x_a, x_b))
+  flat = lambda z: z.reshape(len(z), -1)
+  paths = jax.vmap(lambda a, b: interpolation_path(a, b, num_steps, method))(flat(z_a), flat(z_b))
+  return family.decode_outputs(variables, paths.reshape(*paths.shape[:2], *z_a.shape[1:]))
 
 
 # ----------------------------------------------------------------------------
@@ -332,8 +394,15 @@ def encode(model: TrainedModel, x: ArrayLike, labels=None) -> tuple[jax.Array, j
     labels: a conditional model's labels of x: one int, or N ints (`as_labels`).
 
   Returns:
-    (mean, logvar), each (N, L), or (L,) for one image without a batch axis.
+    (mean, logvar), each (N, L), or (L,) for one image without a batch axis. For a
+    family with discrete codes: the code indices, int32 (N, h, w), or (h, w).
   """
+  if _discrete(model):
+    x, batched = as_images(x, model.image_shape)
+    as_labels(model, labels, len(x))  # Refuses labels.
+    with _precision(model):
+      codes = _codes_of(model.family, model.variables, x)
+    return codes if batched else codes[0]
   _latent(model, "encode")
   x, batched = as_images(x, model.image_shape)
   y = as_labels(model, labels, len(x))
@@ -352,8 +421,14 @@ def decode(model: TrainedModel, z: ArrayLike, labels=None) -> jax.Array:
       (of the codes' leading shape).
 
   Returns:
-    (..., H, W) pictures in [0, 1].
+    (..., H, W) pictures in [0, 1]. A family with discrete codes takes z as int code
+    indices (..., h, w) (what `encode` gives).
   """
+  if _discrete(model):
+    codes = as_code_grids(z, model.family.code_grid, model.family.num_codes)
+    as_labels(model, labels, 1)  # Refuses labels.
+    with _precision(model):
+      return images_lib.as_pictures(_decoded_codes(model.family, model.variables, codes))
   _latent(model, "decode")
   z = as_codes(z, model.family.latents, max_ndim=None)
   y = None
@@ -377,8 +452,18 @@ def reconstruct(model: TrainedModel, x: ArrayLike, key: jax.Array | None = None,
     labels: a conditional model's labels of x, as `encode` takes them.
 
   Returns:
-    (N, H, W) pictures E[x|z], or (H, W) for one image without a batch axis.
+    (N, H, W) pictures E[x|z], or (H, W) for one image without a batch axis. For a
+    family with discrete codes, E[x | z_q(x)] of the quantised encoding (deterministic:
+    no key).
   """
+  if _discrete(model):
+    if key is not None:
+      raise ValueError("a model with discrete codes encodes deterministically; "
+                       "reconstruct takes no key")
+    x, batched = as_images(x, model.image_shape)
+    as_labels(model, labels, len(x))  # Refuses labels.
+    with _precision(model):
+      return _pictures(_quantised_reconstruction(model.family, model.variables, x), batched)
   _latent(model, "reconstruct")
   x, batched = as_images(x, model.image_shape)
   with _precision(model):
@@ -400,12 +485,19 @@ def sample(model: TrainedModel, key: jax.Array, n: int, labels=None, *,
       top-down, for a hierarchy); 1 unless the prior is Gaussian.
 
   Returns:
-    (n, H, W) pictures E[x|z].
+    (n, H, W) pictures E[x|z]. For a family with discrete codes (a model of `DIR/prior`),
+    code grids drawn from the prior over codes, each position from its conditional's
+    softmax at `temperature`, decoded.
   """
   model.family.require(Capability.SAMPLE, "sample")
   if not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"n must be an integer >= 1; got {n!r}")
   temperature = _temperature(temperature)
+  if _discrete(model):
+    as_labels(model, labels, int(n))  # Refuses labels.
+    with _precision(model):
+      return _pictures(_prior_draws(model.family, model.variables, key, int(n), temperature),
+                       True)
   with _precision(model):
     return _pictures(_sample(model.module, model.variables, key, int(n),
                              as_labels(model, labels, int(n)), temperature), True)
@@ -517,7 +609,12 @@ def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: 
   Returns:
     (P, num_steps, H, W); (num_steps, H, W) when neither input had a batch axis.
     Step 0 is the posterior-mean reconstruction of `x_a`, the last that of `x_b`.
+    For a family with discrete codes the path runs between the encoder's continuous
+    outputs (h, w, D), every point quantised before it is decoded (its ends are the
+    reconstructions).
   """
+  if _discrete(model):
+    return _interpolate_discrete(model, x_a, x_b, num_steps, method, labels, path_labels)
   _latent(model, "interpolate")
   _check_interpolation(num_steps, method)
   a, b, batched = _image_pairs(model, x_a, x_b)
@@ -527,6 +624,19 @@ def interpolate(model: TrainedModel, x_a: ArrayLike, x_b: ArrayLike, num_steps: 
   with _precision(model):
     paths = _interpolate_images(model.module, model.variables, a, b, labels, path_labels,
                                 num_steps=int(num_steps), method=method)
+  return _pictures(paths, batched)
+
+
+def _interpolate_discrete(model: TrainedModel, x_a, x_b, num_steps, method, labels,
+                          path_labels) -> jax.Array:
+  """`interpolate` for a family with discrete codes (no labels)."""
+  _check_interpolation(num_steps, method)
+  a, b, batched = _image_pairs(model, x_a, x_b)
+  for pair in (labels, path_labels):
+    _pair_of_labels(model, pair, len(a))  # Refuses labels.
+  with _precision(model):
+    paths = _interpolate_outputs(model.family, model.variables, a, b, num_steps=int(num_steps),
+                                 method=method)
   return _pictures(paths, batched)
 
 

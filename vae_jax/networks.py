@@ -153,16 +153,22 @@ class ConvDecoder(nn.Module):
     (h, w, c), n = self.image_shape, len(self.features)
     start = (h >> n, w >> n, self.features[-1])
     x = nn.relu(nn.Dense(math.prod(start), name="project", dtype=self.dtype)(with_label(z, label)))
-    x = x.reshape(*x.shape[:-1], *start)
-    widths = [*reversed(self.features[:-1]), c]
-    for i, f in enumerate(widths):
-      # flax's ConvTranspose(f, (3, 3), strides=2, padding="SAME") as the convolution it
-      # runs (the same parameters, initialisation and XLA op), so that on CPU it can be
-      # one matrix product (`vae_jax.convolution`).
-      x = nn.Conv(f, (3, 3), input_dilation=2, padding=((2, 1), (2, 1)), name=f"deconv{i}",
-                  dtype=self.dtype, conv_general_dilated=convolution.conv_general_dilated)(x)
-      x = nn.relu(x) if i + 1 < len(widths) else x
-    return x
+    return deconv_stack(x.reshape(*x.shape[:-1], *start), self.features, c, self.dtype)
+
+
+def deconv_stack(x: jax.Array, features: Sequence[int], channels: int, dtype=None) -> jax.Array:
+  """The way back up of `conv_stack`: stride-2 3x3 transposed convolutions named "deconv0",
+  "deconv1", ... in the calling module, to features[-2], ..., features[0], then `channels`
+  (ReLU between, none after the last): (..., h, w, F) -> (..., h 2^n, w 2^n, channels)."""
+  widths = [*reversed(features[:-1]), channels]
+  for i, f in enumerate(widths):
+    # flax's ConvTranspose(f, (3, 3), strides=2, padding="SAME") as the convolution it
+    # runs (the same parameters, initialisation and XLA op), so that on CPU it can be
+    # one matrix product (`vae_jax.convolution`).
+    x = nn.Conv(f, (3, 3), input_dilation=2, padding=((2, 1), (2, 1)), name=f"deconv{i}",
+                dtype=dtype, conv_general_dilated=convolution.conv_general_dilated)(x)
+    x = nn.relu(x) if i + 1 < len(widths) else x
+  return x
 
 
 def check_conv(settings) -> None:

@@ -91,9 +91,10 @@ def stage_class(family: type[base.Family], stage: str) -> type[base.Family]:
   return family.stages[stage]
 
 
-def shapes(family: str) -> tuple[str, ...]:
-  """The fields that fix a run's parameter shapes (or what its checkpoints hold)."""
-  return tuple(f.name for f in fields_of(family) if f.shapes)
+def shapes(family: str, stage: str = "") -> tuple[str, ...]:
+  """The fields that fix a run's parameter shapes (or what its checkpoints hold); of a later
+  `stage`, its own and the first stage's."""
+  return tuple(f.name for f in fields_of(family, stage) if f.shapes)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -146,8 +147,8 @@ def differences(saved, config) -> list[str]:
   """'field saved vs config' for each `shapes` field (of the saved run's family) on which
   two configs differ."""
   value = lambda c, name: hashable(c[name] if name in c else _all_fields()[name].legacy_value)
-  names = shapes(value(saved, "family")) if value(saved, "family") in registry.FAMILIES else (
-      ("family",))
+  family = value(saved, "family")
+  names = shapes(family, value(saved, "stage")) if family in registry.FAMILIES else ("family",)
   return [f"{name} {value(saved, name)!r} vs {value(config, name)!r}" for name in names
           if value(saved, name) != value(config, name)]
 

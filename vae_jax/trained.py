@@ -9,6 +9,7 @@ family it names (`vae_jax.schema.build_family`) and restores the parameters
 models. It imports no optimizer and no training code.
 """
 import dataclasses
+import pathlib
 import warnings
 
 import jax
@@ -100,6 +101,49 @@ def load(workdir, step: int | None = None, *, index: int = 0, module=None,
                      f"(0 .. {config.num_models - 1})")
   return TrainedModel(family, stacked.index(items["params"], index), config, step, index,
                       stacked.index(items.get("model_state", {}), index))
+
+
+def load_for(workdir, capability: str, what: str, step: int | None = None, *, index: int = 0,
+             module=None) -> TrainedModel:
+  """The model of `workdir` that has `capability`: the first stage's where it has it, else
+  the last of its later stages (in the family's order) that is trained and has it: e.g.
+  `DIR/prior`, the prior over a VQ-VAE's codes, for sampling and the bound on log p(x).
+
+  Args:
+    workdir: a folder written by `vae-jax train`.
+    capability: a `Capability` value.
+    what: what needs it, for the error (e.g. "sampling").
+    step: the checkpoint step of the model returned; default the latest.
+    index, module: as for `load`.
+
+  Raises:
+    UsageError: as `load`; or neither the first stage nor a trained later stage has
+      `capability` (one line naming the stages to train).
+  """
+  config = checkpoints.read_config(workdir)
+  if config is None or config.get("stage"):
+    return load(workdir, step, index=index, module=module)  # Refuses, or a stage itself.
+  family = family_of(config, workdir, module)
+  if family.can(capability):
+    return load(workdir, step, index=index, module=module)
+  for stage in reversed(family.stages):
+    stage_dir = pathlib.Path(workdir) / stage
+    saved = checkpoints.read_config(stage_dir) if stage_dir.is_dir() else None
+    if saved is not None and checkpoints.Checkpointer(stage_dir, create=False).all_steps():
+      model = load(stage_dir, step, index=index)
+      if model.family.can(capability):
+        return model
+  how = "".join(f"; train its {stage} stage first ({_stage_command(workdir, stage)})"
+                for stage in family.stages)
+  raise UsageError(f"{what} needs {capability}, which family {family.name} does not have"
+                   f"{how}")
+
+
+def _stage_command(workdir, stage: str) -> str:
+  """How to train a later stage: its command where it has one."""
+  if stage == "prior":
+    return f"vae-jax train-prior --workdir={workdir}"
+  return f"vae_jax.train.train_stage({str(workdir)!r}, {stage!r})"
 
 
 def load_stacked(workdir, step: int | None = None, *, module=None):

@@ -10,6 +10,7 @@ not shadow the functions `vae_jax.sample` and `vae_jax.interpolate`.
 # the name with `_` for `-`; its docstring says more.
 COMMANDS = {
     "train": "Train a VAE into a workdir; running it again resumes.",
+    "train-prior": "Fit the prior over a VQ-VAE's or FSQ model's codes (its second stage).",
     "evaluate": "ELBO, IWAE log-likelihood, bits/dim and active units of a trained model.",
     "sample": "Decode draws from the prior into one grid of images.",
     "interpolate": "Decode the paths between test images of two digits.",

@@ -7,7 +7,10 @@ ELBO, the negative log-likelihood estimated with k importance samples (IWAE
 bound, Burda et al. 2015), bits per dimension, active units and the KL per
 latent dimension. A conditional model (`conditional=True`) is evaluated on each
 image with its label: the ELBO and the IWAE bound are then on log p(x | y), and
-eval.json says `"conditional": true`. For a run of several models it evaluates each (or only
+eval.json says `"conditional": true`. A VQ-VAE or FSQ workdir is evaluated with its prior
+over codes (`DIR/prior`, `vae-jax train-prior`; refused without one): the two-stage bound
+-log p(x) <= -log p(x | z_q(x)) - log p_prior(z_q(x)), which takes no samples (`--k` is
+recorded as 1; see `vae_jax.families.discrete.prior`). For a run of several models it evaluates each (or only
 `--model`) and adds their mean and standard deviation. `python -m vae_jax.evaluate` is the same command. Exit
 status: 0 done, 2 bad input (one line on stderr).
 """
@@ -22,7 +25,10 @@ from vae_jax import trained as trained_lib
 from vae_jax import cli
 from vae_jax import data
 from vae_jax import evaluation
+from vae_jax import fields
+from vae_jax import schema
 from vae_jax import streaming
+from vae_jax.families.base import Capability
 
 _WORKDIR, _STEP, _OUT, _MODEL = cli.define_trained_model_flags(
     "Where to write eval.json; default WORKDIR/eval.json.",
@@ -44,13 +50,15 @@ _EXAMPLE_CHUNK = flags.DEFINE_integer(
 def main(argv):
   del argv  # cli.run_command refuses stray arguments.
   with cli.errors_to_exit():
-    first = trained_lib.load(_WORKDIR.value, _STEP.value, index=_MODEL.value or 0)
+    load = lambda step, i: trained_lib.load_for(_WORKDIR.value, Capability.BOUND, "evaluate",
+                                                step, index=i)
+    first = load(_STEP.value, _MODEL.value or 0)
     count = first.config.num_models
     indices = [_MODEL.value] if _MODEL.value is not None else range(count)
     dataset, inputs, labels, streamed = _inputs(first.config, _SPLIT.value)
     records = []
     for i in indices:
-      trained = first if i == first.index else trained_lib.load(_WORKDIR.value, first.step, index=i)
+      trained = first if i == first.index else load(first.step, i)
       records.append(evaluate_split(trained, dataset, inputs, _SPLIT.value, labels,
                                     streamed=streamed))
       print(format_table(records[-1], trained.family.labels), flush=True)
@@ -95,9 +103,16 @@ def evaluate_split(trained: trained_lib.TrainedModel, dataset, inputs, split: st
   header = {"workdir": str(_WORKDIR.value), "dataset": dataset.name, "split": split,
             "binarize": config.binarize, "likelihood": config.likelihood,
             "step": trained.step, "seed": _SEED.value, "model": trained.index,
-            "family": {"name": family.name, **{f.name: config[f.name] for f in family.fields
-                                               if not f.sweepable and f.name in config}}}
+            "family": {"name": family.name, **_family_fields(config)}}
   return {**header, **result}
+
+
+def _family_fields(config) -> dict:
+  """The family's own settings (and its stage's, for a later stage) of a run's config."""
+  stage = config.get("stage", "")
+  own = [f for f in schema.fields_of(config.family, stage) if f.name not in fields.FIELDS]
+  return {**({"stage": stage} if stage else {}),
+          **{f.name: config[f.name] for f in own if not f.sweepable and f.name in config}}
 
 
 HEADER = ("workdir", "dataset", "split", "binarize", "likelihood", "family", "step", "seed",

@@ -13,6 +13,9 @@ A conditional model encodes each image with its label and decodes the path
 with a label that moves from the start image's to the end image's; with
 `--label=N` the whole path is decoded as class N (the label kept, the style
 moving): `interpolation_0_to_6_as_6.png`.
+
+A VQ-VAE or FSQ model interpolates between its encoder's continuous outputs,
+quantising every point of the path before decoding it.
 """
 import numpy as np
 from absl import flags
@@ -45,7 +48,8 @@ def main(argv):
   _check_flags()
   with cli.errors_to_exit():
     model = trained_lib.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
-    model.family.require(Capability.LATENT, "interpolation")
+    if not model.family.can(Capability.CODES):  # Discrete codes: between encoder outputs.
+      model.family.require(Capability.LATENT, "interpolation")
     inputs, labels = figures.test_set(model)
     start, end, stem = _choose_pairs(labels)
   conditional = bool(model.family.num_classes)

@@ -7,7 +7,9 @@ Decodes `--num` codes z ~ N(0, I) with the workdir's latest checkpoint (or
 layer, top-down, for a hierarchy; the name becomes `samples_t0.7.png`); priors
 other than N(0, I) sample at 1 only. A conditional model (`conditional=True`)
 draws `--label`'s class (`samples_6.png`), or without it sample i of class i
-mod K. Exit status 2 on
+mod K. A VQ-VAE or FSQ workdir draws code grids from its prior over codes
+(`DIR/prior`, fitted by `vae-jax train-prior`; `--temperature` divides each
+position's logits) and decodes them; without a prior it is refused. Exit status 2 on
 bad input (no checkpoint, --num < 1, a label out of range or given to an
 unconditional model, a temperature <= 0 or one the prior does not take).
 """
@@ -36,8 +38,8 @@ def main(argv):
   if _NUM.value < 1:
     cli.fail(f"num must be >= 1, got {_NUM.value}")
   with cli.errors_to_exit():
-    model = trained_lib.load(_WORKDIR.value, _STEP.value, index=_MODEL.value)
-    model.family.require(Capability.SAMPLE, "sampling")
+    model = trained_lib.load_for(_WORKDIR.value, Capability.SAMPLE, "sampling", _STEP.value,
+                                 index=_MODEL.value)
   classes = model.family.num_classes
   labels, what = _LABEL.value, ""
   if classes and labels is None:
@@ -55,6 +57,7 @@ def main(argv):
   path = figures.output_dir(_WORKDIR.value, _OUT.value, model) / f"samples{suffix}.png"
   images.save_png(path, figures.square_grid(pictures))
   warmth = "" if temperature == 1.0 else f" at temperature {temperature:g}"
-  print(f"wrote {path}: {_NUM.value} samples from N(0, I){warmth}{what}, seed {_SEED.value}, "
+  source = "the prior over codes" if model.family.can(Capability.CODES) else "N(0, I)"
+  print(f"wrote {path}: {_NUM.value} samples from {source}{warmth}{what}, seed {_SEED.value}, "
         f"checkpoint step {model.step}")
 

@@ -52,7 +52,7 @@ class Capability:
   BOUND = "a bound on log p(x)"  # `bound_terms`: evaluate, the per-epoch NLL bound.
   SAMPLE = "samples"  # `sample`: draws x ~ p(x) (from a prior over the latents).
   LATENT = "continuous latent codes"  # encode/decode: interpolation, traversals, maps, explorer.
-  CODES = "discrete codes"  # encode to code indices, decode them.
+  CODES = "discrete codes"  # encode_codes, decode_codes, ...: a grid of code indices.
   LAYERS = "stochastic layers"  # A hierarchy: per-layer terms, reconstruct_keeping, from_top.
   LABELS = "labels"  # Conditional on a label: every read of x or decode of z takes y.
 
@@ -232,6 +232,41 @@ class Family:
     (`images/NAME_EPOCH.png`); x: a few test images (R, H, W, C) (y: their labels)."""
     del variables, x, y, key
     return {}
+
+  # Discrete codes (capability CODES): what the latent API calls on a family whose latent
+  # is a grid of code indices (`vae_jax.families.discrete`).
+
+  @property
+  def code_grid(self) -> tuple[int, int]:
+    """(h, w): the positions of one image's codes (CODES)."""
+    raise NotImplementedError
+
+  @property
+  def num_codes(self) -> int:
+    """K: codes are indices in [0, K) (CODES)."""
+    raise NotImplementedError
+
+  def encode_codes(self, variables: Variables, x: jax.Array) -> jax.Array:
+    """The code indices of images x (N, H, W, C) in [0, 1]: int32 (N, h, w) (CODES)."""
+    raise NotImplementedError
+
+  def decode_codes(self, variables: Variables, codes: jax.Array) -> jax.Array:
+    """E[x | codes] of int codes (..., h, w): images (..., H, W, C) in [0, 1] (CODES)."""
+    raise NotImplementedError
+
+  def encoder_outputs(self, variables: Variables, x: jax.Array) -> jax.Array:
+    """The encoder's continuous outputs before quantisation: (N, h, w, D) (CODES)."""
+    raise NotImplementedError
+
+  def decode_outputs(self, variables: Variables, z: jax.Array) -> jax.Array:
+    """Encoder outputs (..., h, w, D), quantised, decoded: images (..., H, W, C) (CODES)."""
+    raise NotImplementedError
+
+  def sample_codes(self, variables: Variables, key: jax.Array, num: int,
+                   temperature: float = 1.0) -> jax.Array:
+    """num code grids drawn from the family's prior over codes: int32 (num, h, w) (CODES
+    and SAMPLE)."""
+    raise NotImplementedError
 
   # Describing a run.
 

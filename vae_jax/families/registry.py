@@ -6,9 +6,13 @@ first run; its config fields then join the config (`vae_jax.schema`).
 from vae_jax.errors import UsageError
 from vae_jax.families import base
 from vae_jax.families import vae
+from vae_jax.families.discrete import fsq
+from vae_jax.families.discrete import vqvae
 
 FAMILIES: dict[str, type[base.Family]] = {family.name: family for family in (
     vae.GaussianVAE,
+    vqvae.VQVAE,
+    fsq.FSQVAE,
 )}
 
 

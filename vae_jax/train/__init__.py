@@ -138,7 +138,8 @@ def train_stage(workdir, stage: str, overrides: dict | None = None, *, verbose: 
   Raises:
     UsageError: no trained first stage in `workdir`, a family without that stage,
       a stage trained on another checkpoint of the first stage (the first trained
-      further), an invalid override.
+      further), an invalid override, or one of a field that fixes the first stage's
+      shapes.
   """
   workdir = pathlib.Path(workdir)
   parent = checkpoints.read_config(workdir) if workdir.is_dir() else None
@@ -152,9 +153,13 @@ def train_stage(workdir, stage: str, overrides: dict | None = None, *, verbose: 
     raise UsageError(f"{workdir} was trained with a user-defined module; later stages are built "
                      "for the config's networks")
   config = ml_collections.ConfigDict(parent.to_dict())
+  fixed = schema.shapes(parent.family)  # The frozen first stage's: its checkpoint's shapes.
   for name, value in (overrides or {}).items():
     if name not in config:
       raise UsageError(f"unknown config field {name!r}")
+    if name in fixed and schema.hashable(value) != schema.hashable(parent[name]):
+      raise UsageError(f"{name} fixes the shapes of the model trained in {workdir} "
+                       f"({name}={parent[name]!r}); its {stage} stage keeps them")
     config[name] = value
   config.stage = stage
   experiment_lib.check_config(config)
