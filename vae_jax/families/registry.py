@@ -4,11 +4,16 @@ A family from outside the package registers with `register(MyFamily)` before its
 first run; its config fields then join the config (`vae_jax.schema`).
 """
 from vae_jax.errors import UsageError
+from vae_jax.families import annealed
 from vae_jax.families import base
+from vae_jax.families import betatc
+from vae_jax.families import dipvae
+from vae_jax.families import factorvae
 from vae_jax.families import vae
 
 FAMILIES: dict[str, type[base.Family]] = {family.name: family for family in (
     vae.GaussianVAE,
+    betatc.BetaTCVAE, factorvae.FactorVAE, dipvae.DIPVAE, annealed.AnnealedVAE,
 )}
 
 
