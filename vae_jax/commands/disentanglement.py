@@ -1,6 +1,6 @@
 """Scores a run's models with the disentanglement metrics: `vae-jax disentanglement --workdir=DIR`.
 
-    vae-jax disentanglement --workdir=/tmp/betatc [--model=I] [--seed=0] [--scale=1]
+    vae-jax disentanglement --workdir=DIR [--model=I] [--seed=0] [--scale=1]
         [--dci_estimator=hist_gradient_boosting|gradient_boosting] [--step=N] [--out=FILE]
 
 Every model of the run (or `--model`) is scored by the BetaVAE and FactorVAE scores, MIG, SAP,
