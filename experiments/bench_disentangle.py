@@ -3,8 +3,10 @@
     python experiments/bench_disentangle.py                 # 3 interleaved rounds
     python experiments/bench_disentangle.py --rounds=5 --examples=6400
 
-Each family trains one model of disentanglement_lib's size (its conv encoder: 4 stride-2
-convolutions of 32, 32, 64, 64 channels, a 256-unit layer, 10 latents; batch 64) on
+Each family trains one model near disentanglement_lib's size (the library's conv model with
+disentanglement_lib's channels: 4 stride-2 3x3 convolutions of 32, 32, 64, 64 and their
+transposes, 10 latents, batch 64; not its 4x4 kernels and 256-unit dense layers, which the
+library's conv model does not have; `hidden` is unused by it) on
 --examples shapes2d images (64 x 64, random factors), with the trainer's own epoch
 (`vae_jax.epoch.Runner`), as experiments/bench_families.py times the others: after compiling
 and one warm-up epoch each, the families take turns, one epoch per turn, for --rounds rounds
