@@ -7,7 +7,7 @@
 #
 # The CPU budget: a 2048-image train_subset, 8 epochs of batch 64 (256 steps), an MLP of
 # 64 hidden units and 10 latents, FactorVAE's discriminator 6 x 256 (not the paper's
-# 6 x 1000), AnnealedVAE's capacity reached at step 128, the metrics at 0.2 of
+# 6 x 1000), AnnealedVAE's capacity reached at step 128, the metrics at 0.05 of
 # disentanglement_lib's numbers of points.
 # disentanglement_lib's budget (300,000 steps at batch 64) on a GPU: see docs/results.md.
 set -eu
@@ -25,5 +25,5 @@ train --workdir="$OUT/dipvae" "${COMMON[@]}" --config.family=dipvae --config.dip
 train --workdir="$OUT/annealed" "${COMMON[@]}" --config.family=annealed \
   --config.sweep.capacity_max=5,25 --config.capacity_steps=128
 for f in betatc factorvae dipvae annealed; do
-  vae-jax disentanglement --workdir="$OUT/$f" --scale=0.2
+  vae-jax disentanglement --workdir="$OUT/$f" --scale=0.05
 done
