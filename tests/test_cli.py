@@ -11,7 +11,8 @@ from vae_jax import configs
 from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
 
-COMMANDS = ["train", "train-prior", "evaluate", "sample", "interpolate", "latent-map", "explore"]
+COMMANDS = ["train", "train-prior", "evaluate", "sample", "interpolate", "latent-map", "explore",
+            "traverse", "disentanglement"]
 # The console script that `pip install -e .` puts next to the interpreter.
 VAE_JAX = str(pathlib.Path(sys.executable).parent / "vae-jax")
 PYTHON_M = [sys.executable, "-m", "vae_jax"]
@@ -41,7 +42,8 @@ def test_the_command_lists_its_subcommands(command):
 def test_an_unknown_command_exits_2_naming_the_known_ones():
   line = _one_error_line(_run(VAE_JAX, "smaple"))
   assert line == ("error: unknown command 'smaple'; vae-jax runs one of: "
-                  "train, train-prior, evaluate, sample, interpolate, latent-map, explore")
+                  "train, train-prior, evaluate, sample, interpolate, latent-map, explore, "
+                  "traverse, disentanglement")
 
 
 HELP_FLAGS = {
@@ -52,6 +54,9 @@ HELP_FLAGS = {
     "interpolate": ["--workdir", "--step", "--out", "--from_digit", "--to_index", "--[no]gif"],
     "latent-map": ["--workdir", "--step", "--out", "--size"],
     "explore": ["--workdir", "--step", "--model", "--port", "--host", "--points"],
+    "traverse": ["--workdir", "--step", "--out", "--model", "--index", "--steps", "--limit"],
+    "disentanglement": ["--workdir", "--step", "--out", "--model", "--seed", "--scale",
+                        "--dci_estimator"],
 }
 
 

@@ -28,7 +28,10 @@ def test_the_default_config_is_the_schema():
 
 def test_the_sweep_keeps_its_order_of_fields():
   """Model i of a sweep over several fields must stay the same model across versions."""
-  assert schema.SWEEPABLE == ("seed", "learning_rate", "beta", "kl_warmup_steps", "free_bits")
+  assert schema.SWEEPABLE == ("seed", "learning_rate", "beta", "kl_warmup_steps", "free_bits",
+                              # The disentangling families' (issue 25), after the core's:
+                              "tc_beta", "tc_gamma", "lambda_od", "lambda_d", "capacity_max",
+                              "capacity_gamma", "capacity_steps")
 
 
 @pytest.mark.parametrize("name, value, message", [

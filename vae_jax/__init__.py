@@ -36,11 +36,13 @@ from vae_jax.latent import encode
 from vae_jax.latent import interpolate
 from vae_jax.latent import interpolate_latents
 from vae_jax.latent import interpolate_top
+from vae_jax.latent import kl_per_latent
 from vae_jax.latent import manifold
 from vae_jax.latent import reconstruct
 from vae_jax.latent import reconstruct_keeping
 from vae_jax.latent import sample
 from vae_jax.latent import traverse
+from vae_jax.latent import traversals
 from vae_jax.families.vae.model import VAE
 from vae_jax.networks import ConvDecoder
 from vae_jax.networks import ConvEncoder
@@ -65,6 +67,7 @@ def __getattr__(name: str):
 __all__ = [
     "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "TrainedModel", "UsageError",
     "VAE", "data", "decode", "disentanglement", "encode", "evaluate", "evaluation", "interpolate",
-    "interpolate_latents", "interpolate_top", "likelihoods", "load", "manifold", "reconstruct",
-    "reconstruct_keeping", "sample", "schema", "stopping", "train_and_evaluate", "traverse",
+    "interpolate_latents", "interpolate_top", "kl_per_latent", "likelihoods", "load", "manifold", "reconstruct",
+    "reconstruct_keeping", "sample", "schema", "stopping", "train_and_evaluate", "traversals",
+    "traverse",
 ]

@@ -59,8 +59,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset,
             module=None) -> tuple[ml_collections.ConfigDict, base.Family]:
-  """A copy of `config` completed from the data (its name, image_shape, num_classes), the
-  sweep (num_models) and a user-defined module, and the family it selects, built.
+  """A copy of `config` completed from the data (its name, image_shape, train_size,
+  num_classes), the sweep (num_models) and a user-defined module, and the family it selects,
+  built.
 
   Returns:
     (the resolved config, which config.json records; the family).
@@ -74,6 +75,7 @@ def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset,
   resolved = ml_collections.ConfigDict(config.to_dict())
   resolved.dataset = dataset.name  # Of the data read: an empty `dataset` is resolved by it.
   resolved.image_shape = tuple(dataset.image_shape)
+  resolved.train_size = len(dataset.train.images)
   models = sweep.model_settings(config)
   resolved.num_models = len(models)
   resolved.model_mapping = train_state.resolved_mapping(config.model_mapping)  # This backend's.

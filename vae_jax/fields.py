@@ -182,6 +182,9 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
        legacy=""),
     _f("parent_step", 0, "a later stage's: the checkpoint step of the stage before, whose "
        "variables it was trained with (frozen)", "training", resolved=True, legacy=0),
+    _f("train_size", 0, "the number of training images (after train_subset), from the data: "
+       "what an estimate over the training set weighs by (beta-TCVAE's log q(z))", "training",
+       resolved=True, legacy=0),
     _f("num_epochs", 20, "epochs to train (a rerun with more trains further)", "training",
        low=0),
     _f("batch_size", 128, "examples per step, over all devices", "training", low=0,
@@ -229,6 +232,12 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
        "memory, never results)", "evaluation", low=0, strict=True),
     _f("iwae_example_chunk", 100, "examples at once in the IWAE bound (speed and memory, never "
        "results)", "evaluation", low=0, strict=True),
+    _f("disentanglement_every", 0, "epochs between the disentanglement metrics of every model "
+       "(vae_jax.disentanglement_eval), written to metrics.jsonl as disentanglement_NAME; needs "
+       "data with known factors (shapes2d, dSprites); 0: never", "evaluation", low=0),
+    _f("disentanglement_scale", 1.0, "share of disentanglement_lib's numbers of points "
+       "(disentanglement.Sizes) the per-epoch metrics draw: 1 is theirs; less is quicker and "
+       "noisier", "evaluation", low=0.0, strict=True),
     _f("checkpoint_every_epochs", 1, "epochs between checkpoints (and after the last)",
        "output", low=0, strict=True),
     _f("keep_checkpoints", 3, "checkpoints kept in the workdir", "output", low=0, strict=True),

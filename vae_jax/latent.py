@@ -47,6 +47,7 @@ import numpy as np
 from vae_jax import images as images_lib
 from vae_jax import objectives
 from vae_jax import parallel
+from vae_jax.errors import UsageError
 from vae_jax.families.base import Capability
 from vae_jax.trained import TrainedModel
 
@@ -697,6 +698,63 @@ def traverse(model: TrainedModel, x: ArrayLike, dim: int, values: ArrayLike,
   with _precision(model):
     return _pictures(_traverse(model.module, model.variables, x, int(dim), values,
                                as_labels(model, labels, len(x))), batched)
+
+
+def kl_per_latent(model: TrainedModel, x: ArrayLike, labels=None) -> np.ndarray:
+  """How much each latent carries: the mean over images x of KL(q(z_l|x) || N(0, 1)), nats.
+
+  Args:
+    model: a trained model with the N(0, I) prior (the Gaussian VAE, beta-TCVAE, FactorVAE,
+      DIP-VAE, AnnealedVAE).
+    x: images, as `encode` takes them.
+    labels: a conditional model's labels of x.
+
+  Returns:
+    (L,) float64, in latent order.
+
+  Raises:
+    UsageError: a model whose prior is not N(0, I) (its KL does not split by latent).
+  """
+  _latent(model, "kl_per_latent")
+  from vae_jax.families.vae import priors  # pylint: disable=g-import-not-at-top
+  prior = getattr(model.module, "prior", None)
+  if prior is not None and not isinstance(prior, priors.StandardNormal):
+    raise UsageError(f"the KL per latent needs the N(0, I) prior; this model's is "
+                     f"{type(prior).__name__}")
+  mean, logvar = encode(model, x, labels)
+  mean, logvar = np.asarray(mean, np.float64), np.asarray(logvar, np.float64)
+  kl = 0.5 * (mean ** 2 + np.exp(logvar) - logvar - 1.0)
+  return kl.reshape(-1, kl.shape[-1]).mean(axis=0)
+
+
+def traversals(model: TrainedModel, x: ArrayLike, values: ArrayLike = np.linspace(-2, 2, 9),
+               labels=None, kl_images: ArrayLike | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Every latent's traversal of images x, one row per latent, the most informative first.
+
+  Latent l's row decodes x's posterior mean with z[l] set to each of `values` (`traverse`);
+  the rows are sorted by `kl_per_latent` over `kl_images` (default x), largest first: the
+  latents a disentangling model uses come first, the collapsed ones (KL near 0, rows that
+  do not change) last.
+
+  Args:
+    model: a trained model with continuous codes and the N(0, I) prior.
+    x: images, as `encode` takes them.
+    values: (V,) values given to each latent in turn.
+    labels: a conditional model's labels of x.
+    kl_images: the images the KL is averaged over; default x.
+
+  Returns:
+    (rows, order, kl): rows (N, L, V, H, W) ((L, V, H, W) for one image without a batch
+    axis), row j showing latent order[j]; order (L,) the latents by decreasing KL; kl (L,)
+    each latent's KL, in latent order.
+  """
+  kl = kl_per_latent(model, x if kl_images is None else kl_images,
+                     labels if kl_images is None else None)
+  order = np.argsort(-kl, kind="stable")
+  rows = [np.asarray(traverse(model, x, int(dim), values, labels)) for dim in order]
+  _, batched = as_images(x, model.image_shape)
+  return np.stack(rows, axis=1 if batched else 0), order, kl
 
 
 def manifold(model: TrainedModel, n: int = 20, quantiles: tuple[float, float] = (0.05, 0.95),

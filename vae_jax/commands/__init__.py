@@ -16,6 +16,8 @@ COMMANDS = {
     "interpolate": "Decode the paths between test images of two digits.",
     "latent-map": "Plot the test set's posterior means (and the manifold of a 2-D latent space).",
     "explore": "Serve a page that decodes the latent space under the pointer (offline, local).",
+    "traverse": "Decode each latent's traversal, the latents sorted by their KL.",
+    "disentanglement": "Score every model of a run with the disentanglement metrics.",
 }
 
 

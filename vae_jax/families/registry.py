@@ -4,7 +4,11 @@ A family from outside the package registers with `register(MyFamily)` before its
 first run; its config fields then join the config (`vae_jax.schema`).
 """
 from vae_jax.errors import UsageError
+from vae_jax.families import annealed
 from vae_jax.families import base
+from vae_jax.families import betatc
+from vae_jax.families import dipvae
+from vae_jax.families import factorvae
 from vae_jax.families import vae
 from vae_jax.families.discrete import fsq
 from vae_jax.families.discrete import vqvae
@@ -13,6 +17,7 @@ FAMILIES: dict[str, type[base.Family]] = {family.name: family for family in (
     vae.GaussianVAE,
     vqvae.VQVAE,
     fsq.FSQVAE,
+    betatc.BetaTCVAE, factorvae.FactorVAE, dipvae.DIPVAE, annealed.AnnealedVAE,
 )}
 
 

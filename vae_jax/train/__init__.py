@@ -35,6 +35,7 @@ import numpy as np
 
 from vae_jax import checkpoints
 from vae_jax import data
+from vae_jax import disentanglement_eval
 from vae_jax import evaluation
 from vae_jax import experiment as experiment_lib
 from vae_jax import lock as lock_lib
@@ -187,6 +188,8 @@ def _run(config, family, dataset, placement: str, why: str, run_dir: pathlib.Pat
   """Trains `family` in `run_dir`, holding the lock of `lock_dir` (default run_dir)."""
   if run_dir.exists() and not run_dir.is_dir():
     raise UsageError(f"--workdir {run_dir} is a file, not a folder")
+  if config.disentanglement_every:
+    disentanglement_eval.check_run(family, dataset)
   with contextlib.ExitStack() as stack:
     if should_stop is None:
       should_stop = stack.enter_context(stopping.StopRequest().installed())
@@ -274,6 +277,7 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
                  "further.")
     return RunResult(state, epoch, already_done=True)
   reporter.keep_epochs(epoch)
+  truth = data.ground_truth(dataset) if config.disentanglement_every else None
   stop()  # From here on a signal stops between chunks (the first poll of a StopRequest).
   compile_seconds = exp.runner.compile(state, *exp.keys.epoch(epoch), exp.hyper)
   reporter.say(_start_line(exp, state, dataset, compile_seconds))
@@ -289,12 +293,22 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
       for r in records:
         r["compile_seconds"] = compile_seconds
       first = False
+    if truth is not None and _due(epoch, config.disentanglement_every, config.num_epochs):
+      for r, scores in zip(records, disentanglement_eval.epoch_scores(
+          exp.family, config, state.params, state.model_state, parallel.to_host(state.alive),
+          state.steps_done, truth)):
+        r.update(scores)
     reporter.write_metrics(records, tuple(exp.model_settings[0]) if exp.num_models > 1 else ())
     if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs:
       _save(exp, state, ckpt, reporter)
     reporter.say(reporting.epoch_line(records, config.num_epochs, exp.family.labels))
   reporter.say(_where_line(reporter.workdir, ckpt))
   return RunResult(state, config.num_epochs)
+
+
+def _due(epoch: int, every: int, num_epochs: int) -> bool:
+  """Whether a per-N-epochs evaluation runs after 0-based `epoch`: every N, and the last."""
+  return (epoch + 1) % every == 0 or epoch + 1 == num_epochs
 
 
 def _position(state: train_state.TrainState, steps_per_epoch: int,
