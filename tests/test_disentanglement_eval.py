@@ -15,6 +15,7 @@ import pytest
 
 import vae_jax
 from conftest import run_module
+from vae_jax import disentanglement
 from vae_jax import disentanglement_eval as de
 from vae_jax import explorer
 from vae_jax import latent
@@ -24,6 +25,15 @@ from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
 
 SIZES = de.scaled_sizes(0.01)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def few_trees():
+  """DCI with 5 boosting rounds, not 100: the same computation in training and in the
+  function, at a twentieth of the cost (DCI's values are tests/test_disentanglement.py's)."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(disentanglement, "DCI_TREES", 5)
+    yield
 
 
 @pytest.fixture(scope="module")
