@@ -417,9 +417,12 @@ def _check_layout(step: int, item: str, meta: dict, abstract) -> None:
     return
   diffs = [f"{path} {saved.get(path, 'absent')} vs {ours.get(path, 'absent')}"
            for path in sorted(saved.keys() | ours.keys()) if saved.get(path) != ours.get(path)]
-  raise OtherLayout(f"checkpoint {step} holds other {item} arrays than this model and optimizer "
-                    f"({len(diffs)} differ: {'; '.join(diffs[:3])}{' ...' if len(diffs) > 3 else ''}); "
-                    "use the settings it was trained with, or a new --workdir")
+  detail = f"{len(diffs)} differ: {'; '.join(diffs[:3])}{' ...' if len(diffs) > 3 else ''}"
+  error = OtherLayout(f"checkpoint {step} holds other {item} arrays than this model and "
+                      f"optimizer ({detail}); use the settings it was trained with, or a new "
+                      "--workdir")
+  error.detail = detail
+  raise error
 
 
 def _verify(tree, meta: dict, item: str) -> None:
