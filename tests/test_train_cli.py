@@ -157,7 +157,7 @@ BAD_INPUTS = {
     "batch_size <= 0": (["--config.batch_size=0"], "batch_size must be > 0"),
     "batch_size too large": (["--config.batch_size=9000"], "larger than the training set"),
     "learning_rate <= 0": (["--config.learning_rate=-0.1"], "learning_rate must be > 0"),
-    "num_epochs < 0": (["--config.num_epochs=-1"], "num_epochs must be >= 0"),
+    "num_epochs 0": (["--config.num_epochs=0"], "num_epochs must be > 0, got 0"),
     "unknown field": (["--config.latent=3"],
                       """unknown config field: 'latent' Did you mean "latents" instead"""),
     "bad value": (["--config.latents=abc"],

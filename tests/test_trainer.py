@@ -124,7 +124,8 @@ def test_a_checkpoint_of_another_shape_is_refused(tiny_config, trained_workdir):
     ("latents", 0, "latents must be > 0"),
     ("batch_size", -1, "batch_size must be > 0"),
     ("learning_rate", 0.0, "learning_rate must be > 0"),
-    ("num_epochs", -1, "num_epochs must be >= 0"),
+    ("num_epochs", -1, "num_epochs must be > 0"),
+    ("num_epochs", 0, "num_epochs must be > 0, got 0"),
     ("binarize", "static", "unknown binarize 'static'; choose one of none, dynamic"),
     ("batch_size", 10_000, "larger than the training set"),
 ])

@@ -183,7 +183,7 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
     _f("parent_step", 0, "a later stage's: the checkpoint step of the stage before, whose "
        "variables it was trained with (frozen)", "training", resolved=True, legacy=0),
     _f("num_epochs", 20, "epochs to train (a rerun with more trains further)", "training",
-       low=0),
+       low=0, strict=True),
     _f("batch_size", 128, "examples per step, over all devices", "training", low=0,
        strict=True),
     _f("optimizer", "adam", "adam | adamw (decoupled weight decay)", "optimizer",
