@@ -585,3 +585,42 @@ def test_asyncio_reports_of_orbax_failures_are_held_back_and_others_kept(caplog)
     leak(raiser(pathlib.Path(__file__).parent, "from elsewhere"))
   reported = "\n".join(str(r.exc_info[1]) for r in caplog.records if r.exc_info)
   assert "from elsewhere" in reported and "from orbax" not in reported, reported
+
+
+def test_a_checkpoint_folder_removed_while_training_is_created_again_and_saved(
+    tiny_config, tmp_path, monkeypatch, capsys):
+  """checkpoints/ and config.json removed before the save of epoch 2: the run creates them
+  again, saves and says what was lost; the rerun resumes from that checkpoint."""
+  tiny_config.train_subset, tiny_config.num_epochs = 640, 2  # 10 steps per epoch.
+  workdir = tmp_path / "run"
+  write_metrics = reporting.Reporter.write_metrics
+
+  def removing(self, records, *args):  # Just before the save of epoch 2.
+    if records[0]["epoch"] == 2:
+      shutil.rmtree(workdir / "checkpoints")
+      (workdir / "config.json").unlink()
+    return write_metrics(self, records, *args)
+
+  monkeypatch.setattr(reporting.Reporter, "write_metrics", removing)
+  train.train_and_evaluate(tiny_config, workdir, verbose=False)
+  err = capsys.readouterr().err
+  assert (f"warning: {workdir / 'checkpoints'} was removed while the run trained (its "
+          "checkpoints of steps 10 are lost); created it again to save step 20") in err
+  assert f"warning: {workdir / 'config.json'} was removed while the run trained" in err
+  assert checkpoints.Checkpointer(workdir, create=False).all_steps() == [20]
+  assert vae_jax.load(workdir).step == 20
+  monkeypatch.setattr(reporting.Reporter, "write_metrics", write_metrics)
+  assert train.train_and_evaluate(tiny_config, workdir, verbose=False).already_done
+
+  # Removed after the run: the rerun trains from scratch, and keeps the rows it replaces.
+  before = reporting.read_metrics(workdir)
+  shutil.rmtree(workdir / "checkpoints")
+  tiny_config.num_epochs = 1
+  train.train_and_evaluate(tiny_config, workdir, verbose=False)
+  err = capsys.readouterr().err
+  assert (f"warning: {workdir / 'metrics.jsonl'} records epochs 1-2, which the checkpoints "
+          "do not hold (no checkpoint holds any epoch (was checkpoints/ removed?)); moved those "
+          f"rows to {workdir / reporting.DROPPED_FILE}") in err
+  aside = [json.loads(line) for line in (workdir / reporting.DROPPED_FILE).read_text().splitlines()]
+  assert aside == before
+  assert [r["epoch"] for r in reporting.read_metrics(workdir)] == [1]

@@ -182,6 +182,7 @@ class Checkpointer:
         writes (the partial checkpoint is removed); older checkpoints stay.
     """
     step = state.steps_done
+    self._recreate_if_removed(step)
     if step in self._manager.all_steps():
       return False
     needed = sum(x.nbytes for x in jax.tree.leaves(array_items(state)))
@@ -206,6 +207,20 @@ class Checkpointer:
       _write_manifest(self.directory / str(step))
     self.last_good_step = step
     return True
+
+  def _recreate_if_removed(self, step: int) -> None:
+    """Creates the checkpoint folder again, with a warning, when it was removed while the
+    run trained (its checkpoints are lost; the run's state is not)."""
+    if self.directory.is_dir() or not parallel.is_main_process():
+      return
+    lost = self.all_steps()
+    self.directory.mkdir(parents=True, exist_ok=True)
+    self._manager.reload()
+    self.last_good_step = None
+    held = f"its checkpoints of steps {', '.join(map(str, lost))} are lost" if lost else (
+        "it held no checkpoint yet")
+    _warn(f"warning: {self.directory} was removed while the run trained ({held}); created it "
+          f"again to save step {step}")
 
   def _disk_full(self, step: int, needed: int, what_happened: str) -> UsageError:
     free = shutil.disk_usage(self.directory).free
