@@ -536,6 +536,15 @@ def test_a_held_lock_stops_training_but_not_readers(tiny_config, trained_workdir
   assert after == before
 
 
+def test_a_busy_workdir_is_refused_before_the_data_is_read(tiny_config, trained_workdir,
+                                                           monkeypatch):
+  monkeypatch.setattr(train.data, "load", lambda *a, **k: pytest.fail("read the data"))
+  with lock.WorkdirLock(trained_workdir):
+    with pytest.raises(UsageError, match=f"workdir {trained_workdir} is in use by pid "
+                       f"{os.getpid()} on host {socket.gethostname()} since 20"):
+      train.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
+
+
 @pytest.mark.parametrize("obstacle", ["locked", "another model"])
 def test_nothing_is_rewritten_before_the_lock_and_the_checkpoint_are_checked(
     tiny_config, copy_of, obstacle):

@@ -35,6 +35,7 @@ import numpy as np
 
 from vae_jax import checkpoints
 from vae_jax import data
+from vae_jax import epoch as epoch_lib
 from vae_jax import evaluation
 from vae_jax import experiment as experiment_lib
 from vae_jax import lock as lock_lib
@@ -104,8 +105,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     module = model
   experiment_lib.check_config(config)
   workdir = pathlib.Path(workdir)
+  if parallel.is_main_process() and workdir.is_dir():  # A busy workdir: refused at once.
+    lock_lib.WorkdirLock(workdir).check_free()
   config = _with_saved_dataset(config, workdir)
-  dataset = data.load(data.settings(config), say=_printer(verbose))
+  say = _printer(verbose)
+  say(f"reading the data ({_data_words(config)}) for {workdir} ...")
+  dataset = data.load(data.settings(config), say=say)
   placement, why = streaming.choose_placement(config.data_placement, dataset,
                                               config.device_data_budget)
   if config.conditional and placement == "stream":
@@ -218,6 +223,13 @@ def _with_saved_dataset(config: ml_collections.ConfigDict,
   return config
 
 
+def _data_words(config) -> str:
+  """What a run is about to read, in a few words, before it has read it."""
+  if config.data_dir:
+    return config.data_dir
+  return config.dataset or "mnist, or the shipped digits offline"
+
+
 def _printer(verbose: bool):
   """Prints a line on stdout when `verbose`, from process 0 only."""
   return lambda message: (verbose and parallel.is_main_process()
@@ -268,8 +280,14 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
                  f"{ckpt.last_good_step}); nothing to do. Raise --config.num_epochs to train "
                  "further.")
     return RunResult(state, epoch, already_done=True)
+  if state.steps_done:
+    where = (f"the evaluation of epoch {epoch + 1}" if pending
+             else f"epoch {epoch + 1} of {config.num_epochs}")
+    reporter.say(f"resuming from step {state.steps_done} ({where})")
   reporter.keep_epochs(epoch)
   stop()  # From here on a signal stops between chunks (the first poll of a StopRequest).
+  reporter.say(f"compiling the training step ({len(dataset.train.images):,} training images "
+               f"of {dataset.name} read) ...")
   compile_seconds = exp.runner.compile(state, *exp.keys.epoch(epoch), exp.hyper)
   reporter.say(_start_line(exp, state, dataset, compile_seconds))
   first = True
@@ -515,9 +533,11 @@ def _start_line(exp: Experiment, state, dataset: data.Dataset, compile_seconds: 
   config = exp.config
   params = stacked.index(state.params, 0)
   settings = exp.family.settings_text()
+  placement = ("streamed from the host" if isinstance(exp.runner, epoch_lib.StreamedRunner)
+               else "on the device")
   return (f"{exp.family.describe(params)}{f'; {settings}' if settings else ''}"
           f"{f' x {exp.num_models} models' if exp.num_models > 1 else ''}; "
-          f"{len(dataset.train.images):,} training images of {dataset.name}, "
+          f"{len(dataset.train.images):,} training images of {dataset.name} ({placement}), "
           f"{exp.steps_per_epoch} steps of "
           f"{config.batch_size} per epoch on {jax.device_count()} {jax.devices()[0].platform} "
           f"device(s); compiled in {compile_seconds:.1f} s")

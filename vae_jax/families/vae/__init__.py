@@ -438,15 +438,20 @@ class GaussianVAE(base.Family):
     return super().signature_differences(values)
 
   def settings_text(self) -> str:
-    """The prior, the posterior and the objective, where they are not the seed's."""
-    module, parts = self.module, []
-    if not isinstance(module.prior, priors.StandardNormal):
-      parts.append(f"prior {_short(module.prior)}")
-    if not isinstance(module.posterior, posteriors.DiagonalGaussian):
-      parts.append(f"posterior {_short(module.posterior)}")
-    if self.estimator is not None:
-      parts.append(f"objective {self.estimator} K={self.train_samples}")
-    return ", ".join(parts)
+    """The family, prior, posterior, objective with its samples and gradient estimator, in
+    short: `family vae, prior VampPrior(K=50), posterior IAF(T=2), objective iwae K=5,
+    estimator dreg`."""
+    module = self.module
+    estimator = self.estimator or "elbo"
+    objective = "iwae" if estimator in ("iwae", "dreg") else "elbo"
+    gradient = estimator if estimator in ("dreg", "stl") else "reparam"
+    if isinstance(module, hierarchy.HierarchicalVAE):  # Each layer's prior and posterior.
+      prior, posterior = "top-down over the layers", "top-down (ladder)"
+    else:
+      prior, posterior = _short(module.prior), _short(module.posterior)
+    return (f"family {self.name}, prior {prior}, posterior {posterior}, "
+            f"objective {objective} K={self.train_samples}, "
+            f"estimator {gradient}")
 
 
 def _short(part) -> str:
@@ -455,6 +460,10 @@ def _short(part) -> str:
     return f"{type(part).__name__}(K={part.components})"
   if isinstance(part, posteriors.IAF):
     return f"IAF(T={part.steps})"
+  if isinstance(part, priors.StandardNormal):
+    return "N(0,I)"
+  if isinstance(part, posteriors.DiagonalGaussian):
+    return "diagonal Gaussian"
   return type(part).__name__
 
 
