@@ -18,7 +18,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import REPO, run_module
+from conftest import REPO, run_module, vae_jax_in_process
 from vae_jax import explorer
 from vae_jax import latent
 from vae_jax.errors import UsageError
@@ -113,6 +113,26 @@ def test_a_port_in_use_is_one_line(trained_workdir, model):
   assert result.returncode == 2, result.stderr
   assert f"error: port {port} on 127.0.0.1 is in use" in result.stderr
   assert len(result.stderr.strip().splitlines()) == 1
+
+
+class _InterruptedServer:
+  server_address = ("127.0.0.1", 8765)
+  closed = False
+
+  def serve_forever(self):
+    raise KeyboardInterrupt
+
+  def server_close(self):
+    self.closed = True
+
+
+def test_ctrl_c_stops_the_explorer_with_exit_status_130(trained_workdir, monkeypatch):
+  server = _InterruptedServer()
+  monkeypatch.setattr(explorer, "serve", lambda *args, **kwargs: server)
+  status, out, err = vae_jax_in_process("explore", f"--workdir={trained_workdir}")
+  assert status == 130 and server.closed
+  assert out.startswith(f"serving the latent explorer of {trained_workdir}")
+  assert err == "error: interrupted by SIGINT; the explorer stopped\n"
 
 
 def _chromium(tmp_path):

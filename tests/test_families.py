@@ -158,3 +158,21 @@ def test_a_run_says_what_it_does_and_a_rerun_where_it_resumes(tiny_config, tmp_p
   tiny_config.num_epochs = 2
   train.train_and_evaluate(tiny_config, tmp_path)
   assert capsys.readouterr().out.splitlines()[1] == "resuming from step 10 (epoch 2 of 2)"
+
+
+def test_more_vampprior_components_than_training_images_is_a_warning(tiny_config):
+  tiny_config.update({"prior": "vamp", "prior_components": 100, "image_shape": (28, 28, 1)})
+  family = schema.build_family(tiny_config, sweep.model_settings(tiny_config))
+  assert family.data_warnings(100) == []
+  assert family.data_warnings(99) == [
+      "prior_components=100 exceeds the 99 training images: every step encodes each "
+      "pseudo-input, so an epoch is that much slower for no gain; use fewer "
+      "--config.prior_components"]
+  tiny_config.prior = "mog"
+  assert schema.build_family(tiny_config, sweep.model_settings(tiny_config)).data_warnings(9) == []
+
+
+def test_the_sizes_of_one_stochastic_layer_are_counted_in_words(tiny_config, tmp_path):
+  tiny_config.layer_latents = [4, 2]
+  with pytest.raises(UsageError, match=r"layer_latents must give 1 positive size, the first"):
+    train.train_and_evaluate(tiny_config, tmp_path, verbose=False)

@@ -141,3 +141,15 @@ def test_chunk_size_divides_the_epoch():
   assert epoch.chunk_size(125, 4) == 25
   for steps in range(1, 200):
     assert steps % epoch.chunk_size(steps, 10) == 0
+
+
+def test_a_finite_loss_above_1e30_is_a_warning_once(tmp_path, capsys):
+  from vae_jax import reporting  # pylint: disable=g-import-not-at-top
+  reporter = reporting.Reporter(tmp_path)
+  fine = [{"model": 0, "train_loss": 90.0, "test_loss": 1e29}]
+  assert not train._warn_of_huge_losses(fine, 0, reporter)
+  huge = [{"model": 0, "train_loss": 2.5e31, "test_loss": None}]
+  assert train._warn_of_huge_losses(huge, 3, reporter)
+  assert capsys.readouterr().err == (
+      "warning: train_loss is 2.5e+31 after epoch 4: finite, but the model is diverging; try "
+      "a lower --config.learning_rate\n")

@@ -582,7 +582,8 @@ def num_classes(dataset: Dataset) -> int:
     which = "has no labels" if missing == total else f"has {missing:,} images without a label"
     raise UsageError(f"conditional=True needs a label for every image, and {dataset.name} "
                      f"{which} (labels come from IDX label files, an .npz's y_train and "
-                     "y_test, class folders, or a tfds ClassLabel)")
+                     "y_test, train_labels.npy and test_labels.npy beside an .npy folder's "
+                     "images, class folders, or a tfds ClassLabel)")
   top = max(int(dataset.train.labels.max()), int(dataset.test.labels.max()))
   return max(top + 1, len(dataset.class_names or ()))
 

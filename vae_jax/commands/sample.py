@@ -21,6 +21,7 @@ from vae_jax import cli
 from vae_jax import figures
 from vae_jax import images
 from vae_jax import latent
+from vae_jax.errors import counted
 
 _WORKDIR, _STEP, _OUT, _MODEL = cli.define_trained_model_flags()
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples; the grid is ceil(sqrt(num)) wide.")
@@ -55,6 +56,6 @@ def main(argv):
   path = figures.output_dir(_WORKDIR.value, _OUT.value, model) / f"samples{suffix}.png"
   images.save_png(path, figures.square_grid(pictures))
   warmth = "" if temperature == 1.0 else f" at temperature {temperature:g}"
-  print(f"wrote {path}: {_NUM.value} samples from N(0, I){warmth}{what}, seed {_SEED.value}, "
+  print(f"wrote {path}: {counted(_NUM.value, 'sample')} from N(0, I){warmth}{what}, seed {_SEED.value}, "
         f"checkpoint step {model.step}")
 

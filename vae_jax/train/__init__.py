@@ -48,6 +48,7 @@ from vae_jax import streaming
 from vae_jax import train_state
 from vae_jax import trained as trained_lib
 from vae_jax.errors import Interrupted
+from vae_jax.errors import counted
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
 from vae_jax.experiment import Experiment
@@ -276,8 +277,8 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
   state = _restore_or_create(exp, ckpt)
   epoch, pending = _position(state, spe, reporter)
   if epoch >= config.num_epochs:
-    reporter.say(f"{reporter.workdir}: already trained for {epoch} epochs (checkpoint step "
-                 f"{ckpt.last_good_step}); nothing to do. Raise --config.num_epochs to train "
+    reporter.say(f"{reporter.workdir}: already trained for {counted(epoch, 'epoch')} (checkpoint "
+                 f"step {ckpt.last_good_step or ckpt.latest_step()}); nothing to do. Raise --config.num_epochs to train "
                  "further.")
     return RunResult(state, epoch, already_done=True)
   if state.steps_done:
@@ -285,12 +286,14 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
              else f"epoch {epoch + 1} of {config.num_epochs}")
     reporter.say(f"resuming from step {state.steps_done} ({where})")
   reporter.keep_epochs(epoch)
+  for line in exp.family.data_warnings(len(dataset.train.images)):
+    reporter.warn(f"warning: {line}")
   stop()  # From here on a signal stops between chunks (the first poll of a StopRequest).
   reporter.say(f"compiling the training step ({len(dataset.train.images):,} training images "
                f"of {dataset.name} read) ...")
   compile_seconds = exp.runner.compile(state, *exp.keys.epoch(epoch), exp.hyper)
   reporter.say(_start_line(exp, state, dataset, compile_seconds))
-  first = True
+  first, huge = True, False
   for epoch in range(epoch, config.num_epochs):
     if not pending:
       state = _train_epoch(exp, state, epoch, stop, reporter, ckpt)
@@ -303,11 +306,28 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
         r["compile_seconds"] = compile_seconds
       first = False
     reporter.write_metrics(records, tuple(exp.model_settings[0]) if exp.num_models > 1 else ())
+    huge = huge or _warn_of_huge_losses(records, epoch, reporter)
     if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs:
       _save(exp, state, ckpt, reporter)
     reporter.say(reporting.epoch_line(records, config.num_epochs, exp.family.labels))
   reporter.say(_where_line(reporter.workdir, ckpt))
   return RunResult(state, config.num_epochs)
+
+
+HUGE_LOSS = 1e30  # A finite loss above this is a diverging model, not a bad fit.
+
+
+def _warn_of_huge_losses(records: list[dict], epoch: int, reporter) -> bool:
+  """Warns (once per run: returns whether it did) about a finite loss above `HUGE_LOSS`."""
+  for r in records:
+    for name in ("train_loss", "test_loss"):
+      value = r.get(name)
+      if value is not None and abs(value) > HUGE_LOSS:
+        which = f"model {r['model']}'s " if len(records) > 1 else ""
+        reporter.warn(f"warning: {which}{name} is {value:.3g} after epoch {epoch + 1}: finite, "
+                      "but the model is diverging; try a lower --config.learning_rate")
+        return True
+  return False
 
 
 def _position(state: train_state.TrainState, steps_per_epoch: int,

@@ -35,6 +35,7 @@ from vae_jax.families.vae import posteriors
 from vae_jax.families.vae import priors
 from vae_jax.families.vae.model import VAE
 from vae_jax.families.vae.model import given
+from vae_jax.errors import counted
 
 _f = fields_lib.Field
 
@@ -137,7 +138,7 @@ def check(settings, models: list[dict], *, custom_layers: int | None = None) -> 
 def _check_layers(settings) -> None:
   layers, sizes = settings.stochastic_layers, tuple(settings.layer_latents)
   if sizes and (len(sizes) != layers or min(sizes) < 1 or sizes[0] != settings.latents):
-    raise UsageError(f"layer_latents must give {layers} positive sizes, the first equal to "
+    raise UsageError(f"layer_latents must give {counted(layers, 'positive size')}, the first equal to "
                      f"latents={settings.latents} (the layer next to the data), got {sizes}")
   if layers == 1:
     return
@@ -436,6 +437,14 @@ class GaussianVAE(base.Family):
         if isinstance(v, str) and v.startswith(old):
           values[k] = new + v[len(old):]
     return super().signature_differences(values)
+
+  def data_warnings(self, num_train: int) -> list[str]:
+    prior = self.module.prior
+    if isinstance(prior, priors.VampPrior) and prior.components > num_train:
+      return [f"prior_components={prior.components:,} exceeds the {num_train:,} training images: "
+              "every step encodes each pseudo-input, so an epoch is that much slower for no "
+              "gain; use fewer --config.prior_components"]
+    return []
 
   def settings_text(self) -> str:
     """The family, prior, posterior, objective with its samples and gradient estimator, in
