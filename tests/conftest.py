@@ -1,6 +1,7 @@
 """Shared fixtures: keys, the tiny config, and workdirs trained once per session."""
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,9 +16,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
 import jax  # pylint: disable=wrong-import-position
+import numpy as np
 import pytest
 
 from vae_jax import epoch
+from vae_jax import reporting
 from vae_jax import train
 from vae_jax.configs import tiny
 import vae_jax
@@ -170,3 +173,51 @@ def vae_jax_in_process(*args: str) -> tuple[int, str, str]:
     flags.FLAGS.unparse_flags()
     _forget_commands()
   return status, out.getvalue(), err.getvalue()
+
+
+def small_vae(likelihood="bernoulli"):
+  """A 4x4-pixel VAE (16 hidden units, 3 latents) and its parameters."""
+  from vae_jax.families import vae as vae_family  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.hidden, config.latents, config.likelihood = 16, 3, likelihood
+  module = vae_family.from_config(config, (4, 4, 1))
+  # Jitted: run op by op, the initialisers compile dozens of small programs.
+  return module, jax.jit(vae_family.init_params, static_argnums=0)(module, jax.random.key(3))
+
+
+# Fields of a metrics record that measure time, which no two runs share.
+TIMING = {"epoch_seconds", "examples_per_second", "eval_seconds", "compile_seconds", "iwae_seconds"}
+
+
+def same_params(a, b) -> None:
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def untimed(workdir) -> list[dict]:
+  return [{k: v for k, v in r.items() if k not in TIMING} for r in reporting.read_metrics(workdir)]
+
+
+@pytest.fixture
+def copy_of(trained_workdir, tmp_path):
+  """A fresh copy of the session's 2-epoch tiny run (checkpoints 125 and 250)."""
+  workdir = tmp_path / "copy"
+  shutil.copytree(trained_workdir, workdir)
+  return workdir
+
+
+def flip_middle_bytes(paths) -> None:
+  for path in paths:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def array_files(step_dir):
+  """The files holding a checkpoint's params arrays (orbax's OCDBT data files)."""
+  return sorted((step_dir / "params").glob("ocdbt.process_*/d/*"))
+
+
+def flip_bytes(step_dir) -> None:
+  """Overwrites a byte in the middle of every params data file: they still parse, and
+  only the digest shows the change."""
+  flip_middle_bytes(array_files(step_dir))

@@ -25,3 +25,19 @@ def test_the_latent_space_example_runs_as_written(trained_workdir):
   scope = {}
   exec(compile(block, "docs/latent-space.md", "exec"), scope)  # pylint: disable=exec-used
   assert scope["rows"].shape == (5, 9, 28, 28) and scope["digits"].shape == (64, 28, 28)
+
+
+def test_every_test_the_docs_name_exists():
+  """`file.py::test_name` in docs/ (the faults page's table): a renamed or moved test
+  must take its documentation along. `::name` continues the file named before it."""
+  defined = {path.name: set(re.findall(r"^def (test_\w+)", path.read_text(), re.M))
+             for path in (REPO / "tests").glob("test_*.py")}
+  named = []
+  for page in sorted((REPO / "docs").glob("*.md")):
+    current = None
+    for file, test in re.findall(r"`(test_\w+\.py)?::(test_\w+)", page.read_text()):
+      current = file or current
+      named.append((page.name, current, test))
+  assert named  # The faults page names its tests.
+  missing = [n for n in named if n[2] not in defined.get(n[1], ())]
+  assert missing == []

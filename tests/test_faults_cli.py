@@ -16,8 +16,8 @@ import vae_jax
 from conftest import finish
 from conftest import run_module
 from conftest import start_training
-from test_robustness import _flip_bytes
-from test_robustness import _truncate_arrays
+from conftest import flip_bytes
+from test_checkpoints import _truncate_arrays
 from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import lock
@@ -176,7 +176,7 @@ def test_when_every_checkpoint_is_damaged_training_and_evaluation_exit_2_saying_
   assert result.returncode == 0, result.stderr[-3000:]
   warning, = result.stderr.strip().splitlines()
   assert warning.startswith("warning: checkpoint 250 in ") and "using step 125" in warning
-  _flip_bytes(workdir / "checkpoints" / "125")
+  flip_bytes(workdir / "checkpoints" / "125")
   code, _, err = _train(workdir, "--config.num_epochs=3")
   line = _one_error_line(err)
   assert code == 2 and "every checkpoint in" in line and "is damaged" in line

@@ -95,3 +95,31 @@ def test_gaussian_log_likelihood_matches_scipy_formula(key):
                     - 0.5 * np.log(2 * np.pi), axis=-1)
   np.testing.assert_allclose(objectives.gaussian_log_likelihood(x, mean, log_scale), expected,
                              rtol=1e-5)
+
+
+def test_gaussian_densities_and_the_kl_match_their_formulas():
+  z, mean, logvar = jnp.array([0.3, -1.0]), jnp.array([0.1, 0.5]), jnp.array([0.2, -0.7])
+  var = np.exp(np.asarray(logvar, np.float64))
+  expected = np.sum(-0.5 * (np.asarray(z - mean, np.float64) ** 2 / var + np.log(2 * np.pi * var)))
+  np.testing.assert_allclose(objectives.gaussian_log_density(z, mean, logvar), expected, rtol=1e-6)
+  kl = 0.5 * (var + np.asarray(mean, np.float64) ** 2 - 1 - np.asarray(logvar, np.float64))
+  np.testing.assert_allclose(objectives.kl_per_dimension(mean, logvar), kl, rtol=1e-6)
+  np.testing.assert_allclose(objectives.gaussian_kl(mean, logvar), kl.sum(), rtol=1e-6)
+
+
+def test_log_mean_exp_reduces_the_last_axis_by_default():
+  a = jax.random.normal(jax.random.key(0), (2, 3, 4))
+  np.testing.assert_allclose(objectives.log_mean_exp(a), objectives.log_mean_exp(a, axis=2))
+  assert objectives.log_mean_exp(a).shape == (2, 3)
+
+
+@pytest.mark.parametrize("k, sample_chunk", [(1, None), (7, None), (7, 3), (7, 7), (10, 4),
+                                             (10, 100)])
+def test_sample_chunks_cover_k_in_equal_chunks_no_larger_than_asked(k, sample_chunk):
+  num_chunks, chunk = objectives.sample_chunking(k, sample_chunk)
+  assert type(num_chunks) is int and type(chunk) is int  # Static shapes of the scan.
+  assert num_chunks * chunk >= k > (num_chunks - 1) * chunk  # No chunk only of padding.
+  assert chunk <= min(sample_chunk or k, k)
+  assert num_chunks * chunk - k < num_chunks  # At most one padded sample per chunk.
+  with pytest.raises(ValueError, match="k must be >= 1"):
+    objectives.sample_chunking(0, sample_chunk)

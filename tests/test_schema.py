@@ -111,3 +111,14 @@ def test_an_unknown_sweep_field_is_refused_saying_why():
   assert "changes the parameter shapes" in sweep.refusal("latents")
   assert "unknown; sweepable fields are seed, learning_rate" in sweep.refusal("gamma")
   assert cli  # The command line refuses them with these lines (test_many_models).
+
+
+def test_only_fields_that_fix_shapes_make_another_model():
+  config = default.get_config()
+  same = dict(config.to_dict(), obs_scale=0.3, compute_dtype="bfloat16", learning_rate=0.1,
+              conv_features=[32, 64])  # As config.json gives it back: a list.
+  assert schema.differences(config, same) == []
+  other = dict(config.to_dict(), latents=5, likelihood="gaussian")
+  assert schema.differences(config, other) == ["latents 20 vs 5",
+                                               "likelihood 'bernoulli' vs 'gaussian'"]
+  assert schema.differences({}, dict(num_models=3)) == ["num_models 1 vs 3"]  # Older files.

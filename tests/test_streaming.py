@@ -26,7 +26,7 @@ from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
 from vae_jax.sources import npy
 from vae_jax.families import vae as vae_family
-from conftest import vae_training  # pylint: disable=wrong-import-order
+from conftest import vae_training
 import vae_jax
 
 NUM_IMAGES = 640  # 10 steps of 64.
