@@ -125,17 +125,17 @@ def test_iwae_training_with_dreg_runs_and_reports_the_bound(tiny_config, tmp_pat
 
 
 @pytest.mark.parametrize("fields, says", [
-    ({}, "family vae, prior N(0,I), posterior diagonal Gaussian, objective elbo K=1, "
-         "estimator reparam"),
+    ({}, ("family vae, prior N(0,I), posterior diagonal Gaussian, objective elbo K=1, "
+          "estimator reparam")),
     ({"prior": "vamp", "prior_components": 50, "posterior": "iaf", "objective": "iwae",
       "train_samples": 5, "gradient_estimator": "dreg"},
      "family vae, prior VampPrior(K=50), posterior IAF(T=2), objective iwae K=5, estimator dreg"),
     ({"prior": "mog", "train_samples": 3, "gradient_estimator": "stl"},
-     "family vae, prior MixtureOfGaussians(K=500), posterior diagonal Gaussian, objective elbo "
-     "K=3, estimator stl"),
+     ("family vae, prior MixtureOfGaussians(K=500), posterior diagonal Gaussian, objective "
+      "elbo K=3, estimator stl")),
     ({"stochastic_layers": 2, "layer_latents": [4, 2]},
-     "family vae, prior top-down over the layers, posterior top-down (ladder), objective elbo "
-     "K=1, estimator reparam"),
+     ("family vae, prior top-down over the layers, posterior top-down (ladder), objective "
+      "elbo K=1, estimator reparam")),
 ])
 def test_the_settings_a_run_names_first(tiny_config, fields, says):
   """What the first line of a run says after the networks: every setting of the model and
@@ -164,10 +164,10 @@ def test_more_vampprior_components_than_training_images_is_a_warning(tiny_config
   tiny_config.update({"prior": "vamp", "prior_components": 100, "image_shape": (28, 28, 1)})
   family = schema.build_family(tiny_config, sweep.model_settings(tiny_config))
   assert family.data_warnings(100) == []
-  assert family.data_warnings(99) == [
+  assert family.data_warnings(99) == [(
       "prior_components=100 exceeds the 99 training images: every step encodes each "
       "pseudo-input, so an epoch is that much slower for no gain; use fewer "
-      "--config.prior_components"]
+      "--config.prior_components")]
   tiny_config.prior = "mog"
   assert schema.build_family(tiny_config, sweep.model_settings(tiny_config)).data_warnings(9) == []
 

@@ -349,10 +349,10 @@ def test_nothing_is_rewritten_before_the_lock_and_the_checkpoint_are_checked(
 def test_a_busy_workdir_is_refused_before_the_data_is_read(tiny_config, trained_workdir,
                                                            monkeypatch):
   monkeypatch.setattr(train.data, "load", lambda *a, **k: pytest.fail("read the data"))
-  with lock.WorkdirLock(trained_workdir):
-    with pytest.raises(UsageError, match=f"workdir {trained_workdir} is in use by pid "
-                       f"{os.getpid()} on host {socket.gethostname()} since 20"):
-      train.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
+  busy = f"workdir {trained_workdir} is in use by pid {os.getpid()} on host " \
+         f"{socket.gethostname()} since 20"
+  with lock.WorkdirLock(trained_workdir), pytest.raises(UsageError, match=busy):
+    train.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
 
 
 def test_a_checkpoint_folder_removed_while_training_is_created_again_and_saved(

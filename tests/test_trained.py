@@ -90,14 +90,15 @@ EDITS = {
                               ": image_shape must be a list of integers, got 'abc'"),
     "a float for an integer": ("hidden", 64.5, ": hidden must be an integer, got 64.5"),
     "missing shape field": ("latents", REMOVE,
-                            ": no latents, which fixes the parameter shapes (was the file edited?)"),
+                            ": no latents, which fixes the parameter shapes (was the file "),
     "missing network field": ("hidden", REMOVE,
-                              ": no hidden, which fixes the parameter shapes (was the file edited?)"),
-    "unknown choice": ("prior", "weird", ": unknown prior 'weird'; choose one of normal, mog, vamp"),
+                              ": no hidden, which fixes the parameter shapes (was the file "),
+    "unknown choice": ("prior", "weird",
+                       ": unknown prior 'weird'; choose one of normal, mog, vamp"),
     "wrong shape": ("image_shape", [28, 28],
                     ": image_shape must be 3 positive integers (H, W, C), got [28, 28]"),
-    "other shapes than the checkpoint": ("latents", 5, " describes other parameter shapes than "
-                                         "the checkpoints hold (3 differ: "),
+    "other shapes than the checkpoint": ("latents", 5, (" describes other parameter shapes "
+                                                        "than the checkpoints hold (3 differ: ")),
 }
 
 
@@ -126,7 +127,8 @@ def test_an_edited_config_json_is_one_line_from_every_command(trained_workdir, t
     status, _, err = vae_jax_in_process(command, f"--workdir={workdir}", *extra)
     assert (status, err.count("\n")) == (2, 1), (command, status, err)
     if command == "train" and field == "latents" and value == 5:  # The config given disagrees.
-      says_here = f"error: workdir {workdir} holds a checkpoint of a different model (latents 5 vs 4)"
+      says_here = (f"error: workdir {workdir} holds a checkpoint of a different model "
+                   "(latents 5 vs 4)")
     else:
       says_here = f"error: {workdir / 'config.json'}{says}"
     assert err.startswith(says_here), (command, err)

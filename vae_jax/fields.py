@@ -119,7 +119,8 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
        "(dSprites' factor grid, rendered) | "
        "tfds:NAME; with data_dir, a name of your own for the results (a known data set's "
        "name only where data_dir holds that data set, else the data's own). Empty: mnist, or "
-       "mnist_sample when no mirror is reachable (so that the first command works on any machine); with "
+       "mnist_sample when no mirror is reachable (so that the first command works on any "
+       "machine); with "
        "data_dir, the data's own name", "data"),
     _f("data_dir", "", "IDX files, one .npz (or the file itself), or PNG/JPEG images; empty: "
        "the dataset by name", "data"),

@@ -56,6 +56,7 @@ def main(argv):
   path = figures.output_dir(_WORKDIR.value, _OUT.value, model) / f"samples{suffix}.png"
   images.save_png(path, figures.square_grid(pictures))
   warmth = "" if temperature == 1.0 else f" at temperature {temperature:g}"
-  print(f"wrote {path}: {counted(_NUM.value, 'sample')} from N(0, I){warmth}{what}, seed {_SEED.value}, "
+  print(f"wrote {path}: {counted(_NUM.value, 'sample')} from N(0, I){warmth}{what}, "
+        f"seed {_SEED.value}, "
         f"checkpoint step {model.step}")
 

@@ -278,7 +278,8 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
   epoch, pending = _position(state, spe, reporter)
   if epoch >= config.num_epochs:
     reporter.say(f"{reporter.workdir}: already trained for {counted(epoch, 'epoch')} (checkpoint "
-                 f"step {ckpt.last_good_step or ckpt.latest_step()}); nothing to do. Raise --config.num_epochs to train "
+                 f"step {ckpt.last_good_step or ckpt.latest_step()}); nothing to do. Raise "
+                 "--config.num_epochs to train "
                  "further.")
     return RunResult(state, epoch, already_done=True)
   if state.steps_done:

@@ -138,7 +138,8 @@ def check(settings, models: list[dict], *, custom_layers: int | None = None) -> 
 def _check_layers(settings) -> None:
   layers, sizes = settings.stochastic_layers, tuple(settings.layer_latents)
   if sizes and (len(sizes) != layers or min(sizes) < 1 or sizes[0] != settings.latents):
-    raise UsageError(f"layer_latents must give {counted(layers, 'positive size')}, the first equal to "
+    raise UsageError(f"layer_latents must give {counted(layers, 'positive size')}, the first "
+                     "equal to "
                      f"latents={settings.latents} (the layer next to the data), got {sizes}")
   if layers == 1:
     return
@@ -441,9 +442,9 @@ class GaussianVAE(base.Family):
   def data_warnings(self, num_train: int) -> list[str]:
     prior = self.module.prior
     if isinstance(prior, priors.VampPrior) and prior.components > num_train:
-      return [f"prior_components={prior.components:,} exceeds the {num_train:,} training images: "
-              "every step encodes each pseudo-input, so an epoch is that much slower for no "
-              "gain; use fewer --config.prior_components"]
+      return [(f"prior_components={prior.components:,} exceeds the {num_train:,} training "
+               "images: every step encodes each pseudo-input, so an epoch is that much slower "
+               "for no gain; use fewer --config.prior_components")]
     return []
 
   def settings_text(self) -> str:
