@@ -145,6 +145,43 @@ def vae_training(config, module, num_models: int = 1, total_steps: int = 100, **
   return state, step, hyper
 
 
+_BASE_FLAGS: set[str] | None = None
+
+
+def _forget_commands() -> None:
+  """Removes the flags and modules of the commands imported so far (absl flags are global
+  to a process: two commands both define --workdir)."""
+  global _BASE_FLAGS
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if _BASE_FLAGS is None:
+    _BASE_FLAGS = set(flags.FLAGS)
+  for name in set(flags.FLAGS) - _BASE_FLAGS:
+    delattr(flags.FLAGS, name)
+  for name in [m for m in sys.modules if m.startswith("vae_jax.commands.")]:
+    del sys.modules[name]
+
+
+def vae_jax_in_process(*args: str) -> tuple[int, str, str]:
+  """Runs `vae-jax ARGS` in this process: (exit status, stdout, stderr). For commands that
+  end early (bad input): no interpreter and jax to start, as a subprocess would."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from vae_jax import cli  # pylint: disable=g-import-not-at-top
+  _forget_commands()
+  argv, out, err, status = sys.argv, io.StringIO(), io.StringIO(), 0
+  try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      cli.main(["vae-jax", *args])
+  except SystemExit as e:
+    status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+  finally:
+    sys.argv = argv
+    flags.FLAGS.unparse_flags()
+    _forget_commands()
+  return status, out.getvalue(), err.getvalue()
+
+
 def small_vae(likelihood="bernoulli"):
   """A 4x4-pixel VAE (16 hidden units, 3 latents) and its parameters."""
   from vae_jax.families import vae as vae_family  # pylint: disable=g-import-not-at-top

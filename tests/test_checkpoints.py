@@ -22,6 +22,7 @@ from conftest import same_params
 from conftest import untimed
 from conftest import vae_training
 from vae_jax import checkpoints
+from vae_jax import reporting
 from vae_jax import parallel
 from vae_jax import train
 from vae_jax import train_state
@@ -37,7 +38,11 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_exactly(
   capsys.readouterr()
   train.train_and_evaluate(tiny_config, copy_of, verbose=False)
   warnings = capsys.readouterr().err.strip().splitlines()
-  assert len(warnings) == 1, warnings
+  assert len(warnings) == 2, warnings
+  assert warnings[1] == (
+      f"warning: {copy_of / 'metrics.jsonl'} records epoch 2, which the checkpoints do not "
+      "hold (the run resumes after epoch 1); moved those rows to "
+      f"{copy_of / reporting.DROPPED_FILE} and training them again")
   assert re.match(f"warning: checkpoint 250 in {copy_of / 'checkpoints'} is damaged \\(its file "
                   r"params/\S+ does not match the SHA-256 it was saved with\); moved it to ",
                   warnings[0]), warnings[0]

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from conftest import vae_jax_in_process
 from vae_jax import configs
 from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
@@ -31,12 +32,19 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
   return lines[0]
 
 
-@pytest.mark.parametrize("command", [[VAE_JAX], [VAE_JAX, "--help"], PYTHON_M])
+@pytest.mark.parametrize("command", [[VAE_JAX, "--help"], [*PYTHON_M, "--help"]])
 def test_the_command_lists_its_subcommands(command):
   result = _run(*command)
   assert result.returncode == 0, result.stderr
   listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
   assert listed == COMMANDS
+
+
+def test_no_command_is_a_usage_error_listing_the_commands():
+  status, out, err = vae_jax_in_process()
+  assert (status, out) == (2, "")
+  assert err.startswith("usage: vae-jax COMMAND [--flag=value ...]")
+  assert [line.split()[0] for line in err.splitlines() if line.startswith("  ")] == COMMANDS
 
 
 def test_an_unknown_command_exits_2_naming_the_known_ones():

@@ -265,3 +265,12 @@ def test_to_unit_interval_maps_bytes_exactly(jit):
   assert float(x[0]) == 0.0 and float(x[2]) == 1.0
   assert float(x[1]) == float(np.float32(128) / np.float32(255))
   assert abs(float(x[1]) - 128 / 255) < 1e-7
+
+
+def test_the_conditional_refusal_names_every_source_of_labels():
+  split = data.Split(np.zeros((2, 2, 2, 1), np.uint8), np.full(2, -1, np.int32))
+  with pytest.raises(UsageError, match=r"conditional=True needs a label for every image, and "
+                     r"mine has no labels \(labels come from IDX label files, an \.npz's y_train "
+                     r"and y_test, train_labels\.npy and test_labels\.npy beside an \.npy "
+                     r"folder's images, class folders, or a tfds ClassLabel\)"):
+    data.num_classes(data.Dataset("mine", split, split))

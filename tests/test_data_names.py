@@ -103,3 +103,63 @@ def test_online_the_default_is_mnist(monkeypatch, tmp_path):
   """A reachable mirror (here: a cache folder holding the files) gives full MNIST's name."""
   monkeypatch.setattr(download, "fetch", lambda name, cache_dir, **kw: data.SAMPLE_DIR)
   assert data.load(_config(), say=pytest.fail).name == "mnist"
+
+
+def _npz(tmp_path):
+  path = tmp_path / "strokes.npz"
+  rng = np.random.default_rng(0)
+  np.savez(path, x_train=rng.integers(0, 256, (40, 8, 8), np.uint8),
+           x_test=rng.integers(0, 256, (10, 8, 8), np.uint8))
+  return path, "strokes"
+
+
+def _npy(tmp_path):
+  folder = tmp_path / "my_arrays"
+  folder.mkdir()
+  rng = np.random.default_rng(1)
+  np.save(folder / "train.npy", rng.integers(0, 256, (40, 8, 8, 1), np.uint8))
+  np.save(folder / "test.npy", rng.integers(0, 256, (10, 8, 8, 1), np.uint8))
+  return folder, "my_arrays"
+
+
+def _pngs(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / "my_photos"
+  folder.mkdir()
+  rng = np.random.default_rng(2)
+  for i in range(20):
+    Image.fromarray(rng.integers(0, 256, (8, 8), np.uint8)).save(folder / f"{i}.png")
+  return folder, "my_photos"
+
+
+def _idx(tmp_path):
+  """The shipped digits with one label changed: no longer mnist_sample by checksum."""
+  folder = tmp_path / "pen_digits"
+  shutil.copytree(data.SAMPLE_DIR, folder)
+  labels = folder / "t10k-labels-idx1-ubyte.gz"
+  content = bytearray(gzip.decompress(labels.read_bytes()))
+  content[-1] = (content[-1] + 1) % 10
+  labels.write_bytes(gzip.compress(bytes(content)))
+  return folder, "pen_digits"
+
+
+@pytest.mark.parametrize("source", [_npz, _npy, _pngs, _idx])
+def test_a_named_configs_dataset_does_not_name_other_data(tmp_path, source):
+  """tiny names mnist_sample; with data_dir elsewhere the data is named after what is read."""
+  from vae_jax.configs import tiny  # pylint: disable=g-import-not-at-top
+  path, name = source(tmp_path)
+  config = tiny.get_config()
+  assert config.dataset == "mnist_sample"
+  config.data_dir = str(path)
+  assert data.load(config).name == name
+
+
+def test_a_named_configs_dataset_names_that_data_set_wherever_it_lies(tmp_path):
+  from vae_jax.configs import tiny  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / "copy"
+  shutil.copytree(data.SAMPLE_DIR, folder)
+  config = tiny.get_config()
+  config.data_dir = str(folder)
+  assert data.load(config).name == "mnist_sample"
+  config.dataset, config.data_dir = "my_name", str(_npy(tmp_path)[0])  # The user's own name.
+  assert data.load(config).name == "my_name"

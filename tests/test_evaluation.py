@@ -245,3 +245,12 @@ def test_training_logs_the_iwae_bound(tmp_path):
     assert r["iwae_k"] == 4 and 0 < r["test_iwae_nll"] < r["test_loss"]
   events = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
   assert any(b"test_iwae_nll" in path.read_bytes() for path in events)
+
+
+def test_labels_of_a_conditional_evaluation_are_checked_in_words():
+  from vae_jax.errors import UsageError  # pylint: disable=g-import-not-at-top
+  images = np.zeros((1, 2, 2, 1), np.uint8)
+  with pytest.raises(UsageError, match=r"^labels must lie in 0 \.\. 9; got 11$"):
+    evaluation._with_labels(images, np.array([11]), 10)
+  with pytest.raises(UsageError, match=r"^expected 1 integer label, one per image; got int64 "):
+    evaluation._with_labels(images, np.array([1, 2]), 10)

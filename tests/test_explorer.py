@@ -18,7 +18,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import REPO, run_module
+from conftest import REPO, run_module, vae_jax_in_process
 from vae_jax import explorer
 from vae_jax import latent
 from vae_jax.errors import UsageError
@@ -95,6 +95,12 @@ def test_the_page_is_self_contained():
     assert f'id="{element}"' in page
 
 
+def test_the_page_names_no_favicon_to_fetch_and_the_server_answers_one(server):
+  assert '<link rel="icon" href="data:,">' in explorer.PAGE.read_text()
+  with urllib.request.urlopen(server + "favicon.ico", timeout=30) as response:
+    assert response.status == 204
+
+
 def test_a_workdir_without_a_checkpoint_is_one_line(tmp_path):
   result = run_module("vae_jax", "explore", f"--workdir={tmp_path}")
   assert result.returncode == 2, result.stderr
@@ -113,6 +119,26 @@ def test_a_port_in_use_is_one_line(trained_workdir, model):
   assert result.returncode == 2, result.stderr
   assert f"error: port {port} on 127.0.0.1 is in use" in result.stderr
   assert len(result.stderr.strip().splitlines()) == 1
+
+
+class _InterruptedServer:
+  server_address = ("127.0.0.1", 8765)
+  closed = False
+
+  def serve_forever(self):
+    raise KeyboardInterrupt
+
+  def server_close(self):
+    self.closed = True
+
+
+def test_ctrl_c_stops_the_explorer_with_exit_status_130(trained_workdir, monkeypatch):
+  server = _InterruptedServer()
+  monkeypatch.setattr(explorer, "serve", lambda *args, **kwargs: server)
+  status, out, err = vae_jax_in_process("explore", f"--workdir={trained_workdir}")
+  assert status == 130 and server.closed
+  assert out.startswith(f"serving the latent explorer of {trained_workdir}")
+  assert err == "error: interrupted by SIGINT; the explorer stopped\n"
 
 
 def _chromium(tmp_path):
@@ -180,13 +206,40 @@ def test_in_chromium_moving_over_the_plane_changes_the_decoded_image(trained_wor
     print(f"median decode round trip in Chromium: {median:.1f} ms over {MOVES} moves "
           f"(min {min(timings):.1f}, max {max(timings):.1f})")
     assert median < 1000  # Generous: the target (50 ms) is measured, not asserted here.
+    _check_readout_scale_and_strip(browser, plane, wait)
     _click_two_points(browser, plane, wait)
+    assert browser.execute_script(
+        "return getComputedStyle(document.getElementById('interpolation')).display") == "block"
     browser.save_screenshot(str(tmp_path / "explorer.png"))
     assert (tmp_path / "explorer.png").stat().st_size > 10_000
   finally:
     browser.quit()
     process.terminate()
     process.wait(timeout=30)
+
+
+def _check_readout_scale_and_strip(browser, plane, wait) -> None:
+  """Over a test point the readout names it; the plane has a scale, the sliders theirs;
+  the path's strip is hidden until there is a path."""
+  from selenium.webdriver.common.action_chains import ActionChains  # pylint: disable=g-import-not-at-top
+  from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
+  dx, dy = browser.execute_script(
+      "const c = document.getElementById('plane');"
+      "return toPixel(app.points[0]).map((x, a) => x - (a ? c.height : c.width) / 2);")
+  ActionChains(browser).move_to_element_with_offset(plane, int(dx), int(dy)).perform()
+  nearest = browser.find_element(By.ID, "nearest")
+  wait.until(lambda b: nearest.text.startswith("under the pointer: test image "))
+  label = browser.execute_script("return app.scene.labels[Number(document.getElementById("
+                                 "'nearest').textContent.split(' ')[5])]")
+  assert nearest.text.endswith(f"(label {label})"), nearest.text
+  scale = browser.execute_script("return app.scale")
+  bounds = browser.execute_script("return app.bounds")
+  for axis, values in enumerate((scale["u"], scale["v"])):
+    assert len(values) >= 3 and values == sorted(values)
+    assert bounds["lo"][axis] <= values[0] and values[-1] <= bounds["hi"][axis]
+  assert browser.find_element(By.ID, "slider-scale").text.split() == ["-3", "0", "+3"]
+  assert browser.execute_script(
+      "return getComputedStyle(document.getElementById('interpolation')).display") == "none"
 
 
 def _click_two_points(browser, plane, wait) -> None:

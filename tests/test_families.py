@@ -6,6 +6,8 @@ import pytest
 
 import vae_jax
 from vae_jax import reporting
+from vae_jax import schema
+from vae_jax import sweep
 from vae_jax import train
 from vae_jax.errors import UsageError
 from vae_jax.families import vae as vae_family
@@ -120,3 +122,57 @@ def test_iwae_training_with_dreg_runs_and_reports_the_bound(tiny_config, tmp_pat
   train.train_and_evaluate(tiny_config, tmp_path, verbose=False)
   row = reporting.read_metrics(tmp_path)[-1]
   assert row["train_loss"] > 0 and row["test_iwae_nll"] <= row["test_loss"] + 1e-3
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({}, ("family vae, prior N(0,I), posterior diagonal Gaussian, objective elbo K=1, "
+          "estimator reparam")),
+    ({"prior": "vamp", "prior_components": 50, "posterior": "iaf", "objective": "iwae",
+      "train_samples": 5, "gradient_estimator": "dreg"},
+     "family vae, prior VampPrior(K=50), posterior IAF(T=2), objective iwae K=5, estimator dreg"),
+    ({"prior": "mog", "train_samples": 3, "gradient_estimator": "stl"},
+     ("family vae, prior MixtureOfGaussians(K=500), posterior diagonal Gaussian, objective "
+      "elbo K=3, estimator stl")),
+    ({"stochastic_layers": 2, "layer_latents": [4, 2]},
+     ("family vae, prior top-down over the layers, posterior top-down (ladder), objective "
+      "elbo K=1, estimator reparam")),
+])
+def test_the_settings_a_run_names_first(tiny_config, fields, says):
+  """What the first line of a run says after the networks: every setting of the model and
+  the objective, in short."""
+  tiny_config.update(fields)
+  tiny_config.image_shape = (28, 28, 1)
+  family = schema.build_family(tiny_config, sweep.model_settings(tiny_config))
+  assert family.settings_text() == says
+
+
+def test_a_run_says_what_it_does_and_a_rerun_where_it_resumes(tiny_config, tmp_path, capsys):
+  tiny_config.train_subset, tiny_config.num_epochs = 640, 1  # 10 steps per epoch.
+  train.train_and_evaluate(tiny_config, tmp_path)
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0] == f"reading the data (mnist_sample) for {tmp_path} ..."
+  assert lines[1] == "compiling the training step (640 training images of mnist_sample read) ..."
+  assert ("(Bernoulli, 102,040 parameters); family vae, prior N(0,I), posterior diagonal "
+          "Gaussian, objective elbo K=1, estimator reparam; 640 training images of mnist_sample "
+          "(on the device), 10 steps of 64 per epoch") in lines[2]
+  tiny_config.num_epochs = 2
+  train.train_and_evaluate(tiny_config, tmp_path)
+  assert capsys.readouterr().out.splitlines()[1] == "resuming from step 10 (epoch 2 of 2)"
+
+
+def test_more_vampprior_components_than_training_images_is_a_warning(tiny_config):
+  tiny_config.update({"prior": "vamp", "prior_components": 100, "image_shape": (28, 28, 1)})
+  family = schema.build_family(tiny_config, sweep.model_settings(tiny_config))
+  assert family.data_warnings(100) == []
+  assert family.data_warnings(99) == [(
+      "prior_components=100 exceeds the 99 training images: every step encodes each "
+      "pseudo-input, so an epoch is that much slower for no gain; use fewer "
+      "--config.prior_components")]
+  tiny_config.prior = "mog"
+  assert schema.build_family(tiny_config, sweep.model_settings(tiny_config)).data_warnings(9) == []
+
+
+def test_the_sizes_of_one_stochastic_layer_are_counted_in_words(tiny_config, tmp_path):
+  tiny_config.layer_latents = [4, 2]
+  with pytest.raises(UsageError, match=r"layer_latents must give 1 positive size, the first"):
+    train.train_and_evaluate(tiny_config, tmp_path, verbose=False)

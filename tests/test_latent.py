@@ -239,3 +239,14 @@ def test_pick_by_label_and_indices_refuse_what_is_missing():
     figures.pick_by_label(labels, 1, 2, rng)
   with pytest.raises(vae_jax.UsageError, match="index 6 out of range"):
     figures.check_indices([0, 6], len(labels))
+
+
+def test_labels_out_of_range_name_the_one_value_given():
+  import types  # pylint: disable=g-import-not-at-top
+  conditional = types.SimpleNamespace(family=types.SimpleNamespace(num_classes=10))
+  with pytest.raises(ValueError, match=r"^labels must lie in 0 \.\. 9; got 11$"):
+    vae_jax.latent.as_labels(conditional, 11, 3)
+  with pytest.raises(ValueError, match=r"^labels must lie in 0 \.\. 9; got -1 \.\. 11$"):
+    vae_jax.latent.as_labels(conditional, np.array([-1, 11]), 2)
+  with pytest.raises(ValueError, match=r"^expected one label; got 2$"):
+    vae_jax.latent.as_labels(conditional, np.array([1, 2]), 1)

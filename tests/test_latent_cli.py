@@ -136,3 +136,18 @@ def test_bad_arguments_exit_2_with_one_line(workdir, tmp_path, command, args, me
   assert result.returncode == 2, result.stderr
   assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
   assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_picking_by_label_says_what_is_there_in_words():
+  from vae_jax import figures  # pylint: disable=g-import-not-at-top
+  from vae_jax.errors import UsageError  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  with pytest.raises(UsageError, match="^the test set has no labels to pick images by; choose "
+                     "them with --from_index and --to_index$"):
+    figures.pick_by_label(np.full(5, -1), 3, 1, rng)
+  with pytest.raises(UsageError, match="^only 1 test image with label 3 to pick from, 2 needed"):
+    figures.pick_by_label(np.array([3, 1, -1]), 3, 2, rng)
+  with pytest.raises(UsageError, match=r"^no test image with label 7 \(labels: 1, 3\)$"):
+    figures.pick_by_label(np.array([3, 1, -1]), 7, 1, rng)
+  with pytest.raises(UsageError, match=r"the test set has 1 image \(0 \.\. 0\)$"):
+    figures.check_indices([4], 1)

@@ -432,3 +432,42 @@ def test_the_convention_on_an_example(tmp_path):
   assert run[17].env == {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
   assert run[17].argv[:4] == [sys.executable, "-m", "vae_jax", "train"]
   assert run[17].workdir == f"{tmp_path}/tmp/v4"
+
+
+def _kept_steps(flags: list[str]) -> list[int] | None:
+  """The checkpoint steps a train command with `flags` keeps at full size (as written, not
+  scaled down); None where its data is not the shipped digits (not read here)."""
+  from vae_jax import configs  # pylint: disable=g-import-not-at-top
+  from vae_jax import data  # pylint: disable=g-import-not-at-top
+  values = _values(flags)
+  config = configs.load(values.get("config", "default"))
+  for name, value in values.items():
+    field = name.removeprefix("config.")
+    if name.startswith("config.") and "." not in field:
+      config[field] = type(config[field])(value)
+  if config.dataset != data.OFFLINE_DATASET or config.data_dir:
+    return None  # Other data, or none named (full MNIST online, the digits offline).
+  images = len(data.load(data.settings(config)).train.images)
+  per_epoch = images // config.batch_size
+  saved = [e * per_epoch for e in range(1, config.num_epochs + 1)
+           if e % config.checkpoint_every_epochs == 0 or e == config.num_epochs]
+  return saved[-config.keep_checkpoints:]
+
+
+def test_a_documented_step_is_one_the_pages_run_keeps():
+  """`--step=N` is dropped when the pages run scaled down: checked here against the steps
+  the train command of its workdir keeps at full size."""
+  kept, checked = {}, 0
+  for page, command in page_commands():
+    words = command.text.split()
+    _, name, flags = _vae_jax_command(words)
+    workdir = _values(flags).get("workdir")
+    if name == "train" and workdir and "--help" not in flags:
+      kept[workdir] = _kept_steps(flags)
+    step = _values(flags).get("step")
+    if step is not None and kept.get(workdir) is not None:
+      assert int(step) in kept[workdir], (
+          f"{page.name}:{command.line}: --step={step}, and the run in {workdir} keeps "
+          f"steps {kept[workdir]}")
+      checked += 1
+  assert checked, "no documented --step was checked"

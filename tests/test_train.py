@@ -1,5 +1,7 @@
 """The training library: a step learns, resume is exact, divergence is caught."""
+import json
 import os
+import shutil
 import socket
 import time
 
@@ -138,7 +140,8 @@ def test_a_checkpoint_of_another_shape_is_refused(tiny_config, trained_workdir):
     ("latents", 0, "latents must be > 0"),
     ("batch_size", -1, "batch_size must be > 0"),
     ("learning_rate", 0.0, "learning_rate must be > 0"),
-    ("num_epochs", -1, "num_epochs must be >= 0"),
+    ("num_epochs", -1, "num_epochs must be > 0"),
+    ("num_epochs", 0, "num_epochs must be > 0, got 0"),
     ("binarize", "static", "unknown binarize 'static'; choose one of none, dynamic"),
     ("batch_size", 10_000, "larger than the training set"),
 ])
@@ -341,3 +344,63 @@ def test_nothing_is_rewritten_before_the_lock_and_the_checkpoint_are_checked(
   finally:
     holder.release()
   assert {p: p.read_bytes() for p in copy_of.rglob("*") if p.is_file()} == before
+
+
+def test_a_busy_workdir_is_refused_before_the_data_is_read(tiny_config, trained_workdir,
+                                                           monkeypatch):
+  monkeypatch.setattr(train.data, "load", lambda *a, **k: pytest.fail("read the data"))
+  busy = f"workdir {trained_workdir} is in use by pid {os.getpid()} on host " \
+         f"{socket.gethostname()} since 20"
+  with lock.WorkdirLock(trained_workdir), pytest.raises(UsageError, match=busy):
+    train.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
+
+
+def test_a_checkpoint_folder_removed_while_training_is_created_again_and_saved(
+    tiny_config, tmp_path, monkeypatch, capsys):
+  """checkpoints/ and config.json removed before the save of epoch 2: the run creates them
+  again, saves and says what was lost; the rerun resumes from that checkpoint."""
+  tiny_config.train_subset, tiny_config.num_epochs = 640, 2  # 10 steps per epoch.
+  workdir = tmp_path / "run"
+  write_metrics = reporting.Reporter.write_metrics
+
+  def removing(self, records, *args):  # Just before the save of epoch 2.
+    if records[0]["epoch"] == 2:
+      shutil.rmtree(workdir / "checkpoints")
+      (workdir / "config.json").unlink()
+    return write_metrics(self, records, *args)
+
+  monkeypatch.setattr(reporting.Reporter, "write_metrics", removing)
+  train.train_and_evaluate(tiny_config, workdir, verbose=False)
+  err = capsys.readouterr().err
+  assert (f"warning: {workdir / 'checkpoints'} was removed while the run trained (its "
+          "checkpoints of steps 10 are lost); created it again to save step 20") in err
+  assert f"warning: {workdir / 'config.json'} was removed while the run trained" in err
+  assert checkpoints.Checkpointer(workdir, create=False).all_steps() == [20]
+  assert vae_jax.load(workdir).step == 20
+  monkeypatch.setattr(reporting.Reporter, "write_metrics", write_metrics)
+  assert train.train_and_evaluate(tiny_config, workdir, verbose=False).already_done
+
+  # Removed after the run: the rerun trains from scratch, and keeps the rows it replaces.
+  before = reporting.read_metrics(workdir)
+  shutil.rmtree(workdir / "checkpoints")
+  tiny_config.num_epochs = 1
+  train.train_and_evaluate(tiny_config, workdir, verbose=False)
+  err = capsys.readouterr().err
+  assert (f"warning: {workdir / 'metrics.jsonl'} records epochs 1-2, which the checkpoints "
+          "do not hold (no checkpoint holds any epoch (was checkpoints/ removed?)); moved those "
+          f"rows to {workdir / reporting.DROPPED_FILE}") in err
+  aside = [json.loads(line) for line in (workdir / reporting.DROPPED_FILE).read_text().splitlines()]
+  assert aside == before
+  assert [r["epoch"] for r in reporting.read_metrics(workdir)] == [1]
+
+
+def test_a_finite_loss_above_1e30_is_a_warning_once(tmp_path, capsys):
+  from vae_jax import reporting  # pylint: disable=g-import-not-at-top
+  reporter = reporting.Reporter(tmp_path)
+  fine = [{"model": 0, "train_loss": 90.0, "test_loss": 1e29}]
+  assert not train._warn_of_huge_losses(fine, 0, reporter)
+  huge = [{"model": 0, "train_loss": 2.5e31, "test_loss": None}]
+  assert train._warn_of_huge_losses(huge, 3, reporter)
+  assert capsys.readouterr().err == (
+      "warning: train_loss is 2.5e+31 after epoch 4: finite, but the model is diverging; try "
+      "a lower --config.learning_rate\n")

@@ -157,7 +157,7 @@ BAD_INPUTS = {
     "batch_size <= 0": (["--config.batch_size=0"], "batch_size must be > 0"),
     "batch_size too large": (["--config.batch_size=9000"], "larger than the training set"),
     "learning_rate <= 0": (["--config.learning_rate=-0.1"], "learning_rate must be > 0"),
-    "num_epochs < 0": (["--config.num_epochs=-1"], "num_epochs must be >= 0"),
+    "num_epochs 0": (["--config.num_epochs=0"], "num_epochs must be > 0, got 0"),
     "unknown field": (["--config.latent=3"],
                       """unknown config field: 'latent' Did you mean "latents" instead"""),
     "bad value": (["--config.latents=abc"],
@@ -219,14 +219,18 @@ def test_the_default_command_offline_trains_on_the_shipped_digits(tmp_path):
   lines = [(time.perf_counter() - start, line) for line in process.stdout]
   stderr = process.stderr.read()
   assert process.wait(timeout=300) == 0, stderr
-  if not lines[0][1].startswith("offline ("):
+  assert lines[0][1] == f"reading the data (mnist, or the shipped digits offline) for {workdir} ...\n"
+  if not lines[1][1].startswith("offline ("):
     pytest.skip("this machine can download MNIST")
-  said_at, said = lines[0]
+  said_at, said = lines[1]
   started_at = next(t for t, line in lines if "compiled in" in line)
-  print(f"offline line after {said_at:.2f} s, training started after {started_at:.2f} s")
+  print(f"first line after {lines[0][0]:.2f} s, offline line after {said_at:.2f} s, training "
+        f"started after {started_at:.2f} s")
   assert "training on mnist_sample" in said and "full MNIST" in said
   assert "--config.data_dir" in said and said_at < 10 and "Traceback" not in stderr
-  assert "training images of mnist_sample" in lines[1][1]
+  assert lines[2][1].startswith("compiling the training step (8,004 training images of "
+                                "mnist_sample read)")
+  assert "training images of mnist_sample" in lines[3][1]
   assert json.loads((workdir / "config.json").read_text())["dataset"] == "mnist_sample"
   assert not (tmp_path / "cache").exists()  # No download left a trace.
 

@@ -182,6 +182,7 @@ class Checkpointer:
         writes (the partial checkpoint is removed); older checkpoints stay.
     """
     step = state.steps_done
+    self._recreate_if_removed(step)
     if step in self._manager.all_steps():
       return False
     needed = sum(x.nbytes for x in jax.tree.leaves(array_items(state)))
@@ -206,6 +207,20 @@ class Checkpointer:
       _write_manifest(self.directory / str(step))
     self.last_good_step = step
     return True
+
+  def _recreate_if_removed(self, step: int) -> None:
+    """Creates the checkpoint folder again, with a warning, when it was removed while the
+    run trained (its checkpoints are lost; the run's state is not)."""
+    if self.directory.is_dir() or not parallel.is_main_process():
+      return
+    lost = self.all_steps()
+    self.directory.mkdir(parents=True, exist_ok=True)
+    self._manager.reload()
+    self.last_good_step = None
+    held = f"its checkpoints of steps {', '.join(map(str, lost))} are lost" if lost else (
+        "it held no checkpoint yet")
+    _warn(f"warning: {self.directory} was removed while the run trained ({held}); created it "
+          f"again to save step {step}")
 
   def _disk_full(self, step: int, needed: int, what_happened: str) -> UsageError:
     free = shutil.disk_usage(self.directory).free
@@ -417,9 +432,12 @@ def _check_layout(step: int, item: str, meta: dict, abstract) -> None:
     return
   diffs = [f"{path} {saved.get(path, 'absent')} vs {ours.get(path, 'absent')}"
            for path in sorted(saved.keys() | ours.keys()) if saved.get(path) != ours.get(path)]
-  raise OtherLayout(f"checkpoint {step} holds other {item} arrays than this model and optimizer "
-                    f"({len(diffs)} differ: {'; '.join(diffs[:3])}{' ...' if len(diffs) > 3 else ''}); "
-                    "use the settings it was trained with, or a new --workdir")
+  detail = f"{len(diffs)} differ: {'; '.join(diffs[:3])}{' ...' if len(diffs) > 3 else ''}"
+  error = OtherLayout(f"checkpoint {step} holds other {item} arrays than this model and "
+                      f"optimizer ({detail}); use the settings it was trained with, or a new "
+                      "--workdir")
+  error.detail = detail
+  raise error
 
 
 def _verify(tree, meta: dict, item: str) -> None:

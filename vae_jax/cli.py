@@ -2,6 +2,7 @@
 
     vae-jax COMMAND [--flag=value ...]      # or: python -m vae_jax COMMAND ...
     vae-jax COMMAND --help                  # the command's flags
+    vae-jax [--help]                        # the commands (without --help: exit status 2)
 
 Bad input (a `UsageError`, a bad flag, an unknown command, a file that cannot
 be read or written, a batch too large for the device's memory) prints one line
@@ -54,7 +55,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "vae-jax") -> None:
     prog: how the list and errors name the program.
   """
   argv = list(sys.argv if argv is None else argv)
-  if len(argv) < 2 or argv[1] in _HELP | _FULL_HELP:
+  if len(argv) < 2:  # No command: the list, as a usage error.
+    print(_command_list(prog), file=sys.stderr, flush=True)
+    sys.exit(USAGE_ERROR)
+  if argv[1] in _HELP | _FULL_HELP:
     print(_command_list(prog))
     return
   if argv[1] not in commands.COMMANDS:

@@ -46,6 +46,7 @@ import hashlib
 import os
 import pathlib
 import sys
+import zlib
 from collections.abc import Callable
 from collections.abc import Sequence
 
@@ -201,7 +202,8 @@ def load(config, *, say: Callable[[str], None] | None = None) -> Dataset:
 def _load(config, say: Callable[[str], None] | None) -> Dataset:
   image_size, test_fraction = config.image_size, config.test_fraction
   if config.data_dir:
-    return read_path(config.data_dir, config.dataset or None, image_size=image_size,
+    return read_path(config.data_dir, _name_for(config.dataset, config.data_dir),
+                     image_size=image_size,
                      test_fraction=test_fraction, folder_cache=config.folder_cache,
                      cache_dir=config.cache_dir or None)
   if not config.dataset:
@@ -215,6 +217,21 @@ def _load(config, say: Callable[[str], None] | None) -> Dataset:
     return _resized(load_idx_dir(folder, name=config.dataset), image_size)
   return load_tfds(config.dataset.removeprefix(TFDS_PREFIX), config.tfds_data_dir or None,
                    name=config.dataset, image_size=image_size, test_fraction=test_fraction)
+
+
+def _name_for(dataset: str, data_dir: str) -> str | None:
+  """The name of the data in `data_dir` given `dataset`: a name of the user's own, or a
+  data set the library knows (the default of a named config, e.g. tiny's mnist_sample)
+  only where `data_dir` holds that data set; None (the data's own name, `name_of`) else."""
+  known = (OFFLINE_DATASET, shapes2d.NAME, dsprites.NAME, *download.DATASETS)
+  if not dataset or dataset.startswith(TFDS_PREFIX):
+    return None
+  if dataset not in known:
+    return dataset
+  try:
+    return dataset if name_of(data_dir) == dataset else None
+  except (OSError, EOFError, ValueError, zlib.error):  # Damaged files: the reader says so.
+    return None
 
 
 def _default_dataset(cache_dir: str | None, say: Callable[[str], None] | None) -> Dataset:
@@ -582,7 +599,8 @@ def num_classes(dataset: Dataset) -> int:
     which = "has no labels" if missing == total else f"has {missing:,} images without a label"
     raise UsageError(f"conditional=True needs a label for every image, and {dataset.name} "
                      f"{which} (labels come from IDX label files, an .npz's y_train and "
-                     "y_test, class folders, or a tfds ClassLabel)")
+                     "y_test, train_labels.npy and test_labels.npy beside an .npy folder's "
+                     "images, class folders, or a tfds ClassLabel)")
   top = max(int(dataset.train.labels.max()), int(dataset.test.labels.max()))
   return max(top + 1, len(dataset.class_names or ()))
 

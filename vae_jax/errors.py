@@ -23,3 +23,13 @@ class Interrupted(Exception):
   def __init__(self, phase: str):
     super().__init__(f"interrupted during {phase}")
     self.phase = phase
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+  """`n noun` with the noun's plural where n is not 1: `1 image`, `8,004 images`."""
+  return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def value_range(low, high) -> str:
+  """`low .. high`, or the one value when they are equal (`got 11`, not `got 11 .. 11`)."""
+  return f"{low}" if low == high else f"{low} .. {high}"

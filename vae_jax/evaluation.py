@@ -42,6 +42,8 @@ from vae_jax import streaming
 from vae_jax.errors import Interrupted
 from vae_jax.errors import UsageError
 from vae_jax.families import base
+from vae_jax.errors import counted
+from vae_jax.errors import value_range
 
 TEST_BINARIZE_STREAM = 4  # The key stream (under the seed) that binarises evaluation inputs.
 
@@ -290,11 +292,11 @@ def _with_labels(images: np.ndarray, labels, num_classes: int):
     raise UsageError(f"the model is conditional on {num_classes} classes: pass the images' labels")
   labels = np.asarray(labels)
   if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-    raise UsageError(f"expected {len(images)} integer labels, one per image; got "
+    raise UsageError(f"expected {counted(len(images), 'integer label')}, one per image; got "
                      f"{labels.dtype} of shape {labels.shape}")
   if len(labels) and not 0 <= labels.min() <= labels.max() < num_classes:
-    raise UsageError(f"labels must lie in 0 .. {num_classes - 1}; got {labels.min()} .. "
-                     f"{labels.max()}")
+    raise UsageError(f"labels must lie in 0 .. {num_classes - 1}; got "
+                     f"{value_range(labels.min(), labels.max())}")
   return images, labels.astype(np.int32)
 
 

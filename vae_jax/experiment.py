@@ -32,6 +32,7 @@ from vae_jax import sweep
 from vae_jax import train_state
 from vae_jax.errors import UsageError
 from vae_jax.families import base
+from vae_jax.errors import counted
 
 NUM_RECONSTRUCTIONS = 8  # Test images whose reconstructions each epoch's figure shows.
 
@@ -68,7 +69,7 @@ def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset,
   """
   if config.batch_size > len(dataset.train.images):
     raise UsageError(f"batch_size={config.batch_size} is larger than the training set "
-                     f"({len(dataset.train.images)} images)")
+                     f"({counted(len(dataset.train.images), 'image')})")
   if not len(dataset.test.images):
     raise UsageError(f"the test split of {dataset.name} has no images; every epoch is "
                      "evaluated on it")

@@ -132,6 +132,8 @@ def _handler(model: TrainedModel, shown: Scene):
         self._send(200, page, "text/html; charset=utf-8")
       elif self.path == "/state":
         self._send(200, start, "application/json")
+      elif self.path == "/favicon.ico":  # The page names none: no 404 in the console.
+        self._send(204, b"", "image/x-icon")
       else:
         self._send(404, b"not found", "text/plain")
 

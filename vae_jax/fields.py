@@ -117,8 +117,10 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
     # Data.
     _f("dataset", "", "mnist | fashion_mnist (downloaded) | mnist_sample (shipped) | shapes2d "
        "(dSprites' factor grid, rendered) | "
-       "tfds:NAME; with data_dir, any name for the results. Empty: mnist, or mnist_sample "
-       "when no mirror is reachable (so that the first command works on any machine); with "
+       "tfds:NAME; with data_dir, a name of your own for the results (a known data set's "
+       "name only where data_dir holds that data set, else the data's own). Empty: mnist, or "
+       "mnist_sample when no mirror is reachable (so that the first command works on any "
+       "machine); with "
        "data_dir, the data's own name", "data"),
     _f("data_dir", "", "IDX files, one .npz (or the file itself), or PNG/JPEG images; empty: "
        "the dataset by name", "data"),
@@ -186,7 +188,7 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
        "what an estimate over the training set weighs by (beta-TCVAE's log q(z))", "training",
        resolved=True, legacy=0),
     _f("num_epochs", 20, "epochs to train (a rerun with more trains further)", "training",
-       low=0),
+       low=0, strict=True),
     _f("batch_size", 128, "examples per step, over all devices", "training", low=0,
        strict=True),
     _f("optimizer", "adam", "adam | adamw (decoupled weight decay)", "optimizer",

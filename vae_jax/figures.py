@@ -14,6 +14,7 @@ from vae_jax import evaluation
 from vae_jax import images
 from vae_jax.trained import TrainedModel
 from vae_jax.errors import UsageError
+from vae_jax.errors import counted
 
 SCATTER_INCHES = 6
 SCATTER_DPI = 100  # The scatter PNG is SCATTER_INCHES * SCATTER_DPI pixels square.
@@ -50,11 +51,15 @@ def pick_by_label(labels: np.ndarray, digit: int, count: int, rng: np.random.Gen
     UsageError: too few such images.
   """
   candidates = np.setdiff1d(np.flatnonzero(labels == digit), exclude)
+  if not (labels >= 0).any():
+    raise UsageError("the test set has no labels to pick images by; choose them with "
+                     "--from_index and --to_index")
   if len(candidates) == 0:
     raise UsageError(f"no test image with label {digit} (labels: "
-                     f"{', '.join(map(str, np.unique(labels)))})")
+                     f"{', '.join(map(str, np.unique(labels[labels >= 0])))})")
   if len(candidates) < count:
-    raise UsageError(f"only {len(candidates)} test images with label {digit} to pick from, "
+    raise UsageError(f"only {counted(len(candidates), 'test image')} with label {digit} to "
+                     "pick from, "
                      f"{count} needed; lower --pairs")
   return np.sort(rng.choice(candidates, count, replace=False))
 
@@ -64,7 +69,7 @@ def check_indices(indices: list[int], num_images: int) -> np.ndarray:
   bad = [i for i in indices if not 0 <= i < num_images]
   if bad:
     raise UsageError(f"test image index {bad[0]} out of range: the test set has "
-                     f"{num_images} images (0 .. {num_images - 1})")
+                     f"{counted(num_images, 'image')} (0 .. {num_images - 1})")
   return np.asarray(indices, int)
 
 

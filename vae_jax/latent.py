@@ -50,6 +50,7 @@ from vae_jax import parallel
 from vae_jax.errors import UsageError
 from vae_jax.families.base import Capability
 from vae_jax.trained import TrainedModel
+from vae_jax.errors import value_range
 
 METHODS = ("linear", "slerp")
 # Below this sine of the angle between two codes (nearly parallel or
@@ -158,10 +159,11 @@ def as_labels(model: TrainedModel, labels, count: int) -> jax.Array | None:
                      f"shape {values.shape}")
   values = np.broadcast_to(values, (count,)) if values.ndim == 0 else values
   if values.shape != (count,):
-    raise ValueError(f"expected one label or {count} labels; got {len(values)}")
+    raise ValueError(f"expected one label{'' if count == 1 else f' or {count} labels'}; "
+                     f"got {len(values)}")
   if values.size and not 0 <= values.min() <= values.max() < classes:
-    raise ValueError(f"labels must lie in 0 .. {classes - 1}; got {values.min()} .. "
-                     f"{values.max()}")
+    raise ValueError(f"labels must lie in 0 .. {classes - 1}; got "
+                     f"{value_range(values.min(), values.max())}")
   return jnp.asarray(values, jnp.int32)
 
 

@@ -59,6 +59,25 @@ class WorkdirLock:
                 "command": " ".join(sys.argv)})
     self._fd = fd
 
+  def check_free(self) -> None:
+    """Raises UsageError, as `acquire`, when a live run holds the lock; takes nothing and
+    creates nothing (a run checks this before it reads its data, then acquires).
+
+    Raises:
+      UsageError: another live run holds it.
+    """
+    try:
+      fd = os.open(self.path, os.O_RDWR)
+    except OSError:
+      return  # No lock file (or none readable): acquire says what is wrong, if anything.
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise UsageError(f"workdir {self.path.parent} is in use by {_who(_read(fd))}; wait for "
+                       "that run to end, or stop it, or use another --workdir") from None
+    finally:
+      os.close(fd)  # Closing lets go of a lock taken here.
+
   def release(self) -> None:
     """Removes the lock file and lets go of it."""
     if self._fd is None:

@@ -22,6 +22,8 @@ from vae_jax import images
 from vae_jax.errors import UsageError
 
 METRICS_FILE = "metrics.jsonl"
+# Rows of metrics.jsonl beyond the checkpoint a rerun resumes from, kept when it trains them again.
+DROPPED_FILE = "metrics.dropped.jsonl"
 # What TensorBoard does not chart: where a record stands, not what it measures.
 BOOKKEEPING = ("epoch", "step", "model", "iwae_k", "diverged_at_step")
 
@@ -106,6 +108,18 @@ class Reporter:
       print(f"warning: {self.metrics_path}: dropped a torn last line (a crash while writing "
             "it); its epoch is evaluated again", file=sys.stderr, flush=True)
     kept = [r for r in records if r["epoch"] <= epoch]
+    dropped = [r for r in records if r["epoch"] > epoch]
+    if dropped:  # Epochs the checkpoints do not hold: kept aside, not overwritten silently.
+      aside = self.metrics_path.with_name(DROPPED_FILE)
+      with open(aside, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in dropped))
+      epochs = sorted({r["epoch"] for r in dropped})
+      span = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
+      held = (f"the run resumes after epoch {epoch}" if epoch else
+              "no checkpoint holds any epoch (was checkpoints/ removed?)")
+      print(f"warning: {self.metrics_path} records {span}, which the checkpoints do not hold "
+            f"({held}); moved those rows to {aside} and training them again", file=sys.stderr,
+            flush=True)
     if torn or len(kept) != len(records):
       temporary = self.metrics_path.with_name(METRICS_FILE + ".tmp")
       temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
@@ -159,6 +173,12 @@ class Reporter:
   def write_config(self, config, settings: list[dict]) -> None:
     """config.json (the resolved config, which rebuilds the model) and the config as
     TensorBoard text and hyperparameters (each model's settings on top); once per run."""
+    if self.config_written and self.enabled and not (
+        self.workdir / checkpoints.CONFIG_FILE).exists():
+      print(f"warning: {self.workdir / checkpoints.CONFIG_FILE} was removed while the run "
+            "trained; written again", file=sys.stderr, flush=True)
+      checkpoints.write_config(self.workdir, config)
+      return
     if self.config_written or not self.enabled:
       self.config_written = True
       return

@@ -163,14 +163,19 @@ def load_stacked(workdir, step: int | None = None, *, module=None):
                      "(train one with vae-jax train --workdir=...)")
   family = family_of(config, workdir, module)
   abstract = _abstract(family, config)
-  if step is None:  # The newest intact one, as training resumes from.
-    items, _, step = checkpointer.restore_newest(abstract, set_aside=False)
-  else:
-    try:
+  try:
+    if step is None:  # The newest intact one, as training resumes from.
+      items, _, step = checkpointer.restore_newest(abstract, set_aside=False)
+    else:
       items = checkpointer.restore(abstract, step)[0]
-    except checkpoints.DamagedCheckpoint as e:
-      raise UsageError(f"checkpoint {step} in {checkpointer.directory} is damaged ({e}); "
-                       f"load another with step= (steps: {checkpointer.all_steps()})") from None
+  except checkpoints.DamagedCheckpoint as e:
+    raise UsageError(f"checkpoint {step} in {checkpointer.directory} is damaged ({e}); "
+                     f"load another with step= (steps: {checkpointer.all_steps()})") from None
+  except checkpoints.OtherLayout as e:  # config.json agrees with itself, not with the arrays.
+    detail = getattr(e, "detail", str(e))
+    raise UsageError(f"{pathlib.Path(workdir) / checkpoints.CONFIG_FILE} describes other "
+                     f"parameter shapes than the checkpoints hold ({detail}); was it edited? "
+                     "Restore the values the run was trained with") from None
   return config, family, items, step
 
 

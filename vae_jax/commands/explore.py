@@ -5,7 +5,8 @@ the test set's posterior means on the PCA plane or the plane of two chosen
 latents, coloured by label; moving the pointer over the plane decodes the code
 under it at once; clicking two test points shows the path between them;
 sliders set the other latents. Decoding runs in this process, jitted. Ctrl-C
-stops the server. Exit status 2 on bad input (no checkpoint, a port in use).
+(or SIGTERM) stops the server, with exit status 130 (143), as for the other
+commands. Exit status 2 on bad input (no checkpoint, a port in use).
 """
 from absl import flags
 
@@ -23,6 +24,7 @@ _PORT = flags.DEFINE_integer("port", 8765, "Port to serve on; 0: any free one.",
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on; 0.0.0.0 for every "
                             "network interface (the page has no login).")
 _POINTS = flags.DEFINE_integer("points", 2000, "Test images drawn as points.", lower_bound=1)
+INTERRUPTED = "the explorer stopped"  # After "interrupted by SIGINT; " (exit status 130).
 
 
 def main(argv):
@@ -38,7 +40,5 @@ def main(argv):
         f"{explorer.address(server)}; Ctrl-C stops it", flush=True)
   try:
     server.serve_forever()
-  except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the way a server is meant to stop.
-    print("stopped", flush=True)
-  finally:
+  finally:  # Ctrl-C or SIGTERM: cli.run_command says so and exits with 128 + the signal.
     server.server_close()

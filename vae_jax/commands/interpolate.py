@@ -27,6 +27,7 @@ from vae_jax import figures
 from vae_jax import images
 from vae_jax import latent
 from vae_jax.errors import UsageError
+from vae_jax.errors import counted
 
 _WORKDIR, _STEP, _OUT, _MODEL = cli.define_trained_model_flags()
 _FROM_DIGIT = flags.DEFINE_integer("from_digit", 0, "Label of the start images.")
@@ -67,7 +68,7 @@ def main(argv):
   out = figures.output_dir(_WORKDIR.value, _OUT.value, model)
   path = images.save_png(out / f"{stem}.png", figures.interpolation_grid(
       originals[start], paths, originals[end]))
-  print(f"wrote {path}: {len(start)} pairs x {_STEPS.value} {_METHOD.value} steps "
+  print(f"wrote {path}: {counted(len(start), 'pair')} x {_STEPS.value} {_METHOD.value} steps "
         f"(test images {_listed(start)} to {_listed(end)})")
   if _GIF.value:
     path = images.save_gif(out / f"{stem}.gif", figures.interpolation_frames(paths))

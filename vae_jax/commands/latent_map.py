@@ -15,6 +15,7 @@ from vae_jax import cli
 from vae_jax import figures
 from vae_jax import images
 from vae_jax import latent
+from vae_jax.errors import counted
 
 _WORKDIR, _STEP, _OUT, _MODEL = cli.define_trained_model_flags()
 _SIZE = flags.DEFINE_integer("size", 20, "Manifold grid: images per side (2-D latents only).")
@@ -34,7 +35,7 @@ def main(argv):
   out = figures.output_dir(_WORKDIR.value, _OUT.value, model)
   path = figures.save_latent_scatter(out / "latent_map.png", means, labels,
                                      title=f"{model.config.dataset} test set, step {model.step}")
-  print(f"wrote {path}: {len(means):,} test images")
+  print(f"wrote {path}: {counted(len(means), 'test image')}")
   if model.family.latents != 2:
     print(f"no manifold grid: it needs 2 latents, this model has {model.family.latents}")
     return

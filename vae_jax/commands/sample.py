@@ -23,6 +23,7 @@ from vae_jax import cli
 from vae_jax import figures
 from vae_jax import images
 from vae_jax import latent
+from vae_jax.errors import counted
 
 _WORKDIR, _STEP, _OUT, _MODEL = cli.define_trained_model_flags()
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples; the grid is ceil(sqrt(num)) wide.")
@@ -58,6 +59,7 @@ def main(argv):
   images.save_png(path, figures.square_grid(pictures))
   warmth = "" if temperature == 1.0 else f" at temperature {temperature:g}"
   source = "the prior over codes" if model.family.can(Capability.CODES) else "N(0, I)"
-  print(f"wrote {path}: {_NUM.value} samples from {source}{warmth}{what}, seed {_SEED.value}, "
+  print(f"wrote {path}: {counted(_NUM.value, 'sample')} from {source}{warmth}{what}, "
+        f"seed {_SEED.value}, "
         f"checkpoint step {model.step}")
 

@@ -278,6 +278,12 @@ class Family:
     """What sets this model and its objective apart from the defaults, in a few words."""
     return f"family {self.name}"
 
+  def data_warnings(self, num_train: int) -> list[str]:
+    """Warning lines (without "warning: ") about settings that fit the data badly (`num_train`
+    training images), said once at the start of a run; none by default."""
+    del num_train
+    return []
+
 
 def parameter_count(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))

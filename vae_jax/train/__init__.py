@@ -36,6 +36,7 @@ import numpy as np
 from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import disentanglement_eval
+from vae_jax import epoch as epoch_lib
 from vae_jax import evaluation
 from vae_jax import experiment as experiment_lib
 from vae_jax import lock as lock_lib
@@ -48,6 +49,7 @@ from vae_jax import streaming
 from vae_jax import train_state
 from vae_jax import trained as trained_lib
 from vae_jax.errors import Interrupted
+from vae_jax.errors import counted
 from vae_jax.errors import TrainingDiverged
 from vae_jax.errors import UsageError
 from vae_jax.experiment import Experiment
@@ -105,8 +107,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     module = model
   experiment_lib.check_config(config)
   workdir = pathlib.Path(workdir)
+  if parallel.is_main_process() and workdir.is_dir():  # A busy workdir: refused at once.
+    lock_lib.WorkdirLock(workdir).check_free()
   config = _with_saved_dataset(config, workdir)
-  dataset = data.load(data.settings(config), say=_printer(verbose))
+  say = _printer(verbose)
+  say(f"reading the data ({_data_words(config)}) for {workdir} ...")
+  dataset = data.load(data.settings(config), say=say)
   placement, why = streaming.choose_placement(config.data_placement, dataset,
                                               config.device_data_budget)
   if config.conditional and placement == "stream":
@@ -226,6 +232,13 @@ def _with_saved_dataset(config: ml_collections.ConfigDict,
   return config
 
 
+def _data_words(config) -> str:
+  """What a run is about to read, in a few words, before it has read it."""
+  if config.data_dir:
+    return config.data_dir
+  return config.dataset or "mnist, or the shipped digits offline"
+
+
 def _printer(verbose: bool):
   """Prints a line on stdout when `verbose`, from process 0 only."""
   return lambda message: (verbose and parallel.is_main_process()
@@ -272,16 +285,25 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
   state = _restore_or_create(exp, ckpt)
   epoch, pending = _position(state, spe, reporter)
   if epoch >= config.num_epochs:
-    reporter.say(f"{reporter.workdir}: already trained for {epoch} epochs (checkpoint step "
-                 f"{ckpt.last_good_step}); nothing to do. Raise --config.num_epochs to train "
+    reporter.say(f"{reporter.workdir}: already trained for {counted(epoch, 'epoch')} (checkpoint "
+                 f"step {ckpt.last_good_step or ckpt.latest_step()}); nothing to do. Raise "
+                 "--config.num_epochs to train "
                  "further.")
     return RunResult(state, epoch, already_done=True)
+  if state.steps_done:
+    where = (f"the evaluation of epoch {epoch + 1}" if pending
+             else f"epoch {epoch + 1} of {config.num_epochs}")
+    reporter.say(f"resuming from step {state.steps_done} ({where})")
   reporter.keep_epochs(epoch)
   truth = data.ground_truth(dataset) if config.disentanglement_every else None
+  for line in exp.family.data_warnings(len(dataset.train.images)):
+    reporter.warn(f"warning: {line}")
   stop()  # From here on a signal stops between chunks (the first poll of a StopRequest).
+  reporter.say(f"compiling the training step ({len(dataset.train.images):,} training images "
+               f"of {dataset.name} read) ...")
   compile_seconds = exp.runner.compile(state, *exp.keys.epoch(epoch), exp.hyper)
   reporter.say(_start_line(exp, state, dataset, compile_seconds))
-  first = True
+  first, huge = True, False
   for epoch in range(epoch, config.num_epochs):
     if not pending:
       state = _train_epoch(exp, state, epoch, stop, reporter, ckpt)
@@ -299,6 +321,7 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
           state.steps_done, truth)):
         r.update(scores)
     reporter.write_metrics(records, tuple(exp.model_settings[0]) if exp.num_models > 1 else ())
+    huge = huge or _warn_of_huge_losses(records, epoch, reporter)
     if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs:
       _save(exp, state, ckpt, reporter)
     reporter.say(reporting.epoch_line(records, config.num_epochs, exp.family.labels))
@@ -309,6 +332,22 @@ def _train(exp: Experiment, ckpt: checkpoints.Checkpointer, reporter: reporting.
 def _due(epoch: int, every: int, num_epochs: int) -> bool:
   """Whether a per-N-epochs evaluation runs after 0-based `epoch`: every N, and the last."""
   return (epoch + 1) % every == 0 or epoch + 1 == num_epochs
+
+
+HUGE_LOSS = 1e30  # A finite loss above this is a diverging model, not a bad fit.
+
+
+def _warn_of_huge_losses(records: list[dict], epoch: int, reporter) -> bool:
+  """Warns (once per run: returns whether it did) about a finite loss above `HUGE_LOSS`."""
+  for r in records:
+    for name in ("train_loss", "test_loss"):
+      value = r.get(name)
+      if value is not None and abs(value) > HUGE_LOSS:
+        which = f"model {r['model']}'s " if len(records) > 1 else ""
+        reporter.warn(f"warning: {which}{name} is {value:.3g} after epoch {epoch + 1}: finite, "
+                      "but the model is diverging; try a lower --config.learning_rate")
+        return True
+  return False
 
 
 def _position(state: train_state.TrainState, steps_per_epoch: int,
@@ -534,9 +573,11 @@ def _start_line(exp: Experiment, state, dataset: data.Dataset, compile_seconds: 
   config = exp.config
   params = stacked.index(state.params, 0)
   settings = exp.family.settings_text()
+  placement = ("streamed from the host" if isinstance(exp.runner, epoch_lib.StreamedRunner)
+               else "on the device")
   return (f"{exp.family.describe(params)}{f'; {settings}' if settings else ''}"
           f"{f' x {exp.num_models} models' if exp.num_models > 1 else ''}; "
-          f"{len(dataset.train.images):,} training images of {dataset.name}, "
+          f"{len(dataset.train.images):,} training images of {dataset.name} ({placement}), "
           f"{exp.steps_per_epoch} steps of "
           f"{config.batch_size} per epoch on {jax.device_count()} {jax.devices()[0].platform} "
           f"device(s); compiled in {compile_seconds:.1f} s")

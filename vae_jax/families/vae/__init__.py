@@ -35,6 +35,7 @@ from vae_jax.families.vae import posteriors
 from vae_jax.families.vae import priors
 from vae_jax.families.vae.model import VAE
 from vae_jax.families.vae.model import given
+from vae_jax.errors import counted
 
 _f = fields_lib.Field
 
@@ -137,7 +138,8 @@ def check(settings, models: list[dict], *, custom_layers: int | None = None) -> 
 def _check_layers(settings) -> None:
   layers, sizes = settings.stochastic_layers, tuple(settings.layer_latents)
   if sizes and (len(sizes) != layers or min(sizes) < 1 or sizes[0] != settings.latents):
-    raise UsageError(f"layer_latents must give {layers} positive sizes, the first equal to "
+    raise UsageError(f"layer_latents must give {counted(layers, 'positive size')}, the first "
+                     "equal to "
                      f"latents={settings.latents} (the layer next to the data), got {sizes}")
   if layers == 1:
     return
@@ -437,16 +439,29 @@ class GaussianVAE(base.Family):
           values[k] = new + v[len(old):]
     return super().signature_differences(values)
 
+  def data_warnings(self, num_train: int) -> list[str]:
+    prior = self.module.prior
+    if isinstance(prior, priors.VampPrior) and prior.components > num_train:
+      return [(f"prior_components={prior.components:,} exceeds the {num_train:,} training "
+               "images: every step encodes each pseudo-input, so an epoch is that much slower "
+               "for no gain; use fewer --config.prior_components")]
+    return []
+
   def settings_text(self) -> str:
-    """The prior, the posterior and the objective, where they are not the seed's."""
-    module, parts = self.module, []
-    if not isinstance(module.prior, priors.StandardNormal):
-      parts.append(f"prior {_short(module.prior)}")
-    if not isinstance(module.posterior, posteriors.DiagonalGaussian):
-      parts.append(f"posterior {_short(module.posterior)}")
-    if self.estimator is not None:
-      parts.append(f"objective {self.estimator} K={self.train_samples}")
-    return ", ".join(parts)
+    """The family, prior, posterior, objective with its samples and gradient estimator, in
+    short: `family vae, prior VampPrior(K=50), posterior IAF(T=2), objective iwae K=5,
+    estimator dreg`."""
+    module = self.module
+    estimator = self.estimator or "elbo"
+    objective = "iwae" if estimator in ("iwae", "dreg") else "elbo"
+    gradient = estimator if estimator in ("dreg", "stl") else "reparam"
+    if isinstance(module, hierarchy.HierarchicalVAE):  # Each layer's prior and posterior.
+      prior, posterior = "top-down over the layers", "top-down (ladder)"
+    else:
+      prior, posterior = _short(module.prior), _short(module.posterior)
+    return (f"family {self.name}, prior {prior}, posterior {posterior}, "
+            f"objective {objective} K={self.train_samples}, "
+            f"estimator {gradient}")
 
 
 def _short(part) -> str:
@@ -455,6 +470,10 @@ def _short(part) -> str:
     return f"{type(part).__name__}(K={part.components})"
   if isinstance(part, posteriors.IAF):
     return f"IAF(T={part.steps})"
+  if isinstance(part, priors.StandardNormal):
+    return "N(0,I)"
+  if isinstance(part, posteriors.DiagonalGaussian):
+    return "diagonal Gaussian"
   return type(part).__name__
 
 
