@@ -32,6 +32,7 @@ from vae_jax.families import vae as vae_family
 import vae_jax
 
 
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_exactly(
     tiny_config, trained_workdir, copy_of, capsys):
   flip_bytes(copy_of / "checkpoints" / "250")
@@ -163,6 +164,7 @@ def test_a_step_damaged_again_is_set_aside_beside_the_first(copy_of, trained_wor
   assert capsys.readouterr().err.count("is damaged") == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["before", "while_writing"])
 def test_a_full_disk_during_a_save_is_one_line_naming_the_space(copy_of, tmp_path, monkeypatch,
                                                                 when):

@@ -32,6 +32,7 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
   return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [[VAE_JAX, "--help"], [*PYTHON_M, "--help"]])
 def test_the_command_lists_its_subcommands(command):
   result = _run(*command)
@@ -47,6 +48,7 @@ def test_no_command_is_a_usage_error_listing_the_commands():
   assert [line.split()[0] for line in err.splitlines() if line.startswith("  ")] == COMMANDS
 
 
+@pytest.mark.slow
 def test_an_unknown_command_exits_2_naming_the_known_ones():
   line = _one_error_line(_run(VAE_JAX, "smaple"))
   assert line == ("error: unknown command 'smaple'; vae-jax runs one of: "
@@ -68,6 +70,7 @@ HELP_FLAGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_shows_every_flag_of_the_command_and_exits_0(command):
   result = _run(VAE_JAX, command, "--help")
@@ -78,6 +81,7 @@ def test_help_shows_every_flag_of_the_command_and_exits_0(command):
   assert "--verbosity" not in result.stdout  # absl's own flags wait for --helpfull.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_python_m_vae_jax_train_and_evaluate_show_the_same_help(command):
   result = _run(sys.executable, "-m", f"vae_jax.{command}", "-h")
@@ -86,12 +90,14 @@ def test_python_m_vae_jax_train_and_evaluate_show_the_same_help(command):
     assert f"  {flag}:" in result.stdout, flag
 
 
+@pytest.mark.slow
 def test_helpfull_shows_every_module_and_exits_0():
   result = _run(*PYTHON_M, "train", "--helpfull")
   assert result.returncode == 0, result.stderr
   assert "  --config:" in result.stdout and ",--verbosity:" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_named_config_trains_from_outside_the_repository(tmp_path):
   result = _run(VAE_JAX, "train", "--workdir=run", "--config=tiny", "--config.num_epochs=1",
                 cwd=tmp_path)
@@ -113,6 +119,7 @@ BROKEN_CONFIGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BROKEN_CONFIGS))
 def test_a_config_that_cannot_load_is_one_line_naming_the_file(tmp_path, case):
   source, why = BROKEN_CONFIGS[case]
@@ -123,11 +130,13 @@ def test_a_config_that_cannot_load_is_one_line_naming_the_file(tmp_path, case):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_an_unknown_flag_keeps_its_quotes(tmp_path):
   line = _one_error_line(_run(*PYTHON_M, "sample", f"--workdir={tmp_path}", "--nmu=3"))
   assert line.startswith("error: Unknown command line flag 'nmu'"), line
 
 
+@pytest.mark.slow
 def test_importing_the_commands_leaves_the_latent_functions_in_place():
   """`vae_jax.sample` and `vae_jax.interpolate` stay functions whatever is imported."""
   code = ("import vae_jax, vae_jax.latent, vae_jax.cli, vae_jax.commands.{}; "
@@ -154,6 +163,7 @@ def test_a_shipped_name_works_from_any_directory_and_loads_that_config(tmp_path,
     configs.path_of("vae_jax/configs/tiny.py")
 
 
+@pytest.mark.slow
 def test_running_out_of_device_memory_is_one_line_naming_the_flags(tmp_path):
   """XLA's RESOURCE_EXHAUSTED (a model, batch or IWAE chunk beyond the device's
   memory) is one line and exit 2, not a traceback. The error is XLA's own, from a
@@ -168,6 +178,7 @@ def test_running_out_of_device_memory_is_one_line_naming_the_flags(tmp_path):
   assert line.startswith("error: out of device memory (") and "--config.batch_size" in line, line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("old, new", [("interpolate", "interpolate"), ("sample", "sample"),
                                       ("latent_map", "latent-map"), ("evaluate", "evaluate")])
 def test_an_older_readmes_python_m_command_is_still_the_command(old, new):

@@ -30,6 +30,7 @@ def _module(model: str, classes: int = 3) -> vae_jax.VAE:
   return vae_family.from_config(config, IMAGE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, first_layer", [("mlp", ("hidden", 64)),
                                                  ("conv", ("conv0", 1))])
 def test_the_label_reaches_the_encoder_and_the_decoder(model, first_layer, key):
@@ -78,6 +79,7 @@ def _npz(tmp_path, labels: bool):
   return str(tmp_path / "data.npz")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, says", [
     (dict(labels=False), "conditional=True needs a label for every image, and data has no "
                          "labels"),
@@ -93,6 +95,7 @@ def test_what_conditioning_cannot_do_is_refused_in_one_line(change, says, tiny_c
     train.train_and_evaluate(tiny_config, tmp_path / "run", verbose=False)
 
 
+@pytest.mark.slow
 def test_the_command_line_says_so_when_the_data_has_no_labels(tmp_path):
   result = run_module("vae_jax.train", f"--workdir={tmp_path / 'run'}", "--config=tiny",
                       f"--config.data_dir={_npz(tmp_path, labels=False)}",
@@ -150,6 +153,7 @@ def softmax_regression(images: np.ndarray, labels: np.ndarray, classes: int = 10
   return lambda pictures: np.asarray(predict(params, jnp.asarray(pictures, jnp.float32)))
 
 
+@pytest.mark.slow
 def test_a_classifier_recognises_the_class_of_conditional_samples(conditional_workdir):
   model = vae_jax.load(conditional_workdir)
   dataset = data.load(model.config)
@@ -162,6 +166,7 @@ def test_a_classifier_recognises_the_class_of_conditional_samples(conditional_wo
   assert (conditional_workdir / "images" / "class_grid_2.png").is_file()
 
 
+@pytest.mark.slow
 def test_the_bound_is_on_log_p_x_given_the_true_label(conditional_workdir):
   model = vae_jax.load(conditional_workdir)
   test = data.load(model.config).test
@@ -176,6 +181,7 @@ def test_the_bound_is_on_log_p_x_given_the_true_label(conditional_workdir):
     vae_jax.evaluate(model, images, k=2, key=jax.random.key(0), progress=False)
 
 
+@pytest.mark.slow
 def test_the_latent_api_takes_labels(conditional_workdir):
   model = vae_jax.load(conditional_workdir)
   key = jax.random.key(0)
@@ -197,6 +203,7 @@ def test_the_latent_api_takes_labels(conditional_workdir):
       bad()
 
 
+@pytest.mark.slow
 def test_sample_draws_one_class_from_the_command_line(conditional_workdir, tmp_path):
   result = run_module("vae_jax", "sample", f"--workdir={conditional_workdir}", "--label=6",
                       "--num=9", f"--out={tmp_path}")

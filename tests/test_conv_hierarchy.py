@@ -63,6 +63,7 @@ def _monte_carlo(vae, params, x, n):
   return jax.jit(run)(params)
 
 
+@pytest.mark.slow
 def test_the_analytic_per_layer_kls_sum_to_the_monte_carlo_kl(tiny):
   """E_q[sum_i KL_i] (what the ELBO trains on) equals E_q[log q(z | x) - log p(z)] over
   all three layers, each from 5,000 draws per example, within 4 standard errors of
@@ -104,6 +105,7 @@ def test_the_iwae_bound_rises_above_the_elbo(tiny):
   np.testing.assert_array_less(elbo + 10 * elbo_se, bound)
 
 
+@pytest.mark.slow
 def test_conv_samples_follow_the_temperature(tiny):
   """At temperature 0 every draw is the path of the prior's means; keeping all layers
   of q is the posterior-mean code."""
@@ -121,6 +123,7 @@ def test_conv_samples_follow_the_temperature(tiny):
   np.testing.assert_allclose(kept, mean, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_parameter_gets_a_gradient(tiny):
   """The ELBO reaches every weight of the stem, the residual cells of both paths and
   the decoder, finitely (the IWAE surrogate shares the walk: tests/test_hierarchy.py)."""
@@ -148,6 +151,7 @@ class GatedCells(hierarchy.TopDown):
     return p, nn.Dense(2 * n, name=f"q{i + 1}")(jnp.concatenate([feature, t], axis=-1))
 
 
+@pytest.mark.slow
 def test_your_own_cells_get_the_shared_terms():
   sizes = (4, 2)
   vae = hierarchy.HierarchicalVAE(hierarchy.LadderEncoder(16, 2),

@@ -47,6 +47,7 @@ def _ours(x, kernel, stride, padding, dilation):
                                       (dilation, dilation))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_values_and_gradients_equal_xlas_convolution(case):
   h, w, c, f, k, stride, padding, dilation = case
@@ -92,6 +93,7 @@ def test_what_it_does_not_cover_goes_to_xla_unchanged():
                                 lax.conv_general_dilated(*args))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image_shape", [(28, 28, 1), (32, 32, 3)])
 def test_the_conv_decoder_is_flaxs_transposed_convolution(image_shape):
   """Its layers were nn.ConvTranspose: the same parameter tree, the same initial

@@ -4,6 +4,7 @@ ends with the parameters and metrics of the uninterrupted run, bit for bit."""
 import signal
 import time
 
+import pytest
 import jax
 import numpy as np
 
@@ -14,6 +15,8 @@ from conftest import start_training
 from vae_jax import checkpoints
 from vae_jax import lock
 from vae_jax import reporting
+
+pytestmark = pytest.mark.slow  # Every test here trains, or starts a process.
 
 TIMING = {"epoch_seconds", "examples_per_second", "eval_seconds", "compile_seconds", "iwae_seconds"}
 

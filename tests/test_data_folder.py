@@ -222,6 +222,7 @@ def _script(name: str):
   return module
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("colour", [False, True])
 def test_make_image_folder_round_trip_is_pixel_exact(tmp_path, colour):
   """experiments/make_image_folder.py on mnist_sample, loaded back: the IDX arrays by class."""

@@ -105,6 +105,7 @@ def test_the_streaming_reader_reads_records_in_any_order(data_dir):
   reader.close()
 
 
+@pytest.mark.slow
 def test_reading_needs_no_tensorflow(data_dir):
   """In a fresh process, where the builder's code is unknown: tfds reads the files alone."""
   code = ("import sys; from vae_jax import data; from vae_jax.configs import tiny; "
@@ -119,6 +120,7 @@ def test_reading_needs_no_tensorflow(data_dir):
   assert result.stdout.split("\n")[-2] == "RecordImages (4, 28, 28, 1) False"
 
 
+@pytest.mark.slow
 def test_unreadable_records_are_one_line(data_dir, tmp_path):
   copy = tmp_path / "copy"
   subprocess.run(["cp", "-r", str(data_dir), str(copy)], check=True)

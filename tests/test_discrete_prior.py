@@ -48,6 +48,7 @@ def bernoulli_log_prob(x, logits):
   return np.sum(x * -np.logaddexp(0, -logits) + (1 - x) * -np.logaddexp(0, logits), axis=(1, 2, 3))
 
 
+@pytest.mark.slow
 def test_two_stage_bound_by_hand_and_against_the_exact_likelihood(fsq_workdir):
   model = vae_jax.load(fsq_workdir / "prior")
   family, frozen = model.family, model.variables[prior_lib.FROZEN]
@@ -92,6 +93,7 @@ def test_two_stage_bound_by_hand_and_against_the_exact_likelihood(fsq_workdir):
   assert row["test_loss"] == pytest.approx(result["prior_nll"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_samples_are_decoded_prior_draws(fsq_workdir):
   model = vae_jax.load(fsq_workdir / "prior")
   key = jax.random.key(3)
@@ -102,6 +104,7 @@ def test_samples_are_decoded_prior_draws(fsq_workdir):
   np.testing.assert_array_equal(pictures, vae_jax.sample(model, key, 5, temperature=0.5))
 
 
+@pytest.mark.slow
 def test_prior_stage_refusals(fsq_workdir, tmp_path):
   with pytest.raises(UsageError, match="no trained model in .* train the first stage"):
     train.train_stage(tmp_path / "empty", "prior", PRIOR, verbose=False)
@@ -126,6 +129,7 @@ def test_train_prior_takes_overrides_not_a_config_nor_a_sweep(capsys):
     assert exit_.value.code == 2 and says in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, args, says", [
     ("train-prior", ("--config.num_epochs=1",), "family vae has no training stage 'prior'"),
     ("explore", (), "the explorer needs continuous latent codes, which family fsq does not have"),

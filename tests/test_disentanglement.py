@@ -148,6 +148,7 @@ def test_permuting_the_latents_changes_nothing():
   assert sampling_scores(permuted, sizes) == sampling_scores(base, sizes)
 
 
+@pytest.mark.slow
 def test_elementwise_maps_leave_the_metrics_that_ignore_them_unchanged():
   base = rotate(30)
   scale, shift = np.array([2.0, -0.5, 4.0]), np.array([1.0, -3.0, 0.25])
@@ -199,6 +200,7 @@ def test_a_rotation_mixing_two_factors_lowers_every_score_but_explicitness():
   assert scores["beta_vae_eval_accuracy"] < 0.8
 
 
+@pytest.mark.slow
 def test_pure_noise_scores_near_zero_or_chance():
   rng = np.random.default_rng(1)
   draw = lambda n: (rng.normal(size=(n, 4)),

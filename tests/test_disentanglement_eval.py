@@ -24,6 +24,8 @@ from vae_jax import train
 from vae_jax.configs import tiny
 from vae_jax.errors import UsageError
 
+pytestmark = pytest.mark.slow  # Every test here trains, or starts a process.
+
 SIZES = de.scaled_sizes(0.01)
 
 

@@ -1,4 +1,5 @@
 """The epoch engine (vae_jax/epoch.py): data orders, stacked models, chunking."""
+import pytest
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +42,7 @@ def test_independent_orders_give_each_model_its_own_permutation():
   assert not np.array_equal(both[0], both[1])
 
 
+@pytest.mark.slow
 def test_each_stacked_model_runs_exactly_its_own_single_model_loop():
   """Two models with their own seeds, data orders and step keys, in one program:
   model i ends as it would alone (up to vmap's batched matrix products)."""

@@ -40,6 +40,7 @@ def _model(prior, posterior="gaussian"):
   return model, *families.split_params(params, prior)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator, loss", [("elbo", estimators.elbo_loss),
                                              ("stl", estimators.elbo_loss),
                                              ("iwae", estimators.iwae_loss),
@@ -96,6 +97,7 @@ def _standard_scores(a, b):
 SCORE = 5.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prior, posterior", [("normal", "gaussian"), ("vamp", "gaussian"),
                                               ("normal", "iaf")])
 def test_dreg_has_the_iwae_gradients_expectation(prior, posterior):
@@ -156,6 +158,7 @@ def test_dreg_has_a_higher_encoder_signal_to_noise_ratio_at_large_k():
   assert dreg_64 > iwae_8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("posterior", ["gaussian", "iaf"])
 def test_stl_has_the_elbo_gradients_expectation(posterior):
   elbo_encoder, elbo_decoder = _gradients("elbo", "normal", 8, posterior=posterior)

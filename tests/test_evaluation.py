@@ -167,6 +167,7 @@ def dead_latent_results():
   return run(50, 7), run(16, 3), streamed
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_chunk_sizes(dead_latent_results):
   """Equal up to float32 rounding. Each example's statistics come from programs of
   other shapes (16 or 50 examples, 3 or 7 samples at once), which may sum in another
@@ -201,6 +202,7 @@ def test_active_units_ignore_dead_latents(dead_latent_results):
   np.testing.assert_allclose(sum(result["kl_per_dimension"]), result["kl"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_writes_eval_json(trained_workdir, tmp_path):
   out = tmp_path / "eval.json"
   result = run_module("vae_jax.evaluate", f"--workdir={trained_workdir}", "--k=8",
@@ -218,6 +220,7 @@ def test_cli_writes_eval_json(trained_workdir, tmp_path):
   assert f"wrote {out}" in result.stdout and "NLL (IWAE)" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (("--k=0",), "--k"),
     (("--split=validation",), "--split"),
@@ -229,11 +232,13 @@ def test_cli_bad_input_exits_2(trained_workdir, args, message):
   assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_without_a_checkpoint_exits_2(tmp_path):
   result = run_module("vae_jax.evaluate", f"--workdir={tmp_path}")
   assert result.returncode == 2 and "no trained model" in result.stderr
 
 
+@pytest.mark.slow
 def test_training_logs_the_iwae_bound(tmp_path):
   config = tiny.get_config()
   config.num_epochs, config.eval_iwae_every, config.eval_iwae_k = 3, 2, 4

@@ -101,6 +101,7 @@ def test_the_page_names_no_favicon_to_fetch_and_the_server_answers_one(server):
     assert response.status == 204
 
 
+@pytest.mark.slow
 def test_a_workdir_without_a_checkpoint_is_one_line(tmp_path):
   result = run_module("vae_jax", "explore", f"--workdir={tmp_path}")
   assert result.returncode == 2, result.stderr
@@ -108,6 +109,7 @@ def test_a_workdir_without_a_checkpoint_is_one_line(tmp_path):
   assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_one_line(trained_workdir, model):
   with socket.socket() as taken:
     taken.bind(("127.0.0.1", 0))
@@ -172,6 +174,7 @@ def _start_explorer(workdir) -> tuple[subprocess.Popen, str]:
   return process, match.group(0)
 
 
+@pytest.mark.slow
 def test_in_chromium_moving_over_the_plane_changes_the_decoded_image(trained_workdir, tmp_path):
   """The page loads, each pointer move over `plane` redraws `decoded`, two clicks draw a path.
 

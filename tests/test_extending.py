@@ -65,6 +65,7 @@ def _vae(cls=vae_jax.VAE, **parts):
              image_shape=(28, 28, 1), **parts)
 
 
+@pytest.mark.slow
 def test_a_users_prior_is_trained_evaluated_and_recorded(tiny_config, tmp_path):
   tiny_config.num_epochs, tiny_config.eval_iwae_every = 1, 1
   vae = _vae(prior=MixturePrior(2))
@@ -82,6 +83,7 @@ def test_a_users_prior_is_trained_evaluated_and_recorded(tiny_config, tmp_path):
   assert digits.shape == (4, 28, 28)
 
 
+@pytest.mark.slow
 def test_load_refuses_another_model_than_the_one_trained(tiny_config, tmp_path):
   tiny_config.num_epochs = 1
   vae_jax.train_and_evaluate(tiny_config, tmp_path, module=_vae(prior=MixturePrior(2)),
@@ -98,6 +100,7 @@ def test_a_subclass_gets_the_parameters_its_own_initialize_creates(key):
   assert "log_temperature" in params and float(params["log_temperature"]) == 0.0
 
 
+@pytest.mark.slow
 def test_the_monte_carlo_kl_of_a_users_standard_normal_agrees_with_the_closed_form(key):
   """The same model twice: the default prior (analytic KL) and the user's (its estimate)."""
   default, users = _vae(), _vae(prior=StandardNormal(2))
@@ -132,6 +135,7 @@ def test_the_log_variance_is_held_in_a_safe_range(key):
                                                     key)["loss"][0]))
 
 
+@pytest.mark.slow
 def test_a_run_recorded_before_the_families_moved_loads_with_its_own_module(tiny_config,
                                                                            tmp_path):
   """config.json of an older version names vae_jax.model.VAE: the same class, moved."""

@@ -19,6 +19,7 @@ FAMILIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_a_family_trains_evaluates_samples_and_reloads(tiny_config, tmp_path, name):
   tiny_config.update(num_epochs=1, eval_iwae_every=1, eval_iwae_k=4, batch_size=256,
@@ -46,6 +47,7 @@ def test_each_family_is_one_registration():
   assert set(vae_family.POSTERIORS) == set(vae_jax.schema.choices("posterior"))
 
 
+@pytest.mark.slow
 def test_free_bits_need_a_closed_form_kl(tiny_config, tmp_path):
   tiny_config.update(prior="mog", free_bits=0.5)
   with pytest.raises(UsageError, match="free_bits needs the KL per latent in closed form"):
@@ -61,6 +63,7 @@ def _tiny_vae_state(config, key):
   return module, vae_family.init_params(module, key)
 
 
+@pytest.mark.slow
 def test_the_iwae_objective_is_the_bound_from_first_principles(tiny_config, key):
   """The step's loss with objective=iwae, K samples: -log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)
   computed here from the encoder, the decoder and the three densities by hand."""
@@ -83,6 +86,7 @@ def test_the_iwae_objective_is_the_bound_from_first_principles(tiny_config, key)
   np.testing.assert_allclose(ours, -objectives.log_mean_exp(log_w, axis=0), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_dregs_decoder_gradient_is_iwaes(tiny_config, key):
   """DReG changes the inference network's gradient only (Tucker et al. 2018)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -96,6 +100,7 @@ def test_dregs_decoder_gradient_is_iwaes(tiny_config, key):
                grad("dreg")["decoder"], grad("iwae")["decoder"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fields, says", [
     ({"objective": "elbo", "gradient_estimator": "dreg"}, "dreg goes with objective=iwae"),
     ({"objective": "iwae", "gradient_estimator": "stl"}, "stl goes with objective=elbo"),
@@ -110,6 +115,7 @@ def test_objectives_that_do_not_combine_are_refused_in_one_line(tiny_config, tmp
   assert not tmp_path.joinpath("checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_iwae_training_with_dreg_runs_and_reports_the_bound(tiny_config, tmp_path):
   from vae_jax.configs import default  # pylint: disable=g-import-not-at-top
   from vae_jax import fields  # pylint: disable=g-import-not-at-top
@@ -146,6 +152,7 @@ def test_the_settings_a_run_names_first(tiny_config, fields, says):
   assert family.settings_text() == says
 
 
+@pytest.mark.slow
 def test_a_run_says_what_it_does_and_a_rerun_where_it_resumes(tiny_config, tmp_path, capsys):
   tiny_config.train_subset, tiny_config.num_epochs = 640, 1  # 10 steps per epoch.
   train.train_and_evaluate(tiny_config, tmp_path)
@@ -172,6 +179,7 @@ def test_more_vampprior_components_than_training_images_is_a_warning(tiny_config
   assert schema.build_family(tiny_config, sweep.model_settings(tiny_config)).data_warnings(9) == []
 
 
+@pytest.mark.slow
 def test_the_sizes_of_one_stochastic_layer_are_counted_in_words(tiny_config, tmp_path):
   tiny_config.layer_latents = [4, 2]
   with pytest.raises(UsageError, match=r"layer_latents must give 1 positive size, the first"):

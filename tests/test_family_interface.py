@@ -173,6 +173,7 @@ def _config(tiny_config, family: str, **fields_):
   return tiny_config
 
 
+@pytest.mark.slow
 def test_each_group_is_updated_by_its_own_optimizer(key):
   """One step: Adam's first update is -rate * g / (|g| + eps), with the group's rate."""
   family = TwoGroups()
@@ -198,6 +199,7 @@ def test_each_group_is_updated_by_its_own_optimizer(key):
   np.testing.assert_allclose(moved, CRITIC_RATE, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_family_of_two_groups_trains_and_records_each_metric(registered, tiny_config, tmp_path):
   vae_jax.train_and_evaluate(_config(tiny_config, "two_groups"), tmp_path, verbose=False)
   row = reporting.read_metrics(tmp_path)[-1]
@@ -209,6 +211,7 @@ def test_a_family_of_two_groups_trains_and_records_each_metric(registered, tiny_
   np.testing.assert_allclose(model.params["critic"], 0.133, atol=0.05)
 
 
+@pytest.mark.slow
 def test_non_gradient_state_is_checkpointed_and_resumed_exactly(registered, tiny_config,
                                                                  tmp_path, monkeypatch):
   from conftest import stop_after_chunks  # pylint: disable=g-import-not-at-top
@@ -232,6 +235,7 @@ def test_non_gradient_state_is_checkpointed_and_resumed_exactly(registered, tiny
   assert 0.8 < rows[0]["train_dark_share"] < 0.9 and "train_counts" not in rows[0]
 
 
+@pytest.mark.slow
 def test_a_second_stage_trains_on_the_frozen_first(registered, tiny_config, tmp_path):
   config = _config(tiny_config, "two_stages")
   vae_jax.train_and_evaluate(config, tmp_path, verbose=False)
@@ -253,6 +257,7 @@ def test_a_second_stage_trains_on_the_frozen_first(registered, tiny_config, tmp_
   assert np.abs(np.mean(codes, axis=0)).max() < 1  # It came from (3, -3).
 
 
+@pytest.mark.slow
 def test_a_second_stage_is_refused_in_one_line_where_it_cannot_train(registered, tiny_config,
                                                                       tmp_path):
   with pytest.raises(UsageError, match="no trained model in .* train the first stage"):

@@ -22,6 +22,8 @@ from vae_jax import checkpoints
 from vae_jax import data
 from vae_jax import lock
 
+pytestmark = pytest.mark.slow  # Every test here trains, or starts a process.
+
 
 def _one_error_line(stderr: str) -> str:
   lines = stderr.strip().splitlines()

@@ -68,6 +68,7 @@ def test_a_one_layer_config_is_the_one_layer_vae():
                                (28, 28, 1)).layer_latents == (6, 6)
 
 
+@pytest.mark.slow
 def test_iwae_over_both_layers_approaches_the_quadrature_log_likelihood():
   """The joint weight log p(x, z_1, z_2) - log q(z_1, z_2 | x) at k = 20,000: within
   4 standard errors of the quadrature (see tests/families.py for why 4 and why the

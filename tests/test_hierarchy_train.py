@@ -26,6 +26,7 @@ def few_digits(tmp_path):
   return path
 
 
+@pytest.mark.slow
 def test_two_layers_train_evaluate_sample_and_reload(tiny_config, tmp_path, few_digits):
   # KL warm-up, free bits and update skipping all act on the hierarchy's terms.
   tiny_config.update(data_dir=str(few_digits), stochastic_layers=2, hidden=16, latents=4,
@@ -72,6 +73,7 @@ def test_combinations_without_a_meaning_are_refused(tiny_config, fields, message
     experiment.check_config(tiny_config)
 
 
+@pytest.mark.slow
 def test_the_command_refuses_a_hierarchy_with_another_prior_in_one_line(tmp_path):
   result = run_module("vae_jax.train", f"--workdir={tmp_path}", "--config=vae_jax/configs/tiny.py",
                       "--config.model=conv", "--config.stochastic_layers=2", "--config.prior=mog")
@@ -79,6 +81,7 @@ def test_the_command_refuses_a_hierarchy_with_another_prior_in_one_line(tmp_path
   assert len(result.stderr.strip().splitlines()) == 1 and "prior=normal only" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_conv_hierarchy_trains_evaluates_samples_and_reloads(tiny_config, tmp_path, few_digits):
   """model=conv, two layers of residual cells: one epoch of 300 digits, then the API
   (the cells' maths: tests/test_conv_hierarchy.py)."""
@@ -117,6 +120,7 @@ class ConvLadder(nn.Module):
     return tuple(out)
 
 
+@pytest.mark.slow
 def test_your_own_networks_in_a_hierarchy(tiny_config, few_digits):
   """Any bottom-up network (L features of any width) and any decoder of z_1 plug into
   HierarchicalVAE; a run records its layers in config.json's fields."""

@@ -61,6 +61,7 @@ def _ok(command: str, *args: str) -> str:
   return result.stdout
 
 
+@pytest.mark.slow
 def test_sample_writes_a_square_grid_into_the_workdir(workdir):
   stdout = _ok("sample", f"--workdir={workdir}", "--num=10", "--seed=3")
   path = workdir / "images" / "samples.png"
@@ -70,6 +71,7 @@ def test_sample_writes_a_square_grid_into_the_workdir(workdir):
   assert _cell(grid, 2, 1).std() > 10 and not _cell(grid, 2, 2).any()  # 10 of 12 cells used.
 
 
+@pytest.mark.slow
 def test_sample_at_a_low_temperature_draws_near_the_prior_mean(workdir, tmp_path):
   """At T = 0.01 every code is within a few hundredths of z = 0: the 9 pictures agree to
   a few grey levels, where at T = 1 (the same seed) they differ."""
@@ -83,6 +85,7 @@ def test_sample_at_a_low_temperature_draws_near_the_prior_mean(workdir, tmp_path
   assert np.abs(cold - cold[0]).max() <= 8 and np.abs(warm - warm[0]).max() > 50
 
 
+@pytest.mark.slow
 def test_interpolate_draws_rows_between_labelled_test_images(workdir, test_split, tmp_path):
   stdout = _ok("interpolate", f"--workdir={workdir}", "--steps=5", "--pairs=2", "--gif",
                f"--out={tmp_path}")
@@ -101,6 +104,7 @@ def test_interpolate_draws_rows_between_labelled_test_images(workdir, test_split
   assert gif.size[::-1] == images.grid_size(1, 2, SHAPE)
 
 
+@pytest.mark.slow
 def test_interpolate_by_index_with_slerp(workdir, test_split, tmp_path):
   _ok("interpolate", f"--workdir={workdir}", "--from_index=3", "--to_index=7", "--method=slerp",
       "--steps=3", f"--out={tmp_path}")
@@ -110,6 +114,7 @@ def test_interpolate_by_index_with_slerp(workdir, test_split, tmp_path):
   np.testing.assert_array_equal(_cell(grid, 0, 4), test_split.images[7])
 
 
+@pytest.mark.slow
 def test_latent_map_writes_the_scatter_and_the_manifold(workdir, tmp_path):
   stdout = _ok("latent-map", f"--workdir={workdir}", "--size=6", f"--out={tmp_path}")
   assert "1,996 test images" in stdout and "6 x 6 decoded codes" in stdout
@@ -121,6 +126,7 @@ def test_latent_map_writes_the_scatter_and_the_manifold(workdir, tmp_path):
   assert np.abs(_cell(manifold, 0, 0).astype(int) - _cell(manifold, 5, 5)).max() > 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, args, message", [
     ("sample", ["--num=4"], "no trained model in"),
     ("sample", ["--num=0"], "num must be >= 1"),

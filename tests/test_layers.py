@@ -83,6 +83,7 @@ def test_using_a_trained_model_imports_no_training_code(user):
   assert not [m for m in reached if _within(m, TRAINING)], user
 
 
+@pytest.mark.slow
 def test_load_evaluate_and_interpolate_import_no_optimizer(trained_workdir):
   """In a fresh process: what a notebook does with a trained model imports no optax and none
   of the training modules."""
@@ -102,6 +103,7 @@ print(json.dumps(sorted(m for m in sys.modules if m == "optax" or m in training)
   assert json.loads(result.stdout.splitlines()[-1]) == []
 
 
+@pytest.mark.slow
 def test_vae_jax_evaluate_is_the_function_and_the_old_commands_still_run():
   import vae_jax  # pylint: disable=g-import-not-at-top
   assert callable(vae_jax.evaluate) and callable(vae_jax.sample)

@@ -81,6 +81,7 @@ def test_num_models_must_agree_with_the_sweep():
     sweep.model_settings(config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--config.sweep.latents=2,4"], "sweep.latents: latents changes the parameter shapes"),
     (["--config.sweep.hidden=8,16"], "train them in separate runs"),
@@ -93,6 +94,7 @@ def test_the_cli_refuses_bad_sweeps_in_one_line(tmp_path, args, message):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_each_stacked_model_is_its_solo_run(three_models, tmp_path):
   for seed in (0, 2):
     train.train_and_evaluate(_config(seed=seed), tmp_path / f"seed{seed}", verbose=False)
@@ -101,6 +103,7 @@ def test_each_stacked_model_is_its_solo_run(three_models, tmp_path):
   assert _distance(_params(three_models, 1), solo) > 0.1  # Another seed, another model.
 
 
+@pytest.mark.slow
 def test_models_mapped_one_after_another_are_their_solo_runs_bit_for_bit(tmp_path):
   """model_mapping=sequential (auto's choice on CPU) runs each model's single-model
   program in turn: model i is the run of seed i alone, to the last bit."""
@@ -117,6 +120,7 @@ def test_models_mapped_one_after_another_are_their_solo_runs_bit_for_bit(tmp_pat
   assert [r["test_loss"] for r in stacked_records] == [r["test_loss"] for r in solo_records]
 
 
+@pytest.mark.slow
 def test_records_figures_and_tensorboard_per_model(three_models):
   records = reporting.read_metrics(three_models)
   assert [(r["epoch"], r["model"], r["seed"]) for r in records] == [(1, 0, 0), (1, 1, 1), (1, 2, 2)]
@@ -128,12 +132,14 @@ def test_records_figures_and_tensorboard_per_model(three_models):
   assert config["num_models"] == 3
 
 
+@pytest.mark.slow
 def test_the_epoch_line_shows_mean_and_spread(tmp_path, capsys):
   train.train_and_evaluate(_config(num_models=2), tmp_path)
   line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch"))
   assert "test loss" in line and "±" in line and "(best" in line and "x 2 models" in line
 
 
+@pytest.mark.slow
 def test_a_diverging_model_is_frozen_and_the_others_go_on(tmp_path, capsys):
   config = _config(num_epochs=2)
   config.sweep.learning_rate = "1e-3,1e9"
@@ -151,6 +157,7 @@ def test_a_diverging_model_is_frozen_and_the_others_go_on(tmp_path, capsys):
   assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(frozen))
 
 
+@pytest.mark.slow
 def test_every_model_diverging_stops_the_run(tmp_path):
   config = _config()
   config.sweep.learning_rate = "1e9,1e10"
@@ -158,6 +165,7 @@ def test_every_model_diverging_stops_the_run(tmp_path):
     train.train_and_evaluate(config, tmp_path, verbose=False)
 
 
+@pytest.mark.slow
 def test_stacked_runs_resume_bit_exactly(tmp_path, monkeypatch):
   config = _config(num_epochs=2)
   config.sweep.beta = "1,2"
@@ -170,11 +178,13 @@ def test_stacked_runs_resume_bit_exactly(tmp_path, monkeypatch):
                latest_params(tmp_path / "resumed"))
 
 
+@pytest.mark.slow
 def test_a_different_model_count_is_refused(three_models):
   with pytest.raises(UsageError, match="num_models 3 vs 2"):
     train.train_and_evaluate(_config(num_models=2, num_epochs=2), three_models, verbose=False)
 
 
+@pytest.mark.slow
 def test_load_and_evaluate_each_model(three_models, tmp_path):
   with pytest.raises(UsageError, match="model 3 out of range: .* holds 3 model"):
     vae_jax.load(three_models, index=3)
@@ -197,6 +207,7 @@ def test_load_and_evaluate_each_model(three_models, tmp_path):
   assert (three_models / "images" / "model_1" / "samples.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_shared_data_order_is_model_0s(three_models, tmp_path):
   train.train_and_evaluate(_config(num_models=2), tmp_path, verbose=False)
   # Model 0 draws seed 0's order either way; model 1 follows it here, its own there.
@@ -204,6 +215,7 @@ def test_a_shared_data_order_is_model_0s(three_models, tmp_path):
   assert _distance(_params(tmp_path, 1), _params(three_models, 1)) > 1e-3
 
 
+@pytest.mark.slow
 def test_bfloat16_trains_and_float32_is_unchanged(tmp_path, trained_workdir):
   train.train_and_evaluate(_config(num_epochs=2, compute_dtype="bfloat16"), tmp_path,
                              verbose=False)

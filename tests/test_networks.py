@@ -49,6 +49,7 @@ def _conv_config(features=(32, 64), latents=20):
   return config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
 def test_conv_shapes_follow_the_keras_tutorial(shape):
   model = vae_family.from_config(_conv_config(), shape)
@@ -80,6 +81,7 @@ def test_conv_needs_sizes_divisible_by_its_strides(shape, message):
     vae_family.from_config(_conv_config(), shape)
 
 
+@pytest.mark.slow
 def test_conv_trains_on_digits(tmp_path, tiny_config):
   tiny_config.model, tiny_config.conv_features, tiny_config.num_epochs = "conv", (8, 16), 2
   vae_jax.train_and_evaluate(tiny_config, tmp_path, verbose=False)
@@ -113,6 +115,7 @@ class _DeepDecoder(nn.Module):
     return nn.Dense(784)(h).reshape(*z.shape[:-1], 28, 28, 1)
 
 
+@pytest.mark.slow
 def test_a_user_defined_network_trains_loads_and_evaluates(tmp_path, tiny_config):
   vae = vae_jax.VAE(encoder=_DeepEncoder(6), decoder=_DeepDecoder(), latents=6)
   vae_jax.train_and_evaluate(tiny_config, tmp_path, module=vae, verbose=False)
@@ -169,6 +172,7 @@ def test_logistic_likelihood_learns_one_scale_per_channel_or_pixel(share, shape)
   assert log_p.shape == (2,) and np.all(log_p < 0)
 
 
+@pytest.mark.slow
 def test_logistic_bits_per_dim_is_a_discrete_likelihood(tmp_path, tiny_config):
   tiny_config.likelihood, tiny_config.num_epochs = "logistic", 1
   vae_jax.train_and_evaluate(tiny_config, tmp_path, verbose=False)

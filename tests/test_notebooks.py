@@ -18,6 +18,7 @@ COLAB = REPO / "experiments" / "colab_tpu.ipynb"
 PLACEHOLDER = "https://github.com/OWNER/vae_jax.git"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, devices", [("quickstart.ipynb", 1), ("colab_tpu.ipynb", 3)])
 def test_notebook_runs(tmp_path, monkeypatch, name, devices):
   # The kernel is a subprocess: it inherits the environment.

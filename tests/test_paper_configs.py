@@ -37,6 +37,7 @@ def _shapes(tree):
   return jax.tree.map(lambda a: tuple(a.shape), tree)
 
 
+@pytest.mark.slow
 def test_the_iwae_papers_config_is_their_one_layer_architecture():
   """784-200-200-50 tanh, symmetric decoder (Burda et al. 2015, appendix C)."""
   config = configs.load("iwae_paper")
@@ -59,6 +60,7 @@ def test_the_iwae_papers_config_is_their_one_layer_architecture():
   assert np.all(np.isfinite(h[0]))
 
 
+@pytest.mark.slow
 def test_the_vampprior_papers_config_is_their_gated_architecture():
   """Two GatedDense layers of 300 units, 40 latents, 500 pseudo-inputs (Tomczak &
   Welling 2018, section 4)."""

@@ -32,6 +32,8 @@ from vae_jax import reporting
 from vae_jax import train
 from vae_jax.configs import tiny
 
+pytestmark = pytest.mark.slow  # Every test here trains, or starts a process.
+
 RELATIVE_L2_TOLERANCE = 1e-4
 
 

@@ -37,6 +37,7 @@ def _iaf(key, latents=3, steps=3, scale=0.3):
   return iaf, jax.tree.map(lambda a: a.astype(jnp.float64), params)
 
 
+@pytest.mark.slow
 def test_iaf_log_q_is_the_change_of_variables_with_an_autodiff_jacobian(key):
   with jax.enable_x64():
     iaf, params = _iaf(key)
@@ -142,6 +143,7 @@ def test_iaf_for_one_latent_depends_on_the_context_only(key):
   np.testing.assert_allclose(slope(jnp.array([-1.0])), slope(jnp.array([2.0])), rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prior", ["normal", "mog", "vamp"])
 def test_iwae_with_iaf_approaches_the_quadrature_log_likelihood(prior):
   model, params = families.build(prior, "iaf")

@@ -300,6 +300,7 @@ def test_every_docs_page_is_in_the_nav():
   assert on_disk == {p.relative_to(DOCS) for p in nav_pages()}
 
 
+@pytest.mark.slow
 def test_readme_commands_run(tmp_path):
   """Every runnable command of the README and the docs pages exits with status 0, in order."""
   sandbox = tmp_path / "sandbox"

@@ -96,6 +96,7 @@ def test_the_decomposition_sums_to_the_batch_kl_and_each_term_matches_numpy():
                              rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_betatc_objective_is_the_negative_elbo_plus_beta_minus_one_tc():
   exp = _experiment(family="betatc", tc_beta=6.0)
   family, state = exp.family, exp.create_state()
@@ -219,6 +220,7 @@ def test_factorvae_gradients_each_group_its_own_objective():
                total[d], d_loss[d])
 
 
+@pytest.mark.slow
 def test_the_discriminator_is_a_parameter_group_with_its_own_adam():
   exp = _experiment(family="factorvae", discriminator_hidden=8, discriminator_layers=2,
                     learning_rate=1e-2, discriminator_learning_rate=1e-4)

@@ -28,6 +28,8 @@ import jax
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # Every test here trains, or starts a process.
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECORD = REPO / "tests" / "data" / "same_numbers_0ab39bc.json"
 KEYS = ("test_loss", "test_recon", "test_kl", "test_iwae_nll", "train_loss", "train_objective")

@@ -68,6 +68,7 @@ def test_the_parallel_precisions_are_the_schemas_choices():
   assert tuple(parallel.MATMUL_PRECISIONS) == schema.choices("matmul_precision")
 
 
+@pytest.mark.slow
 def test_adding_a_sweepable_field_is_one_edit(tmp_path):
   """A copy of the package with one more line in fields.py: the new field has a default,
   help, validation, a sweep, a traced per-model column and a legacy value for old runs."""

@@ -5,8 +5,11 @@ Apart from tests/test_shapes2d.py, whose checks take seconds, because a run is c
 """
 import math
 
+import pytest
 from vae_jax import reporting
 from vae_jax import train
+
+pytestmark = pytest.mark.slow  # Every test here trains, or starts a process.
 
 
 def test_training_streams_a_subset_of_shapes2d(tmp_path, tiny_config):

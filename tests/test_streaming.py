@@ -189,6 +189,7 @@ def test_a_streamed_epoch_resumes_a_resident_one_mid_epoch(npy_dir, resident_epo
   _assert_identical(parallel.to_host(state.params), resident_epoch)
 
 
+@pytest.mark.slow
 def test_independent_orders_match_the_resident_path(npy_dir):
   images = data.read_path(npy_dir, "npy").train.images
   resident, _ = _train("resident", images, num_models=2, independent=True)
@@ -236,6 +237,7 @@ np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(params)], devices=jax
 """
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_parameters_of_one(npy_dir, resident_epoch, tmp_path):
   one = resident_epoch
   out = tmp_path / "four.npz"
@@ -271,6 +273,7 @@ np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(params)], rows=sum(ro
 """
 
 
+@pytest.mark.slow
 def test_two_processes_read_their_halves_and_give_the_parameters_of_one(npy_dir, resident_epoch,
                                                                        tmp_path):
   with socket.socket() as s:  # A free port for the coordinator.
@@ -364,6 +367,7 @@ def test_placement_auto_keeps_what_fits_and_streams_what_does_not(npy_dir, monke
 # Evaluation: the test set streamed a chunk at a time.
 
 
+@pytest.mark.slow
 def test_streamed_evaluation_gives_the_resident_statistics_bit_for_bit(npy_dir):
   size = 16  # 50 test images: 4 chunks, the last one padded.
   test = data.read_path(npy_dir, "npy").test.images
@@ -414,6 +418,7 @@ def _placed_run(tiny_config, workdir, placement, **options):
   return train.train_and_evaluate(tiny_config, workdir, verbose=False)
 
 
+@pytest.mark.slow
 def test_a_streamed_run_gives_the_resident_runs_test_losses_bit_for_bit(tiny_config, tmp_path):
   from vae_jax import reporting  # pylint: disable=g-import-not-at-top
   tiny_config.update(num_epochs=1, eval_iwae_every=1, eval_iwae_k=4)
@@ -444,6 +449,7 @@ def _refused(*args, **kwargs):
   raise AssertionError("a streamed run placed the whole test set on the devices")
 
 
+@pytest.mark.slow
 def test_a_streamed_run_stopped_mid_epoch_resumes_bit_for_bit(tiny_config, tmp_path,
                                                               monkeypatch):
   from conftest import StopFlag  # pylint: disable=g-import-not-at-top
@@ -471,6 +477,7 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_bit_for_bit(tiny_config, tmp_p
                     vae_jax.load(tmp_path / "whole").params)
 
 
+@pytest.mark.slow
 def test_a_run_whose_npy_files_are_removed_under_it_ends_as_usual(npy_dir, tiny_config, tmp_path,
                                                                    monkeypatch):
   """The memmaps and descriptors opened at start keep the removed files' data."""
@@ -492,6 +499,7 @@ def test_a_run_whose_npy_files_are_removed_under_it_ends_as_usual(npy_dir, tiny_
   assert np.isfinite(reporting.read_metrics(tmp_path / "run")[-1]["test_loss"])
 
 
+@pytest.mark.slow
 def test_auto_streams_what_exceeds_the_budget_and_says_so(tiny_config, tmp_path, capsys):
   from vae_jax import train  # pylint: disable=g-import-not-at-top
   tiny_config.update(num_epochs=1, device_data_budget=0.001)  # 1 MiB: mnist_sample is 12.

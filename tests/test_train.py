@@ -41,6 +41,7 @@ def _one_model_state(model, config, key):
   return vae_training(config, model)
 
 
+@pytest.mark.slow
 def test_one_update_lowers_the_loss_on_a_fixed_batch(tiny_config, key):
   images = data.load(data.settings(tiny_config)).train.images[:64]
   model = vae_family.from_config(tiny_config, (28, 28, 1))
@@ -64,6 +65,7 @@ def test_one_update_lowers_the_loss_on_a_fixed_batch(tiny_config, key):
   assert int(new.step) == 1 and bool(new.alive)
 
 
+@pytest.mark.slow
 def test_model_shapes_and_parameter_count_follow_the_config():
   config = default.get_config()
   model = vae_family.from_config(config, (28, 28, 1))
@@ -75,6 +77,7 @@ def test_model_shapes_and_parameter_count_follow_the_config():
   assert out.shape == (3, 7, 5, 1) and mean.shape == logvar.shape == (3, 20)
 
 
+@pytest.mark.slow
 def test_resume_after_k_epochs_equals_the_uninterrupted_run(tiny_config, tmp_path):
   tiny_config.num_epochs = 3
   train.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
@@ -91,6 +94,7 @@ def test_resume_after_k_epochs_equals_the_uninterrupted_run(tiny_config, tmp_pat
   assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
 
 
+@pytest.mark.slow
 def test_stop_inside_an_epoch_saves_and_resumes_exactly(tiny_config, tmp_path, monkeypatch):
   train.train_and_evaluate(tiny_config, tmp_path / "straight", verbose=False)
   steps_per_epoch = 8004 // tiny_config.batch_size
@@ -110,6 +114,7 @@ def test_stop_inside_an_epoch_saves_and_resumes_exactly(tiny_config, tmp_path, m
   assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_left_alone(tiny_config, trained_workdir):
   before = {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")}
   result = train.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
@@ -117,6 +122,7 @@ def test_a_finished_run_is_left_alone(tiny_config, trained_workdir):
   assert {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")} == before
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
   tiny_config.num_epochs = 1
   train.train_and_evaluate(tiny_config, tmp_path, verbose=False)
@@ -129,6 +135,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, t
   jax.tree.map(np.testing.assert_array_equal, good, latest_params(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_shape_is_refused(tiny_config, trained_workdir):
   tiny_config.latents = 8
   tiny_config.num_epochs = 3
@@ -136,6 +143,7 @@ def test_a_checkpoint_of_another_shape_is_refused(tiny_config, trained_workdir):
     train.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field, value, message", [
     ("latents", 0, "latents must be > 0"),
     ("batch_size", -1, "batch_size must be > 0"),
@@ -159,6 +167,7 @@ def test_chunk_size_divides_the_epoch():
     assert steps % epoch.chunk_size(steps, 10) == 0
 
 
+@pytest.mark.slow
 def test_the_chunking_of_an_epoch_never_changes_the_result(tiny_config, trained_workdir, tmp_path):
   """One chunk per epoch against the fixture's five: step s of an epoch must draw from
   the key of s, whatever chunk it falls in (a key folded with the index inside the
@@ -204,6 +213,7 @@ def _stop_when(patch, when) -> StopFlag:
   return flag
 
 
+@pytest.mark.slow
 def test_the_epoch_after_a_resume_reports_its_whole_time(tiny_config, trained_workdir, tmp_path,
                                                          monkeypatch):
   """Stopped 2 of 5 chunks into epoch 2 and resumed: epoch 2 took 5 chunk-seconds in all,
@@ -220,6 +230,7 @@ def test_the_epoch_after_a_resume_reports_its_whole_time(tiny_config, trained_wo
   same_params(latest_params(trained_workdir), latest_params(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_stop_during_evaluation_resumes_with_the_evaluation(tiny_config, trained_workdir,
                                                              tmp_path, monkeypatch):
   """Stopped between evaluation chunks after epoch 2: the checkpoint holds the whole
@@ -257,6 +268,7 @@ def _stop_inside(patch, owner, name: str, calls: int = 1) -> StopFlag:
   return flag
 
 
+@pytest.mark.slow
 def test_a_stop_while_compiling_returns_before_training(tiny_config, tmp_path, monkeypatch):
   with monkeypatch.context() as patch:
     stop = _stop_inside(patch, epoch.Runner, "compile")
@@ -265,6 +277,7 @@ def test_a_stop_while_compiling_returns_before_training(tiny_config, tmp_path, m
   assert not checkpoints.Checkpointer(tmp_path).all_steps()
 
 
+@pytest.mark.slow
 def test_a_stop_while_writing_figures_ends_that_epoch_and_saves_it(tiny_config, tmp_path,
                                                                    monkeypatch):
   with monkeypatch.context() as patch:
@@ -275,6 +288,7 @@ def test_a_stop_while_writing_figures_ends_that_epoch_and_saves_it(tiny_config, 
   assert [r["epoch"] for r in reporting.read_metrics(tmp_path)] == [1]
 
 
+@pytest.mark.slow
 def test_a_stop_during_the_iwae_bound_resumes_with_it(tiny_config, tmp_path, monkeypatch):
   tiny_config.num_epochs, tiny_config.eval_iwae_every, tiny_config.eval_iwae_k = 1, 1, 4
   tiny_config.iwae_example_chunk = 500  # 4 chunks of the test set.
@@ -290,6 +304,7 @@ def test_a_stop_during_the_iwae_bound_resumes_with_it(tiny_config, tmp_path, mon
   assert "test_iwae_nll" in reporting.read_metrics(tmp_path / "cut")[0]
 
 
+@pytest.mark.slow
 def test_divergence_on_a_fresh_workdir_says_that_nothing_was_saved(tiny_config, tmp_path):
   tiny_config.learning_rate = 1e9
   with pytest.raises(TrainingDiverged) as error:
@@ -300,6 +315,7 @@ def test_divergence_on_a_fresh_workdir_says_that_nothing_was_saved(tiny_config, 
   assert not checkpoints.Checkpointer(tmp_path).all_steps()
 
 
+@pytest.mark.slow
 def test_divergence_after_a_damaged_resume_names_the_verified_checkpoint(tiny_config, copy_of):
   """Resumed past a damaged checkpoint 250, the run diverges: the message names 125,
   the checkpoint it verified, which is kept; config.json is not rewritten."""
@@ -313,6 +329,7 @@ def test_divergence_after_a_damaged_resume_names_the_verified_checkpoint(tiny_co
   assert (copy_of / "config.json").read_bytes() == config_before
 
 
+@pytest.mark.slow
 def test_a_held_lock_stops_training_but_not_readers(tiny_config, trained_workdir):
   tiny_config.num_epochs = 3
   before = {p: p.stat().st_mtime_ns for p in trained_workdir.rglob("*")}
@@ -325,6 +342,7 @@ def test_a_held_lock_stops_training_but_not_readers(tiny_config, trained_workdir
   assert after == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("obstacle", ["locked", "another model"])
 def test_nothing_is_rewritten_before_the_lock_and_the_checkpoint_are_checked(
     tiny_config, copy_of, obstacle):
@@ -346,6 +364,7 @@ def test_nothing_is_rewritten_before_the_lock_and_the_checkpoint_are_checked(
   assert {p: p.read_bytes() for p in copy_of.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_a_busy_workdir_is_refused_before_the_data_is_read(tiny_config, trained_workdir,
                                                            monkeypatch):
   monkeypatch.setattr(train.data, "load", lambda *a, **k: pytest.fail("read the data"))
@@ -355,6 +374,7 @@ def test_a_busy_workdir_is_refused_before_the_data_is_read(tiny_config, trained_
     train.train_and_evaluate(tiny_config, trained_workdir, verbose=False)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_folder_removed_while_training_is_created_again_and_saved(
     tiny_config, tmp_path, monkeypatch, capsys):
   """checkpoints/ and config.json removed before the save of epoch 2: the run creates them

@@ -20,6 +20,8 @@ from vae_jax import reporting
 from vae_jax import train
 from vae_jax.configs import tiny
 
+pytestmark = pytest.mark.slow  # Every test here trains, or starts a process.
+
 TINY = "--config=vae_jax/configs/tiny.py"
 METRIC_KEYS = {"epoch", "train_loss", "test_loss", "test_recon", "test_kl", "epoch_seconds",
                "examples_per_second"}

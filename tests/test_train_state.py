@@ -20,6 +20,7 @@ def _state(config, model, num_models=1, **family):
   return vae_training(config, model, num_models, **family)
 
 
+@pytest.mark.slow
 def test_the_weighted_step_with_beta_1_and_no_free_bits_is_the_plain_step():
   config = tiny.get_config()
   config.hidden, config.latents = 16, 3
@@ -53,6 +54,7 @@ def test_the_step_weighs_the_kl_exactly_when_a_setting_asks_for_it(field, value,
   assert vae_family.GaussianVAE.build(settings, models).weighted is weighted
 
 
+@pytest.mark.slow
 def test_the_kl_warm_up_starts_from_the_reconstruction_alone():
   config = tiny.get_config()
   config.hidden, config.latents, config.kl_warmup_steps = 16, 3, 10

@@ -48,6 +48,7 @@ def test_load_warns_about_a_damaged_newest_checkpoint_and_takes_the_one_before(c
   assert (copy_of / "checkpoints" / "250").is_dir()  # A reader moves nothing.
 
 
+@pytest.mark.slow
 def test_when_every_checkpoint_is_damaged_the_message_says_so(tiny_config, copy_of):
   for step in (125, 250):
     flip_bytes(copy_of / "checkpoints" / str(step))
@@ -63,6 +64,7 @@ def test_when_every_checkpoint_is_damaged_the_message_says_so(tiny_config, copy_
     vae_jax.load(copy_of)
 
 
+@pytest.mark.slow
 def test_another_optimizer_state_is_named_as_such_not_as_damage(tiny_config, copy_of):
   tiny_config.num_epochs, tiny_config.grad_clip_norm = 3, 1.0  # Adds a state to the chain.
   with pytest.raises(checkpoints.OtherLayout, match="checkpoint 250 holds other opt_state arrays"):

@@ -14,6 +14,7 @@ from vae_jax.configs import default
 from vae_jax.errors import UsageError
 
 
+@pytest.mark.slow
 def test_beta_trains_on_the_weighted_objective_and_reports_the_true_elbo(tmp_path, tiny_config):
   tiny_config.num_epochs, tiny_config.beta, tiny_config.kl_warmup_steps = 1, 4.0, 100
   vae_jax.train_and_evaluate(tiny_config, tmp_path, verbose=False)
@@ -102,6 +103,7 @@ def test_bad_optimizer_settings_are_refused(overrides, message):
     optim.check(_optimizer_config(**overrides))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [
     {"optimizer": "adamw", "weight_decay": 1e-2},
     {"lr_schedule": "cosine", "warmup_steps": 50},
@@ -116,6 +118,7 @@ def test_every_optimizer_setting_trains_and_loads(tmp_path, tiny_config, overrid
   assert vae_jax.sample(model, jax.random.key(0), 2).shape == (2, 28, 28)
 
 
+@pytest.mark.slow
 def test_resume_mid_warm_up_and_schedule_is_bit_exact(tmp_path, tiny_config, monkeypatch):
   tiny_config.update({"lr_schedule": "cosine", "warmup_steps": 60, "kl_warmup_steps": 200,
                       "beta": 2.0, "free_bits": 0.1, "num_epochs": 2})
@@ -143,6 +146,7 @@ class _Spiky(vae_jax.VAE):
     return {**terms, "loss": terms["loss"] * spike, "recon": terms["recon"] * spike}
 
 
+@pytest.mark.slow
 def test_an_update_far_above_the_gradients_level_is_skipped_and_counted(tiny_config, tmp_path):
   rng = np.random.default_rng(0)
   images = (rng.random((2000, 8, 8, 1)) < 0.3).astype(np.uint8) * 200  # First pixels 0 or 200.

@@ -62,6 +62,7 @@ def test_unknown_model_choices_are_refused_naming_the_choices(field, value):
     schema.check(config)
 
 
+@pytest.mark.slow
 def test_the_conv_decoder_ends_without_a_relu():
   """Its last transposed convolution gives logits, which must be free to be negative."""
   config = tiny.get_config()

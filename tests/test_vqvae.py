@@ -14,6 +14,8 @@ from vae_jax import train
 from vae_jax.errors import UsageError
 from vae_jax.families.discrete import quantizers
 
+pytestmark = pytest.mark.slow  # Every test here trains, or starts a process.
+
 EPOCHS = 2
 
 
