@@ -53,6 +53,7 @@ import functools
 import numpy as np
 
 from vae_jax.sources import factors as factors_lib
+from vae_jax.sources import lazy
 from vae_jax.sources import pixels
 
 NAME = "shapes2d"
@@ -208,7 +209,7 @@ def all_factors() -> np.ndarray:
   return factors_lib.grid(FACTOR_SIZES)
 
 
-class RenderedImages:
+class RenderedImages(lazy.LazyRows):
   """The images of factor rows as a lazy uint8 array (N, S, S, 1), rendered when read.
 
   Indexing (an int, a slice, an array of indices or a boolean mask) and
@@ -245,13 +246,6 @@ class RenderedImages:
     """Images `rows` (int (K,)) -> uint8 (K, S, S, 1), rendered now."""
     images = render(self.factors[np.asarray(rows, np.int64).reshape(-1)])
     return pixels.resize(images, self.image_size) if self.image_size else images
-
-  def __getitem__(self, key) -> np.ndarray:
-    if isinstance(key, tuple):
-      return self[key[0]][(slice(None), *key[1:])]
-    if isinstance(key, (int, np.integer)):
-      return self.read([range(len(self))[key]])[0]
-    return self.read(np.arange(len(self))[key])
 
   def __array__(self, dtype=None, copy=None) -> np.ndarray:
     """All images, rendered in batches."""

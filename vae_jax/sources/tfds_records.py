@@ -26,6 +26,7 @@ import numpy as np
 import PIL.Image
 
 from vae_jax.errors import UsageError
+from vae_jax.sources import lazy
 from vae_jax.sources import pixels
 from vae_jax.sources import tfds as tfds_source
 
@@ -145,7 +146,7 @@ def _get(source, rows, where: str) -> list:
                      "set changed? Prepare it again and rerun the same command") from None
 
 
-class RecordImages:
+class RecordImages(lazy.LazyRows):
   """The images of one split of ArrayRecord files, as a lazy uint8 array (N, H, W, C).
 
   Indexing (an int, a slice, an array of indices or a boolean mask) decodes
@@ -208,13 +209,6 @@ class RecordImages:
                          f"shape {image.shape}, its features say {self.shape[1:]}")
       out[k] = image
     return out
-
-  def __getitem__(self, key) -> np.ndarray:
-    if isinstance(key, tuple):
-      return self[key[0]][(slice(None), *key[1:])]
-    if isinstance(key, (int, np.integer)):
-      return self.read([range(len(self))[key]])[0]
-    return self.read(np.arange(len(self))[key])
 
   def __array__(self, dtype=None, copy=None) -> np.ndarray:
     """All images, decoded in batches on a few threads."""
