@@ -52,7 +52,6 @@ import optax
 
 from vae_jax import convolution
 from vae_jax import data
-from vae_jax import epoch
 from vae_jax.configs import default
 from vae_jax import model as model_lib
 from vae_jax import objectives
@@ -223,25 +222,11 @@ def _report(title: str, contenders: dict, baseline: str | None = None) -> None:
           f"  {flops / seconds[name] / 1e9:6.1f} GFLOP/s")
 
 
-class TrainerEpoch:
-  """One family's compiled trainer epoch and its state, timed one epoch at a time."""
-
-  def __init__(self, fields: dict, images: np.ndarray):
-    config = default.get_config()
-    config.update(model="conv", conv_features=FEATURES, **fields)
-    self.exp, self.times = bench_common.build(config, images), []
-    self.state = self.exp.create_state()
-    self.keys = self.exp.keys.epoch(0)
-    self.exp.runner.compile(self.state, *self.keys, self.exp.hyper)
-    batch = jnp.asarray(images[:self.exp.config.batch_size])
-    self.flops = bench_common.step_flops(self.exp.step, self.state, self.exp.hyper, batch)
-    self.epoch()  # Warm-up.
-
-  def epoch(self) -> float:
-    start = time.perf_counter()
-    self.state = epoch.run_epoch(self.exp.runner, self.state, *self.keys, self.exp.hyper)
-    jax.block_until_ready(self.state)
-    return time.perf_counter() - start
+def trainer_epoch(fields: dict, images: np.ndarray) -> bench_common.EpochTimer:
+  """One family's compiled trainer epoch (the conv networks and `fields`), timed per epoch."""
+  config = default.get_config()
+  config.update(model="conv", conv_features=FEATURES, **fields)
+  return bench_common.EpochTimer(config, images)
 
 
 def trainer_epochs(count: int, rounds: int) -> None:
@@ -251,7 +236,7 @@ def trainer_epochs(count: int, rounds: int) -> None:
                 f"vqvae (7x7x64, {_CODES.value} codes, EMA)": {
                     "family": "vqvae", "codebook_size": _CODES.value},
                 "fsq (7x7, levels 8,5,5,5)": {"family": "fsq"}}
-  runs = {name: TrainerEpoch(fields, images) for name, fields in contenders.items()}
+  runs = {name: trainer_epoch(fields, images) for name, fields in contenders.items()}
   for _ in range(rounds):
     for run in runs.values():
       run.times.append(run.epoch())

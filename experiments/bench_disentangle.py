@@ -16,7 +16,6 @@ DIP-VAE at most 1.2x, FactorVAE (its 6 x 1000 discriminator and second Adam) at 
 """
 import statistics
 import sys
-import time
 
 import bench_common
 from absl import app
@@ -24,7 +23,6 @@ from absl import flags
 import jax
 import numpy as np
 
-from vae_jax import epoch
 from vae_jax.configs import default
 from vae_jax.sources import shapes2d
 
@@ -45,25 +43,15 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed epochs per family, interleave
 _EXAMPLES = flags.DEFINE_integer("examples", 2_560, "Training images per epoch (40 steps).")
 
 
-class Family:
+class Family(bench_common.EpochTimer):
   """One family's compiled epoch and its state, timed one epoch at a time."""
 
   def __init__(self, name: str, images: np.ndarray):
-    self.name, self.times = name, []
     config = default.get_config()
     config.update(NETWORK)
     config.update(FAMILIES[name])
-    self.exp = bench_common.build(config, images)
-    self.state = self.exp.create_state()
-    self.keys = self.exp.keys.epoch(0)
-    self.compile_seconds = self.exp.runner.compile(self.state, *self.keys, self.exp.hyper)
-    self.epoch()  # Warm-up.
-
-  def epoch(self) -> float:
-    start = time.perf_counter()
-    self.state = epoch.run_epoch(self.exp.runner, self.state, *self.keys, self.exp.hyper)
-    jax.block_until_ready(self.state)
-    return time.perf_counter() - start
+    super().__init__(config, images, count_flops=False)
+    self.name = name
 
 
 def main(argv):

@@ -14,16 +14,13 @@ example (so less than K times the VAE's step, whose encoder and optimizer are
 shared), and the VampPrior with 500 pseudo-inputs adds less than 30%.
 """
 import statistics
-import time
 
 import bench_common
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import epoch
 from vae_jax.configs import default
 
 FAMILIES = {
@@ -44,25 +41,14 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
                                 "IDX folder; random bytes if missing.")
 
 
-class Family:
+class Family(bench_common.EpochTimer):
   """One family's compiled epoch and its state, timed one epoch at a time."""
 
   def __init__(self, name: str, images: np.ndarray):
-    self.name, self.times = name, []
     config = default.get_config()
     config.update(FAMILIES[name])
-    self.exp = bench_common.build(config, images)
-    self.state = self.exp.create_state()
-    self.keys = self.exp.keys.epoch(0)
-    self.compile_seconds = self.exp.runner.compile(self.state, *self.keys, self.exp.hyper)
-    batch = jnp.asarray(images[:self.exp.config.batch_size])
-    self.flops = bench_common.step_flops(self.exp.step, self.state, self.exp.hyper, batch)
-    self.epoch()  # Warm-up.
-
-  def epoch(self) -> float:
-    start = time.perf_counter()
-    self.state = epoch.run_epoch(self.exp.runner, self.state, *self.keys, self.exp.hyper)
-    return time.perf_counter() - start
+    super().__init__(config, images)
+    self.name = name
 
 
 def main(argv):
