@@ -10,6 +10,8 @@ import tempfile
 # starts (set before jax is imported, which reads it then): most of a tiny run's
 # ~10 s is compiling the same few programs, which a cached run loads in well
 # under a second. Set JAX_COMPILATION_CACHE_DIR to keep a cache between sessions.
+_CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vae_jax_tests_xla_cache_")
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
@@ -93,15 +95,15 @@ def stop_after_chunks(patch, chunks: int) -> StopFlag:
 
 
 @pytest.fixture(scope="session")
-def compilation_cache(tmp_path_factory) -> dict[str, str]:
-  """Environment variables that give subprocesses one persistent XLA cache for the session.
+def compilation_cache() -> dict[str, str]:
+  """Environment variables that give a subprocess the session's persistent XLA cache.
 
   A tiny training run spends most of its ~10 s compiling (the initialisers op by
   op, the epoch, the evaluation); with the programs cached, a rerun starts in ~3 s.
+  The cache is the one set at the top of this file, which every pytest-xdist worker
+  and every command a test starts shares: each program compiles once per session.
   """
-  return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+  return {name: os.environ[name] for name in _CACHE_VARIABLES if name in os.environ}
 
 
 def start_training(fault: str, *args: str, env: dict | None = None) -> subprocess.Popen:

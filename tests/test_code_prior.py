@@ -94,6 +94,7 @@ def _chi_square_p_value(counts: np.ndarray, p: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
+@pytest.mark.slow
 def test_draws_follow_the_distribution_the_model_gives(temperature):
   num_codes, grid, num = 3, (2, 2), 20_000
   model = _model(num_codes, grid)
@@ -115,6 +116,7 @@ def test_draws_follow_the_distribution_the_model_gives(temperature):
   assert 0.5 * np.abs(counts / num - p).sum() < 2 * noise
 
 
+@pytest.mark.slow
 def test_low_temperature_follows_the_greedy_path_and_draws_repeat_for_a_key():
   model = _model(5, (3, 4))
   greedy = np.zeros((2, 12), np.int32)  # The most probable code at each position in turn.

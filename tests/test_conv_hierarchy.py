@@ -84,6 +84,7 @@ def test_the_analytic_per_layer_kls_sum_to_the_monte_carlo_kl(tiny):
   np.testing.assert_array_less(np.abs(loss.mean(axis=0) + log_w.mean(axis=0)), 4 * se)
 
 
+@pytest.mark.slow
 def test_the_iwae_bound_rises_above_the_elbo(tiny):
   """The IWAE bound over all layers (the log-mean-exp of the joint weights, as the
   evaluation engine sums them) at k = 1,000 lies above the mean of the same weights

@@ -71,6 +71,7 @@ def test_values_and_gradients_equal_xlas_convolution(case):
     np.testing.assert_allclose(b, a, rtol=0, atol=2 * terms * EPS * float(jnp.max(jnp.abs(a))))
 
 
+@pytest.mark.slow
 def test_on_cpu_flax_conv_layers_use_no_xla_convolution():
   """The point of the module: inside a scan XLA:CPU's convolutions are 10-20x slower."""
   layer = nn.Conv(4, (3, 3), input_dilation=2, padding=((2, 1), (2, 1)),
@@ -82,6 +83,7 @@ def test_on_cpu_flax_conv_layers_use_no_xla_convolution():
   assert "conv_general_dilated" not in primitives and "dot_general" in primitives, primitives
 
 
+@pytest.mark.slow
 def test_what_it_does_not_cover_goes_to_xla_unchanged():
   x = jnp.ones((2, 8, 8, 4))
   grouped = jax.random.normal(jax.random.key(0), (3, 3, 2, 4))

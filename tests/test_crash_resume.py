@@ -12,18 +12,12 @@ import vae_jax
 from conftest import finish
 from conftest import latest_params
 from conftest import start_training
+from conftest import untimed
 from vae_jax import checkpoints
 from vae_jax import lock
 from vae_jax import reporting
 
 pytestmark = pytest.mark.slow  # Every test here trains, or starts a process.
-
-TIMING = {"epoch_seconds", "examples_per_second", "eval_seconds", "compile_seconds", "iwae_seconds"}
-
-
-def _untimed(workdir) -> list[dict]:
-  return [{k: v for k, v in r.items() if k not in TIMING} for r in reporting.read_metrics(workdir)]
-
 
 def _temporary_folders(workdir) -> list:
   return [p for p in (workdir / "checkpoints").iterdir() if not p.name.isdigit()]
@@ -74,5 +68,5 @@ def test_killed_at_several_points_and_rerun_ends_as_the_uninterrupted_run(
   assert checkpoints.Checkpointer(workdir, create=False).all_steps() == [125, 250]
   jax.tree.map(np.testing.assert_array_equal, latest_params(trained_workdir),
                latest_params(workdir))
-  assert _untimed(workdir) == _untimed(trained_workdir)
+  assert untimed(workdir) == untimed(trained_workdir)
   assert not (workdir / lock.LOCK_FILE).exists()

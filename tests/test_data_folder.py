@@ -162,6 +162,7 @@ def test_palette_and_16_bit_grey_files_load_as_grey(tmp_path, digits):
   assert np.abs(images[2, ..., 0].astype(int) - image).max() <= 8
 
 
+@pytest.mark.slow
 def test_serial_threads_and_processes_decode_the_same(tmp_path, digits):
   files = [str(p) for p in _write(tmp_path, digits[1], classes=False)]
   for executor in ("serial", "threads"):

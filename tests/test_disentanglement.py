@@ -132,6 +132,7 @@ def test_the_factors_themselves_score_the_maximum():
       "factor_vae_num_active_dims": 3}
 
 
+@pytest.mark.slow
 def test_permuting_the_latents_changes_nothing():
   base = rotate(30)  # Not the maximum: the comparison is not between two 1s.
   permuted = lambda f: base(f)[:, [2, 0, 1]]
@@ -172,6 +173,7 @@ def test_elementwise_maps_leave_the_metrics_that_ignore_them_unchanged():
   assert {k: v for k, v in sampling_scores(affine, sizes).items() if k in factor} == factor
 
 
+@pytest.mark.slow
 def test_a_rotation_mixing_two_factors_lowers_every_score_but_explicitness():
   rotated, maximum = fixed_data_metrics(rotate(30)), fixed_data_metrics(identity)
   # MIG: each rotated latent tells both factors 0 and 1 apart (their values stay in distinct
@@ -403,6 +405,7 @@ def _noisy(f):
   return np.stack([f[:, 0] + 0.3 * f[:, 1], f[:, 1], np.sin(f @ [3.0, 5.0, 7.0])], 1)
 
 
+@pytest.mark.slow
 def test_evaluate_all_is_deterministic_for_a_seed():
   data = Factors(SIZES)
   first = dis.evaluate_all(_noisy, data, seed=3, sizes=TINY)

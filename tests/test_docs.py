@@ -1,6 +1,6 @@
 """The documentation site's API reference covers exactly what `vae_jax` exports.
 
-(.ci/run builds the site with `mkdocs build --strict`; tests/test_readme.py runs
+(.ci/run builds the site with `mkdocs build --strict`; tests/doc_commands.py runs
 the pages' commands.)
 """
 import re

@@ -113,6 +113,7 @@ def test_dreg_has_the_iwae_gradients_expectation(prior, posterior):
   assert np.all(spread > 0.01 * np.std(iwae_encoder, axis=0)[live])
 
 
+@pytest.mark.slow
 def test_dreg_with_the_vamp_prior_needs_the_encoder_in_both_trees():
   """Without the prior's own copy, the prior's direct dependence on the encoder gets
   w~^2 instead of w~: the expectation moves by tens of standard errors."""
@@ -143,6 +144,7 @@ def _snr(g):
   return np.abs(g.mean(0)) / g.std(0)
 
 
+@pytest.mark.slow
 def test_dreg_has_a_higher_encoder_signal_to_noise_ratio_at_large_k():
   """Rainforth et al. (2018): IWAE's encoder SNR falls like 1/sqrt(K); DReG's does not.
 

@@ -100,6 +100,7 @@ def linear_gaussian():
   return LinearGaussian()
 
 
+@pytest.mark.slow
 def test_iwae_converges_to_the_exact_log_likelihood(linear_gaussian):
   lg = linear_gaussian
   exact = lg.log_px()
@@ -119,6 +120,7 @@ def test_iwae_converges_to_the_exact_log_likelihood(linear_gaussian):
   assert np.all(lg.elbo() < exact - 2.0)
 
 
+@pytest.mark.slow
 def test_bound_rises_with_k_on_average(linear_gaussian):
   lg = linear_gaussian
   replicas = 400  # Each x 400 times, each copy with its own key: 400 seeds.

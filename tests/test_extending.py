@@ -118,6 +118,7 @@ def test_the_monte_carlo_kl_of_a_users_standard_normal_agrees_with_the_closed_fo
   np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_log_variance_is_held_in_a_safe_range(key):
   """An encoder that asks for exp(+-1000) gets a finite, bounded variance and KL."""
   class Extreme(flax.linen.Module):

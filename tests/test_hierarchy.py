@@ -93,6 +93,7 @@ def test_iwae_over_both_layers_approaches_the_quadrature_log_likelihood():
   np.testing.assert_allclose(bound, iwae, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_the_analytic_per_layer_kls_sum_to_the_monte_carlo_kl():
   """E_q[KL_1(z_2) + KL_2] (what the ELBO trains on, one draw of z_2 each) equals
   E_q[log q(z_1, z_2 | x) - log p(z_1, z_2)], each from 20,000 draws per example,
@@ -117,6 +118,7 @@ def test_the_analytic_per_layer_kls_sum_to_the_monte_carlo_kl():
   np.testing.assert_array_less(np.abs(loss.mean(axis=0) + log_w.mean(axis=0)), 4 * se)
 
 
+@pytest.mark.slow
 def test_prior_samples_follow_the_temperature():
   """At temperature 0 every draw is the top-down path of the means; at 1 they spread."""
   vae, params = _tiny()
@@ -135,6 +137,7 @@ def test_prior_samples_follow_the_temperature():
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
+@pytest.mark.slow
 def test_every_parameter_gets_a_gradient(objective):
   """The single-sample ELBO and the 5-sample IWAE bound (through `estimators`, as
   `objective=iwae` trains) reach every weight of both layers, finitely."""

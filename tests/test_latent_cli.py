@@ -12,21 +12,6 @@ from vae_jax.configs import tiny
 SHAPE = (28, 28)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """A persistent XLA cache shared by this module's subprocesses.
-
-  Each command restores its checkpoint through `checkpoints.load`, which
-  compiles dozens of small computations; after the first command they come
-  from the cache, which saves seconds per command on a small CPU.
-  """
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
-    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    patch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
-    yield
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   """One epoch of mnist_sample with the tiny config and a 2-D latent space."""

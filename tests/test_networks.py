@@ -140,6 +140,7 @@ def test_a_user_defined_network_trains_loads_and_evaluates(tmp_path, tiny_config
 @pytest.mark.parametrize("loc, log_scale", [
     (0.5, -3.0), (0.0, -6.0), (1.0, -6.0), (-3.0, 0.5), (4.0, -1.0), (0.37, 2.0), (0.5, -9.0),
 ])
+@pytest.mark.slow
 def test_discretised_logistic_sums_to_one_over_the_256_values(loc, log_scale):
   with jax.enable_x64():
     x = jnp.arange(256, dtype=jnp.float64) / 255
@@ -155,6 +156,7 @@ def test_discretised_logistic_sums_to_one_over_the_256_values(loc, log_scale):
     np.testing.assert_allclose(np.exp(log_p)[reliable], mass[reliable], rtol=1e-7)
 
 
+@pytest.mark.slow
 def test_discretised_logistic_gradients_are_finite_at_the_edges():
   grad = jax.grad(lambda loc, s: jnp.sum(objectives.discretized_logistic_log_prob(
       jnp.array([0.0, 0.5, 1.0]), loc, s)), argnums=(0, 1))(jnp.float32(0.5), jnp.float32(-8.0))

@@ -7,6 +7,7 @@ import pytest
 from vae_jax import objectives
 
 
+@pytest.mark.slow
 def test_analytic_kl_matches_monte_carlo(key):
   k_mean, k_logvar, k_z = jax.random.split(key, 3)
   mean = jax.random.normal(k_mean, (3, 5))

@@ -16,6 +16,7 @@ def _dense(params, x):
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gated"])
+@pytest.mark.slow
 def test_the_mlp_encoders_layers_compute_their_activation(activation):
   encoder = networks.MLPEncoder(6, 2, layers=2, activation=activation)
   x = jax.random.uniform(jax.random.key(0), (3, 2, 2, 1))

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, finish, latest_params, start_training
+from conftest import REPO, finish, latest_params, start_training, untimed
 from vae_jax import checkpoints
 from vae_jax import reporting
 from vae_jax import train
@@ -116,9 +116,6 @@ def test_two_processes_give_the_parameters_of_one(one_device_run, two_process_ru
   _assert_close(latest_params(one_device_run), latest_params(workdir))
 
 
-TIMING = {"epoch_seconds", "examples_per_second", "eval_seconds", "compile_seconds"}
-
-
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_resumes_exactly(
     two_process_run, tmp_path, compilation_cache):
   """Process 1 alone gets SIGTERM, mid-epoch and then mid-evaluation: both processes
@@ -142,8 +139,6 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_resumes_exac
   assert codes(results) == [0, 0], results[0][2][-3000:]
   uninterrupted = two_process_run[0]
   jax.tree.map(np.testing.assert_array_equal, latest_params(uninterrupted), latest_params(workdir))
-  untimed = lambda w: [{k: v for k, v in r.items() if k not in TIMING}
-                       for r in reporting.read_metrics(w)]
   assert untimed(workdir) == untimed(uninterrupted)
 
 

@@ -68,6 +68,7 @@ def test_iaf_log_q_is_the_change_of_variables_with_an_autodiff_jacobian(key):
     np.testing.assert_allclose(log_q, log_q0 - log_abs_det, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_iaf_steps_are_autoregressive_and_alternate_the_order(key):
   with jax.enable_x64():
     context = jax.random.normal(key, (6,), jnp.float64)
@@ -84,6 +85,7 @@ def test_iaf_steps_are_autoregressive_and_alternate_the_order(key):
     assert np.all(jacobian != 0)  # The second step runs in the reversed order.
 
 
+@pytest.mark.slow
 def test_iaf_starts_near_the_identity(key):
   iaf = posteriors.IAF(latents=3, steps=2, hidden=8)
   mean = jax.random.normal(key, (5, 3))
@@ -100,6 +102,7 @@ def test_iaf_starts_near_the_identity(key):
                              - 2 * 3 * np.log(gate), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_iaf_log_prob_inverts_the_flow(key):
   with jax.enable_x64():
     iaf, params = _iaf(key)
@@ -115,6 +118,7 @@ def test_iaf_log_prob_inverts_the_flow(key):
     assert np.all(log_det < -1)
 
 
+@pytest.mark.slow
 def test_iaf_log_prob_in_float32_agrees_with_the_draws():
   model, params = families.build("normal", "iaf")
   z, log_q = families.apply(model, families.Tiny.draw, 3)(params, jax.random.key(3), families.X,
@@ -125,6 +129,7 @@ def test_iaf_log_prob_in_float32_agrees_with_the_draws():
   np.testing.assert_allclose(log_prob, log_q, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_iaf_log_prob_broadcasts_samples_against_the_encoder(key):
   iaf = posteriors.IAF(latents=3, steps=2, hidden=8)
   mean, logvar = jnp.zeros((4, 3)), jnp.zeros((4, 3))
@@ -133,6 +138,7 @@ def test_iaf_log_prob_broadcasts_samples_against_the_encoder(key):
   assert log_q.shape == (7, 4) and log_q.dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_iaf_for_one_latent_depends_on_the_context_only(key):
   iaf = posteriors.IAF(latents=1, steps=2, hidden=4)
   params = iaf.init(key, key, jnp.zeros((1,)), jnp.zeros((1,)), method=iaf.sample)["params"]

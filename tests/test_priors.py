@@ -33,6 +33,7 @@ def test_standard_normal_log_prob_sample_and_shapes(key):
   assert draws.shape == (7, 3) and draws.dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_standard_normal_analytic_kl_matches_monte_carlo(key):
   prior = priors.StandardNormal(4)
   k_mean, k_logvar, k_z = jax.random.split(key, 3)
@@ -67,6 +68,7 @@ def test_mixture_starts_near_the_standard_normal_with_distinct_means(key):
   assert np.all(distances[~np.eye(5, dtype=bool)] > 0)
 
 
+@pytest.mark.slow
 def test_mixture_log_prob_matches_scipy(key):
   prior = priors.MixtureOfGaussians(latents=3, components=4)
   params = prior.init(key, jnp.zeros((1, 3)), method=prior.log_prob)["params"]
@@ -81,6 +83,7 @@ def test_mixture_log_prob_matches_scipy(key):
   np.testing.assert_allclose(log_p.reshape(-1), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mixture_samples_have_the_mixture_moments(key):
   prior = priors.MixtureOfGaussians(latents=2, components=3)
   params = prior.init(key, jnp.zeros((1, 2)), method=prior.log_prob)["params"]
@@ -147,6 +150,7 @@ def test_vamp_samples_have_the_mixture_moments(key):
 
 
 @pytest.mark.parametrize("prior", ["normal", "mog", "vamp"])
+@pytest.mark.slow
 def test_iwae_approaches_the_quadrature_log_likelihood(prior):
   model, params = families.build(prior, "gaussian")
   families.check_bounds_against_quadrature(model, params, jax.random.key(1))

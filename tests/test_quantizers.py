@@ -191,6 +191,7 @@ def _restart_case():
           "embedding_sum": embedding * sizes[:, None] * 1.01, "restarts": np.int32(2)}
 
 
+@pytest.mark.slow
 def test_dead_codes_are_restarted_from_the_batch_and_the_rest_untouched(key):
   stats = _restart_case()
   dead = np.array([False, True, False, True, False, True, False])

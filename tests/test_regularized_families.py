@@ -73,6 +73,7 @@ def test_minibatch_weighted_sampling_is_chen_et_al_estimator():
   np.testing.assert_allclose(marginals, want_marginals, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_decomposition_sums_to_the_batch_kl_and_each_term_matches_numpy():
   z, mean, logvar = _batch(m=6, l=4, seed=1)
   n = 50
@@ -196,6 +197,7 @@ def test_discriminator_loss_and_tc_estimate_against_numpy():
       pytest.approx(math.log(2))
 
 
+@pytest.mark.slow
 def test_factorvae_gradients_each_group_its_own_objective():
   exp = _experiment(family="factorvae", discriminator_hidden=8, discriminator_layers=2)
   family = exp.family

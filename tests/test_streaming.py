@@ -122,6 +122,7 @@ def test_permutations_are_those_of_the_resident_shuffle():
     np.testing.assert_array_equal(order, jax.jit(lambda k: jax.random.permutation(k, 1000))(key))
 
 
+@pytest.mark.slow
 def test_streamed_batches_are_the_resident_batches(npy_dir):
   images = data.read_path(npy_dir, "npy").train.images
   config, mesh = _config(), parallel.make_mesh()
@@ -138,6 +139,7 @@ def test_streamed_batches_are_the_resident_batches(npy_dir):
   np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.slow
 def test_streamed_epoch_gives_the_resident_parameters_bit_for_bit(npy_dir):
   images = data.read_path(npy_dir, "npy").train.images
   assert isinstance(images, np.memmap)
@@ -154,6 +156,7 @@ def resident_epoch(npy_dir):
 
 
 @pytest.mark.parametrize("chunks", [1, 10])
+@pytest.mark.slow
 def test_chunking_never_changes_the_streamed_result(npy_dir, resident_epoch, chunks):
   streamed, runner = _train("streamed", data.read_path(npy_dir, "npy").train.images,
                             chunks=chunks)

@@ -94,6 +94,7 @@ def test_the_family_settings_defaults_are_the_default_configs():
   assert fields.settings_of(vae_family.Settings, default.get_config()) == vae_family.Settings()
 
 
+@pytest.mark.slow
 def test_layers_start_like_pytorchs_linear():
   """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernels and biases: the tutorial's init."""
   module, params = small_vae()  # 16 pixels, 16 hidden units, 3 latents.

@@ -21,6 +21,7 @@ def test_the_weighted_objective_weighs_the_kl_and_floors_each_latent_at_free_bit
   np.testing.assert_allclose(objective(1.0, 1.0), 15.0 + 1.0 + 3.0 + 1.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_iwae_bound_lies_above_the_elbo_of_the_same_samples():
   """Burda et al.'s theorem 1, by a margin an untrained model makes large: a bound
   that averaged log weights instead of weights would sit at the ELBO."""
@@ -30,6 +31,7 @@ def test_the_iwae_bound_lies_above_the_elbo_of_the_same_samples():
   assert float(jnp.min(terms["iwae"] + terms["recon"] + terms["kl"])) > 0.05
 
 
+@pytest.mark.slow
 def test_the_elbo_defaults_to_one_sample():
   module, params = small_vae()
   x = jax.random.uniform(jax.random.key(4), (3, 4, 4, 1))
@@ -37,6 +39,7 @@ def test_the_elbo_defaults_to_one_sample():
                                 vae_objective.elbo(module, params, x, jax.random.key(5), 1))
 
 
+@pytest.mark.slow
 def test_per_example_keys_follow_the_example_not_its_batch():
   module, params = small_vae()
   x = jax.random.uniform(jax.random.key(4), (6, 4, 4, 1))
@@ -50,6 +53,7 @@ def test_per_example_keys_follow_the_example_not_its_batch():
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "logistic"])
+@pytest.mark.slow
 def test_the_negative_elbo_is_the_likelihoods_score_plus_the_analytic_kl(likelihood):
   module, params = small_vae(likelihood)
   x = jnp.round(jax.random.uniform(jax.random.key(6), (3, 4, 4, 1)) * 255) / 255
