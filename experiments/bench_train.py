@@ -16,7 +16,8 @@ on a noisy machine:
   * for N models, the time against one model's (vmap's overhead beyond the arithmetic);
   * baselines: the same step as a Python loop of jitted steps (one dispatch per
     batch), the step's 5 large GEMMs alone in the same `lax.scan` (what the MLP
-    step can reach with XLA's GEMMs here), and one 4096^3 GEMM.
+    step can reach with XLA's GEMMs here), Adam's update alone (`--gemms` prints
+    these two without the rest), and one 4096^3 GEMM.
 """
 import functools
 import statistics
@@ -46,6 +47,8 @@ _COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", schema.choices("c
 _MAPPINGS = flags.DEFINE_list("model_mapping", ["vmap", "sequential"],
                               "How N > 1 models share the program; each is timed.")
 _BASELINES = flags.DEFINE_bool("baselines", True, "Also time the baselines.")
+_GEMMS = flags.DEFINE_bool("gemms", False, "Also time the step's 5 large GEMMs alone and Adam's "
+                           "update alone (implied by --baselines for the MLP).")
 _LAYERS = flags.DEFINE_list("stochastic_layers", ["1"], "Hierarchies to time, in this order "
                             "(repeat them to interleave); ratios are to the first's one model.")
 
@@ -91,7 +94,7 @@ def time_epoch(num_models: int, images, repeats: int, mapping: str = "auto", lay
     holder["state"] = epoch.run_epoch(runner, holder["state"], shuffle_keys, step_keys, settings)
 
   median, times = _median_seconds(one_epoch, repeats)
-  return compile_seconds, median, times, flops, runner
+  return compile_seconds, median, times, flops, runner, state
 
 
 def time_python_loop(images, repeats):
@@ -137,6 +140,25 @@ def time_gemms(steps, repeats, batch=128, d=784, h=400):
   return median, steps * 5 * 2 * batch * d * h / median / 1e9
 
 
+def time_adam(steps, repeats, params):
+  """`steps` Adam updates (optax, lr 1e-3) of `params`' shapes in a lax.scan, with a fresh
+  gradient each step: the optimizer's share of the step, bound by memory traffic."""
+  import optax  # pylint: disable=g-import-not-at-top
+  tx = optax.adam(1e-3)
+  grads = jax.tree.map(lambda p: jnp.full(p.shape, 1e-3, p.dtype), params)
+
+  @jax.jit
+  def run(params):
+    def body(carry, i):
+      p, opt = carry
+      g = jax.tree.map(lambda g: g * i.astype(g.dtype), grads)  # Not a constant to fold.
+      updates, opt = tx.update(g, opt, p)
+      return (optax.apply_updates(p, updates), opt), None
+    return jax.lax.scan(body, (params, tx.init(params)), jnp.arange(steps))[0][0]
+
+  return _median_seconds(lambda: jax.block_until_ready(run(params)), repeats)[0]
+
+
 def time_big_gemm(repeats):
   a = jax.random.normal(jax.random.key(0), (4096, 4096))
   f = jax.jit(lambda a: a @ a)
@@ -154,8 +176,8 @@ def main(argv):
   runs = [(int(l), n, mapping) for l in _LAYERS.value for n in (int(v) for v in _NUM_MODELS.value)
           for mapping in (_MAPPINGS.value if n > 1 else ["auto"])]
   for layers, n, mapping in runs:
-    compile_s, median, times, flops, runner = time_epoch(n, images, _EPOCHS.value, mapping,
-                                                         layers)
+    compile_s, median, times, flops, runner, state = time_epoch(n, images, _EPOCHS.value,
+                                                                mapping, layers)
     examples = runner.examples_per_epoch
     gflops = flops * runner.steps_per_epoch / median / 1e9
     label = (f"{'' if len(_LAYERS.value) == 1 else f'L={layers} '}{n:>3} model(s)"
@@ -178,10 +200,18 @@ def main(argv):
     loop = time_python_loop(images, max(2, _EPOCHS.value // 2))
     print(f"python loop of jitted steps (1 model): {loop:.3f} s per epoch "
           f"({loop / single:.2f}x the scan)")
-    if _MODEL.value == "mlp":
-      gemm_s, gemm_gflops = time_gemms(examples // 128, 3)
-      print(f"the step's 5 large GEMMs alone: {gemm_s:.3f} s per epoch, {gemm_gflops:.0f} GFLOP/s "
-            f"(the full step of 1 model reaches {gemm_s / single:.0%} of this speed)")
+  if (_BASELINES.value or _GEMMS.value) and _MODEL.value == "mlp":
+    gemm_s, gemm_gflops = time_gemms(examples // 128, 3)
+    print(f"the step's 5 large GEMMs alone: {gemm_s:.3f} s per epoch, {gemm_gflops:.0f} GFLOP/s "
+          f"(the full step of 1 model reaches {gemm_s / single:.0%} of this speed)")
+    # Model 0's shapes (the state's arrays were donated to the epoch).
+    params = jax.tree.map(lambda a: jnp.zeros(a.shape[1:], a.dtype), state.params)
+    adam_s = time_adam(examples // 128, 3, params)
+    size = sum(p.size for p in jax.tree.leaves(params))
+    print(f"Adam's update alone: {adam_s:.3f} s per epoch ({size:,} parameters; "
+          f"{7 * 4 * size * (examples // 128) / adam_s / 1e9:.0f} GB/s reading 4 and writing 3 "
+          "float32 arrays of them per step)")
+  if _BASELINES.value:
     print(f"one 4096^3 GEMM: {time_big_gemm(3):.0f} GFLOP/s")
 
 
