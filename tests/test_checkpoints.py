@@ -61,8 +61,12 @@ def _truncate_arrays(step_dir):
 
 
 DAMAGE = {  # How: (what the manifest says, what orbax's read and the digests say without it).
+    # Without the manifest, the flipped byte is caught by the digests, or by orbax's read
+    # where it lands in a compressed chunk's header (where it lands varies from save to
+    # save: orbax writes the arrays from several threads).
     "bytes flipped": (flip_bytes, "its file params/.* does not match the SHA-256",
-                      "do not match their SHA-256 digest"),
+                      "do not match their SHA-256 digest|FAILED_PRECONDITION: Error reading "
+                      "\".*ZSTD_decompressStream\\(\\) failed"),
     "arrays truncated": (_truncate_arrays, r"its file params/.* has \d+ bytes, not the \d+",
                          "OUT_OF_RANGE"),
     "index checksum": (lambda d: flip_middle_bytes((d / "params" / "d").iterdir()),
