@@ -327,6 +327,14 @@ def run_pages(names: list[str], tmp_path: pathlib.Path) -> tuple[int, list[str]]
   return ran, failures
 
 
+def assert_pages_run(names: list[str], tmp_path: pathlib.Path) -> None:
+  """The test of tests/test_readme.py and each tests/test_pages_*.py: `run_pages` ran
+  some command, and every one exited with status 0."""
+  ran, failures = run_pages(names, tmp_path)
+  assert ran, "these pages have no runnable command in a ```sh block"
+  assert not failures, "\n\n".join(failures)
+
+
 def _with_prerequisites(names: list[str], sandbox: pathlib.Path) -> list[tuple[pathlib.Path, Command]]:
   """The commands of the pages `names`, after the earlier pages' train commands for the
   workdirs those commands use before (or without) training them."""
